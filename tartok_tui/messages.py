@@ -1,0 +1,212 @@
+"""Typed messages between the supervisor and a worker subprocess.
+
+Both sides import these definitions. On the wire each message is one JSON
+object per line: ``{"type": <tag>, ...fields}``. Supervisor -> worker goes
+over the worker's stdin, worker -> supervisor over its stdout. Worker logs
+never go to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+# ---------------------------------------------------------------- supervisor -> worker
+
+
+@dataclass(frozen=True)
+class Lease:
+    """Process one tar and commit its output. ``isolate``: one sample at a time,
+    journalled, so a sample that kills the process is identified on the next try."""
+
+    TYPE: ClassVar[str] = "lease"
+    lease_id: int
+    tar_path: str
+    isolate: bool = False
+
+
+@dataclass(frozen=True)
+class Pause:
+    """Take no new batch until resumed."""
+
+    TYPE: ClassVar[str] = "pause"
+
+
+@dataclass(frozen=True)
+class Resume:
+    TYPE: ClassVar[str] = "resume"
+
+
+@dataclass(frozen=True)
+class Stop:
+    """Finish the current tar (if any), then exit 0."""
+
+    TYPE: ClassVar[str] = "stop"
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Exit as soon as possible without committing the current tar."""
+
+    TYPE: ClassVar[str] = "abort"
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    """Free what can be freed now: gc, allocator caches."""
+
+    TYPE: ClassVar[str] = "cleanup"
+
+
+# ---------------------------------------------------------------- worker -> supervisor
+
+
+@dataclass(frozen=True)
+class Hello:
+    """First line a worker writes, before loading the model."""
+
+    TYPE: ClassVar[str] = "hello"
+    pid: int
+    device: str
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Model loaded; the worker takes leases now."""
+
+    TYPE: ClassVar[str] = "ready"
+    load_seconds: float
+    device: str
+    precision: str
+
+
+@dataclass(frozen=True)
+class LoadFailed:
+    """The model could not be loaded; the worker exits non-zero after this."""
+
+    TYPE: ClassVar[str] = "load_failed"
+    reason: str
+
+
+@dataclass(frozen=True)
+class TarStarted:
+    TYPE: ClassVar[str] = "tar_started"
+    lease_id: int
+    tar_path: str
+    samples_expected: int | None = None
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Cumulative counts for the current lease, sent at most a few times a second."""
+
+    TYPE: ClassVar[str] = "progress"
+    lease_id: int
+    samples_done: int
+    errors: int
+    audio_seconds: float
+    batches: int
+    model_seconds: float
+    """Wall seconds spent inside the tokenizer for this lease."""
+    last_batch_ms: float = 0.0
+    last_batch_size: int = 0
+
+
+@dataclass(frozen=True)
+class TarDone:
+    """The tar's output is committed (fsynced and renamed)."""
+
+    TYPE: ClassVar[str] = "tar_done"
+    lease_id: int
+    tar_path: str
+    samples: int
+    errors: int
+    audio_seconds: float
+    wall_seconds: float
+    model_seconds: float
+
+
+@dataclass(frozen=True)
+class SampleError:
+    """A sample (or the tar itself, key None) got an error record."""
+
+    TYPE: ClassVar[str] = "sample_error"
+    lease_id: int
+    tar_path: str
+    key: str | None
+    stage: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Memory as the worker sees it; sent periodically and after cleanup."""
+
+    TYPE: ClassVar[str] = "resources"
+    gpu_allocated_mb: float = 0.0
+    gpu_reserved_mb: float = 0.0
+
+
+@dataclass(frozen=True)
+class StateChanged:
+    """Worker-side state changes the supervisor cannot infer (paused, idle)."""
+
+    TYPE: ClassVar[str] = "state"
+    state: str
+
+
+@dataclass(frozen=True)
+class Log:
+    """A notable event for the event log (not for routine chatter)."""
+
+    TYPE: ClassVar[str] = "log"
+    level: str
+    message: str
+
+
+Message = (
+    Lease | Pause | Resume | Stop | Abort | Cleanup | Hello | Ready | LoadFailed | TarStarted
+    | Progress | TarDone | SampleError | Resources | StateChanged | Log
+)
+
+_BY_TYPE: dict[str, type] = {
+    cls.TYPE: cls
+    for cls in (
+        Lease, Pause, Resume, Stop, Abort, Cleanup, Hello, Ready, LoadFailed, TarStarted,
+        Progress, TarDone, SampleError, Resources, StateChanged, Log,
+    )
+}
+
+
+class ProtocolError(ValueError):
+    """A line that is not a valid message."""
+
+
+def encode(msg: Message) -> bytes:
+    """One message as one UTF-8 JSON line, newline included."""
+    payload: dict[str, Any] = {"type": msg.TYPE, **asdict(msg)}
+    return (json.dumps(payload, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+
+
+def decode(line: bytes | str) -> Message:
+    """Parse one line; raises ProtocolError on anything that is not a known message."""
+    try:
+        obj = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"not JSON: {line[:200]!r}") from exc
+    if not isinstance(obj, dict) or "type" not in obj:
+        raise ProtocolError(f"not a message object: {line[:200]!r}")
+    cls = _BY_TYPE.get(obj.pop("type"))
+    if cls is None:
+        raise ProtocolError(f"unknown message type in {line[:200]!r}")
+    names = {f.name for f in fields(cls)}
+    unknown = set(obj) - names
+    if unknown:
+        raise ProtocolError(f"unknown fields {sorted(unknown)} for {cls.TYPE}")
+    try:
+        return cls(**obj)
+    except TypeError as exc:
+        raise ProtocolError(f"bad fields for {cls.TYPE}: {exc}") from exc
+
+
