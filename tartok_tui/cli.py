@@ -1,0 +1,450 @@
+"""Command line: ``tartok-tui run | status | verify``.
+
+Every option of ``run`` is a ``RunConfig`` field, spelled in kebab case; the old
+script's underscore spellings work too, and each option can be set from the
+environment as ``TARTOK_<OPTION>`` (e.g. ``TARTOK_NUM_PROC=8``). The dashboard is
+imported only when it is shown, so ``--no-tui`` never loads textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import MISSING, fields, replace
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tartok_tui import __version__
+from tartok_tui.config import DEFAULT_AUDIO_EXTS, ConfigError, RunConfig
+from tartok_tui.control import ExitCode, SupervisorControl
+from tartok_tui.supervisor.views import Event
+
+EXAMPLES = """\
+[bold]Examples[/]
+
+  [dim]# tokenize every tar of Emilia/EN on all visible GPUs, two workers per GPU[/]
+  tartok-tui run -i /data/Emilia/EN -o /data/tokens/EN -m SparkAudio/Spark-TTS-0.5B
+
+  [dim]# the old script's spellings still work; take tars 0..99 only, no dashboard[/]
+  tartok-tui run --input_dir in --output_dir out --model_dir ./Spark-TTS-0.5B --from_index 0 --to_index 100 --no-tui
+
+  [dim]# what is done, and is every sample accounted for?[/]
+  tartok-tui status /data/tokens/EN
+  tartok-tui verify /data/Emilia/EN /data/tokens/EN
+
+[bold]Exit codes[/]  0 all tars done · 1 some tars failed or unfinished · 2 bad arguments · 3 every worker failed · 130 interrupted (run again to resume)
+
+Every [cyan]run[/] option can also be set in the environment as TARTOK_<OPTION>, e.g. TARTOK_NUM_PROC=8.
+"""
+
+app = typer.Typer(
+    name="tartok-tui",
+    help="Tokenize tar-sharded speech datasets into Spark-TTS BiCodec tokens on many GPUs, with a live dashboard.",
+    epilog=EXAMPLES,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+err_console = Console(stderr=True, highlight=False)
+
+
+class Precision(enum.StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+def _default(name: str) -> Any:
+    """The RunConfig default, so the CLI and the config cannot drift apart."""
+    field = next(f for f in fields(RunConfig) if f.name == name)
+    if field.default is not MISSING:
+        return field.default
+    if field.default_factory is not MISSING:
+        return field.default_factory()
+    raise KeyError(f"RunConfig.{name} has no default")
+
+
+DEFAULT_PRECISION = Precision(_default("precision"))
+
+
+def _opt(name: str, help: str, *short: str, **kwargs: Any) -> Any:
+    """A ``run`` option: ``--kebab-name``, the ``--snake_name`` alias, ``TARTOK_NAME``."""
+    decls = [f"--{name.replace('_', '-')}"]
+    if "_" in name:
+        decls.append(f"--{name}")
+    # Square brackets are rich markup in help text; "[default: ...]" must show as written.
+    return typer.Option(
+        *decls, *short, help=help.replace("[", r"\["), envvar=f"TARTOK_{name.upper()}", **kwargs
+    )
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"tartok-tui {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", "-V", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """Tokenize tar-sharded speech datasets into Spark-TTS BiCodec tokens on many GPUs, with a live dashboard."""
+
+
+# --------------------------------------------------------------------------- run
+
+
+def make_supervisor(
+    config: RunConfig, on_event: Callable[[Event], None] | None
+) -> SupervisorControl:
+    """The real supervisor; tests replace this with a fake."""
+    from tartok_tui.supervisor.supervisor import Supervisor
+
+    return Supervisor(config, tars=None, on_event=on_event)
+
+
+def validate_config(config: RunConfig) -> RunConfig:
+    """Resolve the model dir and check the whole config; raises ConfigError.
+
+    A Hugging Face repo id is downloaded (or found in the cache) here, before
+    any worker starts, so every worker loads the same local directory.
+    """
+    try:
+        from tartok_tui.hub import ModelSourceError, resolve_model_dir
+    except ImportError:  # hub support not installed in this tree: a plain path
+        model_dir = Path(config.model_dir).expanduser()
+    else:
+        try:
+            model_dir = resolve_model_dir(config.model_dir)
+        except ModelSourceError as exc:
+            raise ConfigError(str(exc)) from exc
+    config = replace(config, model_dir=str(model_dir))
+    from tartok_tui.supervisor import supervisor as supervisor_module
+
+    supervisor_module.validate(config)
+    return config
+
+
+def run_pipeline(
+    config: RunConfig,
+    tui: bool,
+    *,
+    progress_interval: float | None = None,
+    console: Console | None = None,
+) -> int:
+    """Validate, then run to the end with the dashboard or the headless printer.
+
+    Returns the process exit code (see ``ExitCode``). Reusable by any command
+    that builds a RunConfig (``demo`` does).
+    """
+    console = console if console is not None else Console(highlight=False)
+    try:
+        config = validate_config(config)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return ExitCode.BAD_ARGS
+    if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        err_console.print(
+            "[yellow]not a terminal: showing plain progress instead of the dashboard[/]"
+        )
+        tui = False
+    if tui:
+        # Imported here so that the headless path never loads textual.
+        from tartok_tui.tui.app import run_dashboard
+
+        return run_dashboard(make_supervisor(config, None), console=console)
+
+    from tartok_tui.progress import HeadlessPrinter, run_headless
+
+    printer = HeadlessPrinter(console, interval=progress_interval)
+    supervisor = make_supervisor(config, printer.on_event)
+    return asyncio.run(run_headless(supervisor, printer))
+
+
+def _parse_env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--worker-env")
+        env[key] = value
+    return env
+
+
+def _parse_exts(value: str) -> tuple[str, ...]:
+    exts = tuple(e.strip().lstrip(".").lower() for e in value.split(",") if e.strip())
+    if not exts:
+        raise typer.BadParameter("give at least one extension", param_hint="--audio-exts")
+    return exts
+
+
+@app.command(epilog=EXAMPLES)
+def run(
+    input_dir: Annotated[Path, _opt("input_dir", "Directory holding the input .tar shards.", "-i")],
+    output_dir: Annotated[
+        Path, _opt("output_dir", "Where the per-tar JSONL files go; a rerun resumes here.", "-o")
+    ],
+    model_dir: Annotated[
+        str,
+        _opt(
+            "model_dir",
+            "Spark-TTS model: a local directory in the official layout, or a Hugging Face repo id.",
+            "-m",
+        ),
+    ],
+    from_index: Annotated[
+        int, _opt("from_index", "First tar (index in the sorted list).", min=0)
+    ] = _default("from_index"),
+    to_index: Annotated[
+        int | None,
+        _opt("to_index", "End of the tar range, exclusive [default: the last tar].", min=0),
+    ] = None,
+    recursive: Annotated[
+        bool, _opt("recursive", "Look for tars in subdirectories too.")
+    ] = _default("recursive"),
+    num_proc: Annotated[
+        int | None,
+        _opt(
+            "num_proc",
+            "Worker processes in all [default: procs-per-gpu per GPU, or 1 without a GPU].",
+            "-n",
+            min=1,
+        ),
+    ] = None,
+    procs_per_gpu: Annotated[
+        int, _opt("procs_per_gpu", "Workers per GPU when --num-proc is not given.", min=1)
+    ] = _default("procs_per_gpu"),
+    device: Annotated[
+        str, _opt("device", "auto | cpu | cuda | cuda:0,1 (the GPUs to use).", "-d")
+    ] = _default("device"),
+    precision: Annotated[
+        Precision, _opt("precision", "Model precision; bf16/fp16 are faster but not bit-identical.")
+    ] = DEFAULT_PRECISION,
+    batch_seconds: Annotated[
+        float, _opt("batch_seconds", "Audio seconds per model batch, padding included.", min=1.0)
+    ] = _default("batch_seconds"),
+    max_duration: Annotated[
+        float,
+        _opt("max_duration", "Clips longer than this many seconds get an error record.", min=0.1),
+    ] = _default("max_duration"),
+    audio_exts: Annotated[
+        str, _opt("audio_exts", "Audio member extensions, comma separated.")
+    ] = ",".join(DEFAULT_AUDIO_EXTS),
+    memory_limit_gb: Annotated[
+        float,
+        _opt(
+            "memory_limit_gb",
+            "Total worker memory (GB) before workers are cleaned up or recycled.",
+            min=0.1,
+        ),
+    ] = _default("memory_limit_gb"),
+    memory_check_s: Annotated[
+        float, _opt("memory_check_s", "Seconds between memory checks.", min=0.1)
+    ] = _default("memory_check_s"),
+    stats_every: Annotated[
+        int, _opt("stats_every", "Log throughput stats every N samples.", min=1)
+    ] = _default("stats_every"),
+    threads_per_worker: Annotated[
+        int | None,
+        _opt(
+            "threads_per_worker",
+            "Torch threads per worker [default: CPU cores shared among CPU workers].",
+            min=1,
+        ),
+    ] = None,
+    decode_workers: Annotated[
+        int | None,
+        _opt(
+            "decode_workers",
+            "Audio decode threads per worker [default: from the worker's cores].",
+            min=1,
+        ),
+    ] = None,
+    backoff_initial_s: Annotated[
+        float, _opt("backoff_initial_s", "First restart delay after a worker dies.", min=0.0)
+    ] = _default("backoff_initial_s"),
+    backoff_max_s: Annotated[
+        float, _opt("backoff_max_s", "Longest restart delay.", min=0.0)
+    ] = _default("backoff_max_s"),
+    crash_window_s: Annotated[
+        float,
+        _opt(
+            "crash_window_s",
+            "Window (s) in which --crash-limit failures make a slot fatal.",
+            min=0.0,
+        ),
+    ] = _default("crash_window_s"),
+    crash_limit: Annotated[
+        int, _opt("crash_limit", "Failures within --crash-window-s before a slot gives up.", min=1)
+    ] = _default("crash_limit"),
+    poison_threshold: Annotated[
+        int,
+        _opt(
+            "poison_threshold",
+            "A tar that killed this many workers is re-run sample by sample.",
+            min=1,
+        ),
+    ] = _default("poison_threshold"),
+    stop_timeout_s: Annotated[
+        float,
+        _opt(
+            "stop_timeout_s", "After a stop request, workers alive this long are killed.", min=0.0
+        ),
+    ] = _default("stop_timeout_s"),
+    log_dir: Annotated[
+        Path | None, _opt("log_dir", "Worker logs [default: OUTPUT_DIR/logs].")
+    ] = None,
+    worker_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--worker-env",
+            "--extra-worker-env",
+            "--extra_worker_env",
+            help="Extra environment for the workers, KEY=VALUE; repeatable.",
+            envvar="TARTOK_EXTRA_WORKER_ENV",
+        ),
+    ] = None,
+    no_tui: Annotated[
+        bool,
+        typer.Option(
+            "--no-tui",
+            "--no_tui",
+            help="Plain progress output instead of the dashboard (never loads textual).",
+            envvar="TARTOK_NO_TUI",
+        ),
+    ] = False,
+    progress_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--progress-interval",
+            "--progress_interval",
+            help=r"Seconds between --no-tui progress lines \[default: 0.5 on a terminal, 30 otherwise].",
+            envvar="TARTOK_PROGRESS_INTERVAL",
+            min=0.1,
+        ),
+    ] = None,
+) -> None:
+    """Tokenize every tar in INPUT_DIR (or a slice of them) into OUTPUT_DIR.
+
+    Tars already complete in OUTPUT_DIR are skipped, so running the same command again resumes.
+    """
+    config = RunConfig(
+        input_dir=input_dir,
+        output_dir=output_dir,
+        model_dir=model_dir,
+        from_index=from_index,
+        to_index=to_index,
+        recursive=recursive,
+        num_proc=num_proc,
+        procs_per_gpu=procs_per_gpu,
+        device=device,
+        precision=precision.value,
+        batch_seconds=batch_seconds,
+        max_duration=max_duration,
+        audio_exts=_parse_exts(audio_exts),
+        memory_limit_gb=memory_limit_gb,
+        memory_check_s=memory_check_s,
+        stats_every=stats_every,
+        threads_per_worker=threads_per_worker,
+        decode_workers=decode_workers,
+        backoff_initial_s=backoff_initial_s,
+        backoff_max_s=backoff_max_s,
+        crash_window_s=crash_window_s,
+        crash_limit=crash_limit,
+        poison_threshold=poison_threshold,
+        stop_timeout_s=stop_timeout_s,
+        log_dir=log_dir,
+        extra_worker_env=_parse_env(worker_env or []),
+    )
+    raise typer.Exit(run_pipeline(config, tui=not no_tui, progress_interval=progress_interval))
+
+
+# --------------------------------------------------------------------------- status / verify
+
+
+@app.command()
+def status(
+    output_dir: Annotated[
+        Path, typer.Argument(help="The output directory of a run.", exists=True, file_okay=False)
+    ],
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """What is done, partial or failed in OUTPUT_DIR, from its files alone (no input needed)."""
+    from tartok_tui.output.scan import scan_output
+
+    result = scan_output(output_dir)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+        return
+    Console(highlight=False).print(_status_table(result))
+
+
+@app.command()
+def verify(
+    input_dir: Annotated[
+        Path, typer.Argument(help="The input directory of the run.", exists=True, file_okay=False)
+    ],
+    output_dir: Annotated[
+        Path, typer.Argument(help="Its output directory.", exists=True, file_okay=False)
+    ],
+    from_index: Annotated[
+        int, _opt("from_index", "First tar of the range that was run.", min=0)
+    ] = 0,
+    to_index: Annotated[
+        int | None, _opt("to_index", "End of that range, exclusive.", min=0)
+    ] = None,
+    recursive: Annotated[bool, _opt("recursive", "Tars in subdirectories too.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Check every sample of every input tar appears exactly once in the output (tokens or an error record).
+
+    Exits 1 when any sample is missing or duplicated or a tar has no output.
+    """
+    from tartok_tui.output.scan import verify as verify_output
+
+    report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        Console(highlight=False).print(_verify_table(report))
+    raise typer.Exit(ExitCode.OK if report.ok else ExitCode.INCOMPLETE)
+
+
+def _status_table(result: Any) -> Table:
+    return _dict_table("Output status", result.to_dict())
+
+
+def _verify_table(report: Any) -> Table:
+    return _dict_table("Verify: " + ("OK" if report.ok else "PROBLEMS FOUND"), report.to_dict())
+
+
+def _dict_table(title: str, data: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in data.items():
+        table.add_row(
+            key,
+            json.dumps(value, ensure_ascii=False)
+            if isinstance(value, (dict, list))
+            else str(value),
+        )
+    return table
+
+
+def main() -> None:
+    app()

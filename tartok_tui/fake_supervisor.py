@@ -1,0 +1,324 @@
+"""A scripted stand-in for the supervisor: realistic snapshots, recorded controls.
+
+Used by the view tests, the screenshot script and anyone who wants to look at
+the dashboard without GPUs. It simulates time (``now`` only moves when the run
+advances), so what it shows is the same on every machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from tartok_tui.control import ExitCode
+from tartok_tui.formatting import ALIVE_STATES, GIB
+from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
+
+START = 1_767_225_600.0  # 2026-01-01 00:00:00 UTC: a fixed origin for simulated time
+SAMPLES_PER_TAR = 25_000
+SECONDS_PER_SAMPLE = 10.0
+
+
+@dataclass(frozen=True)
+class FakeResult:
+    exit_code: int
+
+
+def worker(
+    slot: int,
+    device: str,
+    state: WorkerState = WorkerState.RUNNING,
+    *,
+    tar_index: int | None = None,
+    tar_done: int = 0,
+    tars_done: int = 0,
+    restarts: int = 0,
+    last_error: str | None = None,
+    rate: float = 40.0,
+) -> WorkerView:
+    """A worker view with this slot's history, working at ``rate`` samples/s."""
+    samples = tars_done * SAMPLES_PER_TAR + tar_done
+    busy = state in (WorkerState.RUNNING, WorkerState.PAUSED, WorkerState.STOPPING)
+    return WorkerView(
+        slot=slot,
+        device=device,
+        pid=None
+        if state in (WorkerState.BACKOFF, WorkerState.FATAL, WorkerState.DONE)
+        else 41000 + slot * 17,
+        state=state,
+        tar=f"EN-B{tar_index if tar_index is not None else slot:06d}.tar" if busy else None,
+        tar_samples_done=tar_done if busy else 0,
+        tar_samples_expected=SAMPLES_PER_TAR if busy else None,
+        tars_done=tars_done,
+        samples_done=samples,
+        errors=samples // 4000,
+        audio_seconds=samples * SECONDS_PER_SAMPLE,
+        model_seconds=samples / rate * 0.9 if samples else 0.0,
+        avg_latency_ms=1000.0 / rate if samples else 0.0,
+        avg_batch_ms=1000.0 / rate * 24 if samples else 0.0,
+        realtime_factor=rate * SECONDS_PER_SAMPLE / 0.9 if samples else 0.0,
+        rss_bytes=int((5.2 + 0.1 * slot) * GIB)
+        if state in ALIVE_STATES and state != WorkerState.BACKOFF
+        else 0,
+        gpu_mem_mb=(14_200.0 + 37 * slot) if device.startswith("cuda") and busy else 0.0,
+        restarts=restarts,
+        last_error=last_error,
+    )
+
+
+def mid_run_view(now: float = START + 3723.0) -> RunView:
+    """Eight GPU workers on four GPUs plus one CPU worker, an hour into a 400-tar run:
+    most running, one paused, one waiting to restart after an out-of-memory kill,
+    one restarted earlier, one still loading."""
+    workers = (
+        worker(0, "cuda:0", tar_index=40, tar_done=18_312, tars_done=5),
+        worker(
+            1,
+            "cuda:0",
+            tar_index=41,
+            tar_done=9_870,
+            tars_done=5,
+            restarts=1,
+            last_error="exit -9 (SIGKILL) while on EN-B000017.tar",
+        ),
+        worker(2, "cuda:1", tar_index=42, tar_done=22_001, tars_done=5),
+        worker(3, "cuda:1", WorkerState.PAUSED, tar_index=43, tar_done=3_150, tars_done=4),
+        worker(4, "cuda:2", tar_index=44, tar_done=12_544, tars_done=5),
+        worker(
+            5,
+            "cuda:2",
+            WorkerState.BACKOFF,
+            tars_done=4,
+            restarts=2,
+            last_error="CUDA out of memory (tried to allocate 2.1 GiB)",
+        ),
+        worker(6, "cuda:3", tar_index=46, tar_done=640, tars_done=6),
+        worker(7, "cuda:3", WorkerState.LOADING, tars_done=0, restarts=0, rate=40.0),
+        worker(8, "cpu", tar_index=48, tar_done=1_210, tars_done=0, rate=3.1),
+    )
+    events = (
+        Event(START + 1.2, "info", None, "run started: 400 tars (12 already done), 9 workers"),
+        Event(START + 31.0, "info", 0, "ready on cuda:0 in 29.8 s (fp32)"),
+        Event(
+            START + 1204.5, "error", 1, "worker exited with -9 (SIGKILL) while on EN-B000017.tar"
+        ),
+        Event(START + 1205.5, "warning", 1, "restarting in 1.0 s (restart 1)"),
+        Event(
+            START + 2400.0,
+            "info",
+            None,
+            "stats: 1,000,000 samples, 512.4 samples/s, 1,845× real time",
+        ),
+        Event(START + 3100.2, "info", 4, "memory cleanup: RSS 11.2 GiB -> 5.6 GiB"),
+        Event(START + 3301.0, "info", 6, "recycled after 6 tars (RSS above 8 GiB)"),
+        Event(
+            START + 3650.7,
+            "error",
+            5,
+            "CUDA out of memory (tried to allocate 2.1 GiB) on EN-B000045.tar",
+        ),
+        Event(
+            START + 3651.0,
+            "warning",
+            5,
+            "restarting in 4.0 s (restart 2); tar EN-B000045.tar leased again",
+        ),
+        Event(START + 3690.3, "info", 3, "paused by user"),
+        Event(
+            START + 3700.1, "warning", None, "sample EN_B000044_S00012: audio too short (0.01 s)"
+        ),
+    )
+    samples = sum(w.samples_done for w in workers)
+    return RunView(
+        started_at=START,
+        now=now,
+        tars_total=400,
+        tars_done=sum(w.tars_done for w in workers),
+        tars_skipped=12,
+        tars_failed=1,
+        samples_done=samples,
+        samples_expected=400 * SAMPLES_PER_TAR,
+        errors=sum(w.errors for w in workers),
+        audio_seconds=samples * SECONDS_PER_SAMPLE,
+        memory_bytes=sum(w.rss_bytes for w in workers),
+        memory_limit_bytes=100 * GIB,
+        workers=workers,
+        events=events,
+        finished=False,
+        stopping=False,
+    )
+
+
+class FakeSupervisor:
+    """Implements ``SupervisorControl``; records every control call in ``calls``.
+
+    ``run()`` advances simulated time by ``sim_step_s`` every ``step_s`` real
+    seconds, moving running workers through their tars, until every tar is done,
+    ``max_steps`` is reached, or a stop is requested.
+    """
+
+    def __init__(
+        self,
+        view: RunView | None = None,
+        *,
+        on_event: Callable[[Event], None] | None = None,
+        step_s: float = 0.05,
+        sim_step_s: float = 1.0,
+        max_steps: int | None = None,
+        exit_code: int = ExitCode.OK,
+    ) -> None:
+        self.view = view if view is not None else mid_run_view()
+        self.on_event = on_event
+        self.step_s = step_s
+        self.sim_step_s = sim_step_s
+        self.max_steps = max_steps
+        self.exit_code = exit_code
+        self.calls: list[tuple] = []
+        self._stop_requested = False
+        # asyncio.Event binds to the loop it is first awaited in, so run() makes it.
+        self._stop: asyncio.Event | None = None
+
+    # ------------------------------------------------------------------ reading
+
+    def snapshot(self) -> RunView:
+        return self.view
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> FakeResult:
+        self._stop = asyncio.Event()
+        if self._stop_requested:
+            self._stop.set()
+        steps = 0
+        while not self.view.finished:
+            # Timing out is the normal tick; the event only cuts a tick short.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=self.step_s)
+            steps += 1
+            if self._stop.is_set() or (self.max_steps is not None and steps >= self.max_steps):
+                interrupted = self._stop.is_set()
+                self._finish(
+                    ExitCode.INTERRUPTED if interrupted else self.exit_code,
+                    "interrupted" if interrupted else None,
+                )
+                break
+            self.advance(self.sim_step_s)
+        return FakeResult(self.exit_code)
+
+    def advance(self, seconds: float) -> None:
+        """Move simulated time on; running workers process samples at their average rate."""
+        now = self.view.now + seconds
+        workers = []
+        tars_done = self.view.tars_done
+        for w in self.view.workers:
+            if w.state == WorkerState.RUNNING and w.avg_latency_ms > 0:
+                step = int(seconds * 1000.0 / w.avg_latency_ms)
+                done = w.tar_samples_done + step
+                expected = w.tar_samples_expected or SAMPLES_PER_TAR
+                finished_tar = done >= expected
+                if finished_tar:
+                    tars_done += 1
+                    self._emit(Event(now, "info", w.slot, f"{w.tar} done: {expected:,} samples"))
+                w = replace(
+                    w,
+                    tar_samples_done=done - expected if finished_tar else done,
+                    tars_done=w.tars_done + (1 if finished_tar else 0),
+                    samples_done=w.samples_done + step,
+                    audio_seconds=w.audio_seconds + step * SECONDS_PER_SAMPLE,
+                )
+            workers.append(w)
+        samples = sum(w.samples_done for w in workers)
+        complete = tars_done + self.view.tars_skipped + self.view.tars_failed
+        self.view = replace(
+            self.view,
+            now=now,
+            workers=tuple(workers),
+            tars_done=tars_done,
+            samples_done=samples,
+            audio_seconds=samples * SECONDS_PER_SAMPLE,
+        )
+        if complete >= self.view.tars_total:
+            self._finish(self.exit_code, None)
+
+    def _finish(self, code: int, reason: str | None) -> None:
+        self.exit_code = code
+        workers = tuple(
+            replace(w, state=WorkerState.DONE, pid=None, tar=None)
+            if w.state != WorkerState.FATAL
+            else w
+            for w in self.view.workers
+        )
+        self.view = replace(
+            self.view, workers=workers, finished=True, stopping=False, exit_reason=reason
+        )
+        self._emit(Event(self.view.now, "info", None, f"run finished (exit code {code})"))
+
+    def _emit(self, event: Event) -> None:
+        events = (*self.view.events, event)[-200:]
+        self.view = replace(self.view, events=events)
+        if self.on_event is not None:
+            self.on_event(event)
+
+    # ------------------------------------------------------------------ controls
+
+    def _set_state(self, slot: int, state: WorkerState, **changes) -> None:
+        self.view = replace(
+            self.view,
+            workers=tuple(
+                replace(w, state=state, **changes) if w.slot == slot else w
+                for w in self.view.workers
+            ),
+        )
+
+    def _worker(self, slot: int) -> WorkerView:
+        return next(w for w in self.view.workers if w.slot == slot)
+
+    def pause(self, slot: int) -> None:
+        self.calls.append(("pause", slot))
+        self._set_state(slot, WorkerState.PAUSED)
+        self._emit(Event(self.view.now, "info", slot, "paused by user"))
+
+    def resume(self, slot: int) -> None:
+        self.calls.append(("resume", slot))
+        self._set_state(slot, WorkerState.RUNNING)
+        self._emit(Event(self.view.now, "info", slot, "resumed by user"))
+
+    def stop(self, slot: int) -> None:
+        self.calls.append(("stop", slot))
+        self._set_state(slot, WorkerState.STOPPING)
+        self._emit(Event(self.view.now, "info", slot, "stopping after the current tar"))
+
+    def kill(self, slot: int) -> None:
+        self.calls.append(("kill", slot))
+        restarts = self._worker(slot).restarts + 1
+        self._set_state(
+            slot, WorkerState.BACKOFF, pid=None, restarts=restarts, last_error="killed by user"
+        )
+        self._emit(Event(self.view.now, "warning", slot, "killed by user; tar leased again"))
+
+    def restart(self, slot: int) -> None:
+        self.calls.append(("restart", slot))
+        restarts = self._worker(slot).restarts + 1
+        self._set_state(slot, WorkerState.STARTING, restarts=restarts)
+        self._emit(Event(self.view.now, "info", slot, "restart requested by user"))
+
+    def pause_all(self) -> None:
+        self.calls.append(("pause_all",))
+        for w in self.view.workers:
+            if w.state == WorkerState.RUNNING:
+                self._set_state(w.slot, WorkerState.PAUSED)
+
+    def resume_all(self) -> None:
+        self.calls.append(("resume_all",))
+        for w in self.view.workers:
+            if w.state == WorkerState.PAUSED:
+                self._set_state(w.slot, WorkerState.RUNNING)
+
+    def request_stop(self, force: bool = False) -> None:
+        self.calls.append(("request_stop", force))
+        self.view = replace(self.view, stopping=True)
+        self._stop_requested = True
+        if self._stop is not None:
+            self._stop.set()

@@ -1,0 +1,234 @@
+"""Headless progress printer for ``tartok-tui run --no-tui``.
+
+Prints every supervisor event as it happens (starts, restarts, errors, the
+periodic stats), a progress line at an interval — a rich progress bar on a
+terminal, plain lines otherwise (log files, CI) — and a summary at the end.
+This module and everything it imports must never import textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import signal
+from collections.abc import Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn
+from rich.table import Table
+from rich.text import Text
+
+from tartok_tui import formatting as fmt
+from tartok_tui.control import ExitCode, SupervisorControl, fire
+from tartok_tui.supervisor.views import Event, RunView, WorkerState
+
+EXIT_MEANINGS: dict[int, str] = {
+    ExitCode.OK: "all tars done",
+    ExitCode.INCOMPLETE: "some tars failed or are unfinished",
+    ExitCode.BAD_ARGS: "bad arguments",
+    ExitCode.ALL_FATAL: "every worker slot failed",
+    ExitCode.INTERRUPTED: "interrupted; run the same command again to resume",
+}
+
+
+def progress_line(view: RunView) -> str:
+    """The one-line status printed at each interval when not on a terminal."""
+    parts = [
+        f"[{fmt.duration(view.elapsed)}]",
+        f"tars {fmt.tars_complete(view):,}/{view.tars_total:,}"
+        + (f" ({view.tars_failed:,} failed)" if view.tars_failed else ""),
+        f"samples {view.samples_done:,}"
+        + (
+            f"/{view.samples_expected:,} ({100 * fmt.fraction_done(view):.1f}%)"
+            if view.samples_expected
+            else ""
+        ),
+        f"{view.samples_per_second:,.1f} samples/s",
+        f"{view.realtime_factor:,.0f}x real time",
+        f"errors {view.errors:,}",
+        f"workers {fmt.workers_alive(view)}/{len(view.workers)}",
+        f"mem {fmt.gib(view.memory_bytes)}/{fmt.gib(view.memory_limit_bytes)}",
+        f"ETA {fmt.duration(fmt.eta_seconds(view))}",
+    ]
+    if view.stopping and not view.finished:
+        parts.append("stopping")
+    return " | ".join(parts)
+
+
+class HeadlessPrinter:
+    """Prints events, periodic progress and the final summary to a rich Console.
+
+    ``live``: draw a progress bar that redraws in place (default: when the
+    console is a terminal). ``interval``: seconds between progress updates
+    (default 0.5 s live, 30 s for plain lines). ``tz``: time zone for event
+    times (local time when None).
+    """
+
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        live: bool | None = None,
+        interval: float | None = None,
+        tz: datetime.tzinfo | None = None,
+    ) -> None:
+        self.console = console if console is not None else Console(highlight=False)
+        self.live = self.console.is_terminal if live is None else live
+        self.interval = interval if interval is not None else (0.5 if self.live else 30.0)
+        self.tz = tz
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    # ------------------------------------------------------------------ events
+
+    def on_event(self, event: Event) -> None:
+        """Supervisor callback: print one event line (above the bar when live)."""
+        self.console.print(fmt.event_text(event, self.tz), soft_wrap=True)
+
+    def notice(self, message: str) -> None:
+        self.console.print(Text(message, style="bold yellow"))
+
+    # ------------------------------------------------------------------ progress
+
+    def show(self, view: RunView) -> None:
+        """Print (plain) or redraw (live) the progress for this snapshot."""
+        if self._progress is None or self._task is None:
+            self.console.print(progress_line(view), markup=False, soft_wrap=True)
+            return
+        self._progress.update(
+            self._task,
+            completed=fmt.fraction_done(view) * 1000,
+            tars=f"{fmt.tars_complete(view):,}/{view.tars_total:,}",
+            samples=fmt.count(view.samples_done),
+            rate=f"{view.samples_per_second:,.1f}/s {view.realtime_factor:,.0f}×rt",
+            workers=f"{fmt.workers_alive(view)}/{len(view.workers)}",
+            memory=f"{view.memory_bytes / fmt.GIB:.1f}/{view.memory_limit_bytes / fmt.GIB:.0f} GiB",
+            elapsed=fmt.duration(view.elapsed),
+            eta=fmt.duration(fmt.eta_seconds(view)),
+        )
+        self._progress.refresh()
+
+    @contextlib.contextmanager
+    def bar(self) -> Iterator[None]:
+        """While inside, ``show`` redraws a progress bar (when live)."""
+        if not self.live:
+            yield
+            return
+        progress = Progress(
+            TextColumn("[bold]tars[/] {task.fields[tars]}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("samples {task.fields[samples]} · {task.fields[rate]}"),
+            TextColumn("workers {task.fields[workers]} · mem {task.fields[memory]}"),
+            TextColumn("{task.fields[elapsed]} · ETA {task.fields[eta]}"),
+            console=self.console,
+            auto_refresh=False,
+        )
+        fields = dict.fromkeys(
+            ("tars", "samples", "rate", "workers", "memory", "elapsed", "eta"), ""
+        )
+        self._task = progress.add_task("run", total=1000, **fields)
+        self._progress = progress
+        try:
+            with progress:
+                yield
+        finally:
+            self._progress = None
+            self._task = None
+
+    async def watch(self, supervisor: SupervisorControl) -> None:
+        """Show progress every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(self.interval)
+            self.show(supervisor.snapshot())
+
+    # ------------------------------------------------------------------ summary
+
+    def summary(self, view: RunView, exit_code: int) -> None:
+        """Final report: totals, throughput, slots that failed, the exit code's meaning."""
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold")
+        table.add_column()
+        left = view.tars_total - fmt.tars_complete(view) - view.tars_failed
+        table.add_row(
+            "tars",
+            f"{view.tars_done:,} done, {view.tars_skipped:,} already done, "
+            f"{view.tars_failed:,} failed, {max(0, left):,} left, of {view.tars_total:,}",
+        )
+        table.add_row(
+            "samples",
+            f"{view.samples_done:,} tokenized, {view.errors:,} error records, "
+            f"{view.audio_seconds / 3600:,.1f} h of audio",
+        )
+        table.add_row(
+            "time",
+            f"{fmt.duration(view.elapsed)} · {view.samples_per_second:,.1f} samples/s · "
+            f"{view.realtime_factor:,.0f}× real time",
+        )
+        restarts = sum(w.restarts for w in view.workers)
+        table.add_row("workers", f"{len(view.workers)} slots, {restarts} restarts")
+        for w in view.workers:
+            if w.state == WorkerState.FATAL:
+                table.add_row(
+                    "",
+                    Text(f"slot {w.slot} ({w.device}) gave up: {w.last_error or '?'}", style="red"),
+                )
+        meaning = EXIT_MEANINGS.get(exit_code, "unknown")
+        style = "bold green" if exit_code == ExitCode.OK else "bold red"
+        self.console.print(Text(f"Run finished: {meaning} (exit code {exit_code})", style=style))
+        self.console.print(table)
+
+
+async def run_headless(
+    supervisor: SupervisorControl,
+    printer: HeadlessPrinter,
+    *,
+    handle_signals: bool = True,
+) -> int:
+    """Run the supervisor to the end with the printer watching; returns the exit code.
+
+    The first Ctrl+C (or SIGTERM) asks the workers to finish their current tar
+    and stop; a second one kills them. Either way committed tars stay done and
+    the next run resumes from there.
+    """
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_signal() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts == 1:
+            printer.notice(
+                "Stopping: workers finish their current tar. Press Ctrl+C again to kill them."
+            )
+            fire(supervisor.request_stop())
+        else:
+            printer.notice("Killing workers; their unfinished tars will be redone on resume.")
+            fire(supervisor.request_stop(force=True))
+
+    installed: list[signal.Signals] = []
+    if handle_signals:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # Not available off the main thread or on Windows; Ctrl+C then
+            # falls back to KeyboardInterrupt, which also ends the run.
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                loop.add_signal_handler(sig, on_signal)
+                installed.append(sig)
+    try:
+        with printer.bar():
+            printer.show(supervisor.snapshot())
+            watcher = asyncio.create_task(printer.watch(supervisor))
+            try:
+                result = await supervisor.run()
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+            if printer.live:
+                printer.show(supervisor.snapshot())  # the bar's final state stays on screen
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+    printer.summary(supervisor.snapshot(), result.exit_code)
+    return result.exit_code
