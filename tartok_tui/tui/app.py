@@ -1,0 +1,206 @@
+"""The live dashboard: a view over supervisor snapshots plus its control methods.
+
+The app runs ``supervisor.run()`` as a worker in its own event loop, reads a
+fresh ``RunView`` a few times a second and calls the control methods on keys.
+It never reaches into the supervisor's state.
+"""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.console import Console
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer
+
+from tartok_tui.control import ExitCode, RunResult, SupervisorControl, fire
+from tartok_tui.formatting import ALIVE_STATES
+from tartok_tui.supervisor.views import RunView
+from tartok_tui.tui.screens import ConfirmScreen, HelpScreen
+from tartok_tui.tui.widgets import EventLog, RunHeader, WorkerDetail, WorkerTable
+
+REFRESH_HZ = 3.0
+
+
+class TartokApp(App[int]):
+    """The dashboard. ``clock`` names screenshots; ``tz`` formats event times
+    (local time when None); both are injectable so tests are deterministic."""
+
+    CSS_PATH = "dashboard.tcss"
+    TITLE = "tartok-tui"
+    ENABLE_COMMAND_PALETTE = False  # every action has its own key; keep the footer for them
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("p", "control('pause')", "Pause"),
+        Binding("r", "control('resume')", "Resume"),
+        Binding("s", "control('stop')", "Stop"),
+        Binding("K", "control('kill')", "Kill"),
+        Binding("R", "control('restart')", "Restart"),
+        Binding("P", "pause_all", "Pause all"),
+        Binding("U", "resume_all", "Resume all"),
+        Binding("S", "screenshot", "Screenshot"),
+        Binding("question_mark", "help", "Help"),
+        Binding("q", "quit", "Quit"),
+        # Ctrl+C must not kill the app mid-tar: it asks like q does.
+        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
+    ]
+
+    def __init__(
+        self,
+        supervisor: SupervisorControl,
+        *,
+        clock: Callable[[], float] = time.time,
+        tz: datetime.tzinfo | None = None,
+        screenshot_dir: Path | None = None,
+        refresh_hz: float = REFRESH_HZ,
+    ) -> None:
+        super().__init__()
+        self.supervisor = supervisor
+        self.clock = clock
+        self.tz = tz
+        self.screenshot_dir = screenshot_dir if screenshot_dir is not None else Path.cwd()
+        self.refresh_hz = refresh_hz
+        self.result: RunResult | None = None
+        self.error: BaseException | None = None
+        self.stop_requested = False
+        self.view: RunView | None = None
+
+    # ------------------------------------------------------------------ layout
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="header")
+        yield WorkerTable(id="workers")
+        yield WorkerDetail(id="detail")
+        yield EventLog(id="events", tz=self.tz)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.sub_title = "starting"
+        self.refresh_view()
+        self.set_interval(1.0 / self.refresh_hz, self.refresh_view)
+        self.run_worker(self._run_supervisor(), name="supervisor", exit_on_error=False)
+
+    async def _run_supervisor(self) -> None:
+        try:
+            self.result = await self.supervisor.run()
+        except Exception as exc:  # shown after the terminal is restored, see run_dashboard
+            self.error = exc
+            self.exit(ExitCode.INCOMPLETE, return_code=ExitCode.INCOMPLETE)
+            return
+        self.refresh_view()
+        self.exit(self.result.exit_code, return_code=self.result.exit_code)
+
+    def refresh_view(self) -> None:
+        """Read a snapshot and update every pane; unchanged cells are not touched."""
+        view = self.supervisor.snapshot()
+        if view is self.view:
+            return
+        self.view = view
+        table = self.query_one(WorkerTable)
+        with self.batch_update():
+            self.query_one(RunHeader).show(view)
+            table.show(view)
+            self.query_one(WorkerDetail).show(view, table.selected_slot())
+            self.query_one(EventLog).show(view.events)
+
+    def on_data_table_row_highlighted(self, _event: WorkerTable.RowHighlighted) -> None:
+        if self.view is not None:
+            table = self.query_one(WorkerTable)
+            self.query_one(WorkerDetail).show(self.view, table.selected_slot())
+
+    # ------------------------------------------------------------------ actions
+
+    def _call(self, method: str, *args: Any) -> None:
+        fire(getattr(self.supervisor, method)(*args))
+
+    def action_control(self, method: str) -> None:
+        """Apply pause/resume/stop/kill/restart to the worker under the cursor."""
+        slot = self.query_one(WorkerTable).selected_slot()
+        if slot is None:
+            self.notify("Select a worker row first (↑ ↓).", severity="warning")
+            return
+        self._call(method, slot)
+        self.notify(f"slot {slot}: {method} requested")
+        self.refresh_view()
+
+    def action_pause_all(self) -> None:
+        self._call("pause_all")
+        self.notify("pausing all workers")
+        self.refresh_view()
+
+    def action_resume_all(self) -> None:
+        self._call("resume_all")
+        self.notify("resuming all workers")
+        self.refresh_view()
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    def action_screenshot(self) -> None:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
+        path = self.save_screenshot(
+            filename=f"tartok-tui-{stamp}.svg", path=str(self.screenshot_dir)
+        )
+        self.notify(f"screenshot saved: {path}")
+
+    async def action_quit(self) -> None:
+        """Quit cleanly: ask, request a stop, and leave when the run has ended."""
+        if self.result is not None or self.error is not None:
+            code = self.result.exit_code if self.result else ExitCode.INCOMPLETE
+            self.exit(code, return_code=code)
+            return
+        if self.stop_requested:
+            self.push_screen(
+                ConfirmScreen(
+                    "Already stopping. Kill the workers now? Their unfinished tars are redone on resume.",
+                    yes="Kill",
+                    no="Keep waiting",
+                ),
+                self._force_stop,
+            )
+            return
+        view = self.supervisor.snapshot()
+        if any(w.state in ALIVE_STATES for w in view.workers):
+            self.push_screen(
+                ConfirmScreen(
+                    "Stop the run? Workers finish their current tar, then exit. "
+                    "Run the same command again to resume.",
+                    yes="Stop",
+                    no="Keep running",
+                ),
+                self._stop,
+            )
+        else:
+            self._stop(True)
+
+    def _stop(self, confirmed: bool | None) -> None:
+        if not confirmed:
+            return
+        self.stop_requested = True
+        self._call("request_stop")
+        self.sub_title = "stopping"
+        self.notify("Stopping: workers finish their current tar. Press q again to kill them.")
+
+    def _force_stop(self, confirmed: bool | None) -> None:
+        if confirmed:
+            self._call("request_stop", True)
+            self.notify("Killing workers.")
+
+
+def run_dashboard(supervisor: SupervisorControl, *, console: Console | None = None) -> int:
+    """Show the dashboard until the run ends; print the summary; return the exit code."""
+    from tartok_tui.progress import HeadlessPrinter
+
+    app = TartokApp(supervisor)
+    code = app.run()
+    if app.error is not None:
+        raise app.error
+    if code is None:  # the app ended without the run ending (e.g. the terminal went away)
+        code = ExitCode.INTERRUPTED
+    HeadlessPrinter(console, live=False).summary(supervisor.snapshot(), code)
+    return code
