@@ -1,0 +1,33 @@
+"""Factorized VQ lookup: project to a low-dimensional space, nearest l2-normalised code."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class FactorizedVQ(nn.Module):
+    """Latents (B, C, T) -> code indices (B, T).
+
+    `in_project` is the official weight-normed 1x1 conv, stored here with its weight folded.
+    """
+
+    def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
+        super().__init__()
+        self.in_project = nn.Conv1d(input_dim, codebook_dim, kernel_size=1)
+        self.codebook = nn.Embedding(codebook_size, codebook_dim)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        latents = self.in_project(z)  # (B, D, T)
+        b = latents.shape[0]
+        enc = F.normalize(latents.transpose(1, 2).reshape(-1, latents.shape[1]))
+        codes = F.normalize(self.codebook.weight)
+        # The full squared distance (not just the dot product) keeps near-ties resolving as
+        # they do in the official model: the same sums round the same way.
+        dist = (
+            enc.pow(2).sum(1, keepdim=True)
+            - 2 * enc @ codes.t()
+            + codes.pow(2).sum(1, keepdim=True).t()
+        )
+        return (-dist).max(1)[1].view(b, -1)

@@ -1,0 +1,231 @@
+"""wav2vec2 (stable-layer-norm variant, as in xlsr-53) truncated to the layers the tokenizer reads.
+
+The tokenizer averages hidden states 11, 14 and 16, where hidden state k is the input of
+transformer layer k. Layers 16.. are never needed, and neither is the encoder's final layer
+norm (it only touches the last hidden state of the full stack).
+
+Parameter names follow transformers' `Wav2Vec2Model`, so its state dict loads as is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
+    """Frames after a stack of unpadded convolutions."""
+    for k, s in zip(kernels, strides, strict=True):
+        length = (length - k) // s + 1 if length >= k else 0
+    return length
+
+
+class _ConvLayer(nn.Module):
+    """Conv -> LayerNorm over channels -> GELU, run channels-last as unfold + GEMM.
+
+    An unpadded strided conv over channels-last frames is a GEMM over (kernel * C_in)-wide
+    windows; windows are cut from the contiguous (T, C) buffer, so no transposes are needed
+    and the LayerNorm runs on the GEMM output directly.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, bias: bool) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel, stride=stride, bias=bias)
+        self.layer_norm = nn.LayerNorm(c_out)
+        self.kernel = kernel
+        self.stride = stride
+        self._gemm_weight: torch.Tensor | None = None
+
+    def prepare(self) -> None:
+        """Cache the conv weight as a (kernel * C_in, C_out) GEMM operand, window-major."""
+        w = self.conv.weight.detach()  # (C_out, C_in, K)
+        self._gemm_weight = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C_in) channels-last -> (B, T', C_out)."""
+        b, t, c = x.shape
+        t_out = (t - self.kernel) // self.stride + 1
+        if self.kernel == self.stride:
+            windows = x[:, : t_out * self.stride].reshape(b, t_out, self.kernel * c)
+        else:
+            windows = x.as_strided(
+                (b, t_out, self.kernel * c), (x.stride(0), self.stride * c, 1), x.storage_offset()
+            )
+        weight = self._gemm_weight
+        if weight is None or weight.dtype != x.dtype or weight.device != x.device:
+            self.prepare()
+            weight = self._gemm_weight
+        assert weight is not None
+        if self.conv.bias is not None:
+            y = torch.addmm(self.conv.bias, windows.reshape(-1, self.kernel * c), weight)
+        else:
+            y = windows.reshape(-1, self.kernel * c) @ weight
+        y = self.layer_norm(y.view(b, t_out, -1))
+        return F.gelu(y)
+
+
+class FeatureEncoder(nn.Module):
+    """The convolutional front end: (B, N) samples -> (B, T, C) frames (channels-last)."""
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        if config.feat_extract_norm != "layer":
+            raise ValueError("only the layer-norm conv front end (xlsr-53 style) is supported")
+        dims = [1, *config.conv_dim]
+        self.conv_layers = nn.ModuleList(
+            _ConvLayer(dims[i], dims[i + 1], k, s, config.conv_bias)
+            for i, (k, s) in enumerate(zip(config.conv_kernel, config.conv_stride, strict=True))
+        )
+
+    def forward(self, samples: torch.Tensor) -> torch.Tensor:
+        # Valid frames of these unpadded convs read only their own clip's samples, so padding
+        # after a clip never reaches its valid frames; nothing here needs masking.
+        x = samples.unsqueeze(-1)
+        for layer in self.conv_layers:
+            x = layer(x)
+        return x
+
+
+class _FeatureProjection(nn.Module):
+    def __init__(self, c_in: int, hidden: int, eps: float) -> None:
+        super().__init__()
+        self.layer_norm = nn.LayerNorm(c_in, eps=eps)
+        self.projection = nn.Linear(c_in, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.layer_norm(x))
+
+
+class _PositionalConv(nn.Module):
+    """Grouped conv positional embedding; the weight is stored already weight-norm folded."""
+
+    def __init__(self, hidden: int, kernel: int, groups: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(hidden, hidden, kernel, padding=kernel // 2, groups=groups)
+        self.remove_last = kernel % 2 == 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        y = self.conv(x.transpose(1, 2))
+        if self.remove_last:
+            y = y[:, :, :-1]
+        return F.gelu(y).transpose(1, 2)
+
+
+class _Attention(nn.Module):
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = hidden // heads
+        self.q_proj = nn.Linear(hidden, hidden)
+        self.k_proj = nn.Linear(hidden, hidden)
+        self.v_proj = nn.Linear(hidden, hidden)
+        self.out_proj = nn.Linear(hidden, hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, T, C), additive mask (B, 1, 1, T) or None -> (B, T, C)."""
+        b, t, c = x.shape
+
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
+
+        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
+        return self.out_proj(y.transpose(1, 2).reshape(b, t, c))
+
+
+class _FeedForward(nn.Module):
+    def __init__(self, hidden: int, inner: int) -> None:
+        super().__init__()
+        self.intermediate_dense = nn.Linear(hidden, inner)
+        self.output_dense = nn.Linear(inner, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.output_dense(F.gelu(self.intermediate_dense(x)))
+
+
+class _Layer(nn.Module):
+    """Pre-norm transformer layer (the stable-layer-norm variant)."""
+
+    def __init__(self, hidden: int, heads: int, inner: int, eps: float) -> None:
+        super().__init__()
+        self.attention = _Attention(hidden, heads)
+        self.layer_norm = nn.LayerNorm(hidden, eps=eps)
+        self.feed_forward = _FeedForward(hidden, inner)
+        self.final_layer_norm = nn.LayerNorm(hidden, eps=eps)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attention(self.layer_norm(x), mask)
+        return x + self.feed_forward(self.final_layer_norm(x))
+
+
+class _Encoder(nn.Module):
+    def __init__(self, config, num_layers: int) -> None:
+        super().__init__()
+        hidden = config.hidden_size
+        # The final layer norm is part of the last hidden state only: it is used when the
+        # model has exactly `num_layers` layers (a small test model), never for xlsr-53's 24.
+        self.layer_norm = (
+            nn.LayerNorm(hidden, eps=config.layer_norm_eps)
+            if config.num_hidden_layers == num_layers
+            else None
+        )
+        self.pos_conv_embed = _PositionalConv(
+            hidden, config.num_conv_pos_embeddings, config.num_conv_pos_embedding_groups
+        )
+        self.layers = nn.ModuleList(
+            _Layer(
+                hidden, config.num_attention_heads, config.intermediate_size, config.layer_norm_eps
+            )
+            for _ in range(num_layers)
+        )
+
+
+class SemanticFeatures(nn.Module):
+    """Samples -> mean of wav2vec2 hidden states 11, 14, 16: (B, N) -> (B, T, C).
+
+    Padded frames are zeroed before the positional conv (which is zero-padded for a lone clip)
+    and hidden from attention keys, so a clip's valid frames match the clip run alone.
+    """
+
+    LAYERS = (11, 14, 16)
+
+    def __init__(self, config) -> None:
+        super().__init__()
+        if not config.do_stable_layer_norm:
+            raise ValueError("only the stable-layer-norm wav2vec2 variant (xlsr-53) is supported")
+        self.kernels = tuple(config.conv_kernel)
+        self.strides = tuple(config.conv_stride)
+        self.feature_extractor = FeatureEncoder(config)
+        self.feature_projection = _FeatureProjection(
+            config.conv_dim[-1], config.hidden_size, config.layer_norm_eps
+        )
+        self.encoder = _Encoder(config, max(self.LAYERS))
+
+    def frames(self, num_samples: int) -> int:
+        return conv_output_length(num_samples, self.kernels, self.strides)
+
+    def forward(self, samples: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """samples (B, N) normalised per clip, lengths in samples (None: no padding) -> (B, T, C)."""
+        x = self.feature_projection(self.feature_extractor(samples))
+        mask = None
+        if lengths is not None and any(n != samples.shape[1] for n in lengths):
+            frames = torch.tensor([self.frames(n) for n in lengths], device=x.device)
+            valid = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]
+            x = x * valid.unsqueeze(-1).to(x.dtype)
+            mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
+            mask.masked_fill_(~valid, torch.finfo(x.dtype).min)
+            mask = mask[:, None, None, :]
+        x = x + self.encoder.pos_conv_embed(x)
+        total: torch.Tensor | None = None
+        for i, layer in enumerate(self.encoder.layers):
+            if i in self.LAYERS:
+                total = x if total is None else total + x
+            x = layer(x, mask)
+        if self.encoder.layer_norm is not None:
+            x = self.encoder.layer_norm(x)
+        assert total is not None
+        return (total + x) / 3
