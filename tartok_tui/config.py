@@ -8,6 +8,10 @@ from pathlib import Path
 DEFAULT_AUDIO_EXTS: tuple[str, ...] = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
 
 
+class ConfigError(ValueError):
+    """A bad option or argument, found before any worker starts (the CLI exits 2)."""
+
+
 @dataclass
 class RunConfig:
     input_dir: Path
@@ -31,6 +35,8 @@ class RunConfig:
     """Clips longer than this (seconds) get an error record instead of tokens."""
     audio_exts: tuple[str, ...] = DEFAULT_AUDIO_EXTS
     memory_limit_gb: float = 100.0
+    memory_check_s: float = 2.0
+    """Seconds between checks of the workers' memory against memory_limit_gb."""
     stats_every: int = 1000
     threads_per_worker: int | None = None
     """Torch threads per worker; None: CPU cores shared evenly among CPU workers."""

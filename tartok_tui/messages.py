@@ -128,6 +128,17 @@ class TarDone:
 
 
 @dataclass(frozen=True)
+class TarFailed:
+    """The tar could not be processed (e.g. its output could not be written); nothing
+    was committed. The worker stays up and takes the next lease."""
+
+    TYPE: ClassVar[str] = "tar_failed"
+    lease_id: int
+    tar_path: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class SampleError:
     """A sample (or the tar itself, key None) got an error record."""
 
@@ -167,14 +178,14 @@ class Log:
 
 Message = (
     Lease | Pause | Resume | Stop | Abort | Cleanup | Hello | Ready | LoadFailed | TarStarted
-    | Progress | TarDone | SampleError | Resources | StateChanged | Log
+    | Progress | TarDone | TarFailed | SampleError | Resources | StateChanged | Log
 )
 
 _BY_TYPE: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
         Lease, Pause, Resume, Stop, Abort, Cleanup, Hello, Ready, LoadFailed, TarStarted,
-        Progress, TarDone, SampleError, Resources, StateChanged, Log,
+        Progress, TarDone, TarFailed, SampleError, Resources, StateChanged, Log,
     )
 }
 

@@ -1,0 +1,70 @@
+"""The run summary: what ``run()`` returns and what is written to OUTPUT/run-summary.json."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TarResult:
+    tar: str
+    """Relative to the input directory."""
+    status: str
+    """done | skipped (complete before this run) | failed | unfinished"""
+    samples: int = 0
+    errors: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    worker_kills: int = 0
+    """How many workers died while holding this tar."""
+    isolated: bool = False
+    reason: str | None = None
+
+
+@dataclass
+class RunSummary:
+    exit_code: int
+    """0 all done, 1 some tars failed or unfinished, 3 every slot fatal, 130 interrupted."""
+    exit_reason: str
+    started_at: float
+    finished_at: float
+    tars_total: int
+    tars_done: int
+    tars_skipped: int
+    tars_failed: int
+    tars_unfinished: int
+    samples: int
+    errors: int
+    audio_seconds: float
+    model_seconds: float
+    worker_restarts: int
+    workers: list[dict] = field(default_factory=list)
+    tars: list[TarResult] = field(default_factory=list)
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_at - self.started_at
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["elapsed_seconds"] = self.elapsed
+        data["realtime_factor"] = self.audio_seconds / self.elapsed if self.elapsed > 0 else 0.0
+        return data
+
+
+def write_summary(summary: RunSummary, path: Path) -> None:
+    """Write atomically, so a reader never sees half a summary."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".run-summary.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(summary.to_dict(), fh, ensure_ascii=False, indent=2)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

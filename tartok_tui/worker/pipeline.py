@@ -1,0 +1,387 @@
+"""One lease: stream a tar, decode ahead of the model, batch by length, tokenize, write.
+
+Samples flow through three stages. A reader thread walks the tar and hands
+each sample's audio to a small decode pool, queueing (sample, future) pairs in
+a bounded queue so decoding runs ahead of the model without holding the whole
+tar in memory. The lease thread takes a window of decoded samples, lets the
+tokenizer plan length-sorted batches inside it, tokenizes batch by batch
+(pause, abort and cleanup requests take effect between batches), then writes
+the window's records in the tar's sample order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tartok_tui import messages as m
+from tartok_tui.audio import AudioError
+from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens
+from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.writer import TarWriter, make_record
+from tartok_tui.shards.reader import Sample, TarDamage, count_samples, iter_samples
+from tartok_tui.worker.faults import Faults
+from tartok_tui.worker.process import Channel, Control, WorkerOptions, gpu_resources
+
+log = logging.getLogger("tartok_tui.worker")
+
+PROGRESS_EVERY_S = 0.25
+"""At most ~4 progress messages a second: enough for a live view, cheap for the pipe."""
+WINDOW_MAX_SAMPLES = 256
+WINDOW_BATCHES = 4
+"""A window holds about this many model batches of audio, so planning by length
+has choice without buffering much (4 x 240 s of 16 kHz float32 is ~60 MB)."""
+SAMPLE_RATE = 16000
+WORKER_CRASH_STAGE = "worker_crash"
+
+
+class LeaseAborted(Exception):
+    """The supervisor asked to abort (or vanished); nothing of this tar is committed."""
+
+
+def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
+    import torch
+
+    torch.set_num_threads(opts.threads)
+    return BiCodecTokenizer.load(
+        opts.model_dir,
+        device=opts.device,
+        precision=opts.precision,
+        batch_seconds=opts.batch_seconds,
+    )
+
+
+@dataclass
+class _Entry:
+    """One sample on its way to the output file."""
+
+    index: int
+    key: str
+    sample: Sample
+    wav: Any = None
+    record: dict | None = None
+    error: tuple[str, str] | None = None
+    """(stage, reason) when the sample gets an error record instead of tokens."""
+
+
+@dataclass
+class _ReaderFailed:
+    reason: str
+
+
+_END = object()
+
+
+class LeaseRunner:
+    """Processes leases one after another with one loaded tokenizer."""
+
+    def __init__(
+        self,
+        tokenizer: BiCodecTokenizer,
+        opts: WorkerOptions,
+        control: Control,
+        channel: Channel,
+        faults: Faults,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.opts = opts
+        self.control = control
+        self.channel = channel
+        self.faults = faults
+        self.pool = ThreadPoolExecutor(max_workers=opts.decode_workers, thread_name_prefix="decode")
+
+    # ------------------------------------------------------------------ per lease
+
+    def run(self, lease: m.Lease) -> None:
+        tar_path = Path(lease.tar_path)
+        self._lease = lease
+        self._started = time.monotonic()
+        self._done = 0
+        self._errors = 0
+        self._audio = 0.0
+        self._batches = 0
+        self._model_s = 0.0
+        self._last_batch_ms = 0.0
+        self._last_batch_size = 0
+        self._last_progress = 0.0
+        self._journal_to_remove: IsolationJournal | None = None
+        try:
+            expected = count_samples(tar_path)
+        except Exception as exc:
+            # Counting is only for the progress bar; a damaged tar is reported by the reader.
+            log.warning("could not count samples of %s: %s", tar_path, exc)
+            expected = None
+        self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, expected))
+        writer = TarWriter(
+            self.opts.output_dir, self.opts.input_dir, tar_path, lease_id=lease.lease_id
+        )
+        try:
+            if lease.isolate:
+                self._run_isolated(tar_path, writer)
+            else:
+                self._run_streaming(tar_path, writer)
+            self._checkpoint()
+            writer.commit()
+            if self._journal_to_remove is not None:
+                # Committed: the journal has served its purpose and must not outlive the tar.
+                self._journal_to_remove.remove()
+        except LeaseAborted:
+            writer.abort()
+            raise
+        except Exception as exc:
+            log.exception("tar %s failed", tar_path)
+            writer.abort()
+            self.channel.send(
+                m.TarFailed(lease.lease_id, lease.tar_path, f"{type(exc).__name__}: {exc}")
+            )
+            return
+        self._progress(force=True)
+        self.channel.send(
+            m.TarDone(
+                lease_id=lease.lease_id,
+                tar_path=lease.tar_path,
+                samples=self._done,
+                errors=self._errors,
+                audio_seconds=self._audio,
+                wall_seconds=time.monotonic() - self._started,
+                model_seconds=self._model_s,
+            )
+        )
+
+    def cleanup(self) -> None:
+        self.control.cleanup.clear()
+        self.tokenizer.cleanup()
+        self.channel.send(gpu_resources(self.opts.device))
+
+    # ------------------------------------------------------------------ streaming mode
+
+    def _run_streaming(self, tar_path: Path, writer: TarWriter) -> None:
+        prefetch: queue.Queue = queue.Queue(maxsize=max(8, 4 * self.opts.decode_workers))
+        stop_reading = threading.Event()
+        reader = threading.Thread(
+            target=self._read_tar,
+            args=(tar_path, prefetch, stop_reading),
+            name="tar-reader",
+            daemon=True,
+        )
+        reader.start()
+        window: list[_Entry] = []
+        window_seconds = 0.0
+        seconds_cap = WINDOW_BATCHES * self.opts.batch_seconds
+        try:
+            while True:
+                item = prefetch.get()
+                if item is _END:
+                    break
+                if isinstance(item, (TarDamage, _ReaderFailed)):
+                    self._flush(window, writer)
+                    window, window_seconds = [], 0.0
+                    self._tar_error(writer, item.reason)
+                    continue
+                sample, future = item
+                entry = self._resolve(sample, future)
+                window.append(entry)
+                if entry.wav is not None:
+                    window_seconds += len(entry.wav) / SAMPLE_RATE
+                if len(window) >= WINDOW_MAX_SAMPLES or window_seconds >= seconds_cap:
+                    self._flush(window, writer)
+                    window, window_seconds = [], 0.0
+            self._flush(window, writer)
+        finally:
+            stop_reading.set()
+            # Unblock a reader waiting on a full queue so it sees the stop flag.
+            while reader.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    prefetch.get(timeout=0.05)
+
+    def _read_tar(self, tar_path: Path, out: queue.Queue, stop: threading.Event) -> None:
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    out.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for item in iter_samples(tar_path, self.opts.audio_exts):
+                if isinstance(item, TarDamage):
+                    if not put(item):
+                        return
+                    continue
+                future = None
+                if item.problem is None and item.audio is not None:
+                    future = self.pool.submit(self._decode, item.audio)
+                    item.audio = None  # the bytes live on in the decode task only
+                if not put((item, future)):
+                    return
+        except Exception as exc:
+            # The reader reports damage as TarDamage; anything else is still a tar-level
+            # error record, never a dead worker.
+            log.exception("reading %s failed", tar_path)
+            if not put(_ReaderFailed(f"{type(exc).__name__}: {exc}")):
+                return
+        put(_END)
+
+    def _decode(self, data: bytes):
+        return self.tokenizer.prepare(data, max_seconds=self.opts.max_duration)
+
+    def _resolve(self, sample: Sample, future: Future | None) -> _Entry:
+        entry = _Entry(sample.index, sample.key, sample)
+        if sample.problem is not None:
+            entry.error = ("sample", sample.problem)
+        elif future is None:
+            entry.error = ("sample", "no audio")
+        else:
+            try:
+                entry.wav = future.result()
+            except AudioError as exc:
+                entry.error = (exc.stage, exc.reason)
+            except Exception as exc:
+                entry.error = ("decode", f"{type(exc).__name__}: {exc}")
+        return entry
+
+    def _flush(self, window: list[_Entry], writer: TarWriter) -> None:
+        """Tokenize a window batch by batch, then write it in sample order."""
+        good = [e for e in window if e.wav is not None]
+        if good:
+            plan = self.tokenizer.plan_batches([len(e.wav) for e in good])
+            for batch in plan:
+                self._tokenize([good[i] for i in batch])
+        for entry in window:
+            self._write(entry, writer)
+
+    # ------------------------------------------------------------------ isolation mode
+
+    def _run_isolated(self, tar_path: Path, writer: TarWriter) -> None:
+        """One sample at a time, journalled: a sample that was begun by a worker that
+        died before finishing it is the poison; it gets an error record, the rest tokens."""
+        with IsolationJournal.open(self.opts.output_dir, self.opts.input_dir, tar_path) as journal:
+            log.info(
+                "isolated run of %s: %d samples journalled, died in %s",
+                tar_path,
+                len(journal.completed),
+                sorted(journal.crashed.values()),
+            )
+            for item in iter_samples(tar_path, self.opts.audio_exts):
+                if isinstance(item, TarDamage):
+                    self._tar_error(writer, item.reason)
+                    continue
+                decided = journal.outcome(item.index, item.key)
+                entry = _Entry(item.index, item.key, item)
+                if decided is not None:
+                    # Finished by an earlier attempt, or the sample that attempt died in.
+                    entry.record = decided.record
+                    if decided.is_error:
+                        entry.error = (decided.stage or "", decided.reason or "")
+                    self._write(entry, writer)
+                    continue
+                self._checkpoint()
+                journal.begin(item.index, item.key)
+                future: Future | None = None
+                if item.problem is None and item.audio is not None:
+                    future = Future()
+                    try:
+                        future.set_result(self._decode(item.audio))
+                    except Exception as exc:
+                        future.set_exception(exc)
+                entry = self._resolve(item, future)
+                if entry.wav is not None:
+                    self._tokenize([entry])
+                if entry.record is not None:
+                    journal.done(item.index, entry.record)
+                else:
+                    stage, reason = entry.error or ("tokenize", "no result")
+                    journal.done_error(item.index, item.key, stage, reason)
+                self._write(entry, writer)
+        self._journal_to_remove = journal
+
+    # ------------------------------------------------------------------ shared steps
+
+    def _tokenize(self, entries: list[_Entry]) -> None:
+        self._checkpoint()
+        self.faults.before_batch(e.key for e in entries)
+        started = time.monotonic()
+        results = self.tokenizer.tokenize_many([e.wav for e in entries])
+        elapsed = time.monotonic() - started
+        for entry, result in zip(entries, results, strict=True):
+            if isinstance(result, Tokens):
+                entry.record = make_record(
+                    entry.sample.key, entry.sample.meta, result.global_tokens, result.semantic_tokens
+                )
+            else:
+                entry.error = (
+                    getattr(result, "stage", "tokenize"),
+                    getattr(result, "reason", None) or str(result),
+                )
+        self.faults.after_batch(len(entries))
+        self._batches += 1
+        self._model_s += elapsed
+        self._last_batch_ms = elapsed * 1000.0
+        self._last_batch_size = len(entries)
+        self._progress()
+
+    def _write(self, entry: _Entry, writer: TarWriter) -> None:
+        self._done += 1
+        if entry.record is not None:
+            writer.add(entry.index, entry.record)
+            if entry.wav is not None:
+                self._audio += len(entry.wav) / SAMPLE_RATE
+        else:
+            stage, reason = entry.error or ("tokenize", "no result")
+            self._errors += 1
+            writer.add_error(entry.index, entry.key, stage, reason)
+            self.channel.send(
+                m.SampleError(self._lease.lease_id, self._lease.tar_path, entry.key, stage, reason)
+            )
+        entry.wav = None
+        self._progress()
+
+    def _tar_error(self, writer: TarWriter, reason: str) -> None:
+        self._errors += 1
+        writer.add_error(None, None, "tar", reason)
+        self.channel.send(
+            m.SampleError(self._lease.lease_id, self._lease.tar_path, None, "tar", reason)
+        )
+
+    def _checkpoint(self) -> None:
+        """Between batches: honour abort, cleanup and pause."""
+        control = self.control
+        if control.abort.is_set():
+            raise LeaseAborted
+        if control.cleanup.is_set():
+            self.cleanup()
+        if control.paused.is_set():
+            self._progress(force=True)
+            self.channel.send(m.StateChanged("paused"))
+            while control.paused.is_set() and not control.abort.is_set():
+                control.wait_change(0.5)
+            if control.abort.is_set():
+                raise LeaseAborted
+            self.channel.send(m.StateChanged("running"))
+
+    def _progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_progress < PROGRESS_EVERY_S:
+            return
+        self._last_progress = now
+        self.channel.send(
+            m.Progress(
+                lease_id=self._lease.lease_id,
+                samples_done=self._done,
+                errors=self._errors,
+                audio_seconds=self._audio,
+                batches=self._batches,
+                model_seconds=self._model_s,
+                last_batch_ms=self._last_batch_ms,
+                last_batch_size=self._last_batch_size,
+            )
+        )
