@@ -118,25 +118,15 @@ def make_supervisor(
 
 
 def validate_config(config: RunConfig) -> RunConfig:
-    """Resolve the model dir and check the whole config; raises ConfigError.
+    """Check the whole config before any worker starts; raises ConfigError.
 
-    A Hugging Face repo id is downloaded (or found in the cache) here, before
-    any worker starts, so every worker loads the same local directory.
+    A Hugging Face repo id is downloaded (or found in the cache) here, and the
+    config returned names the local directory, so the run does not resolve it again.
     """
-    try:
-        from tartok_tui.hub import ModelSourceError, resolve_model_dir
-    except ImportError:  # hub support not installed in this tree: a plain path
-        model_dir = Path(config.model_dir).expanduser()
-    else:
-        try:
-            model_dir = resolve_model_dir(config.model_dir)
-        except ModelSourceError as exc:
-            raise ConfigError(str(exc)) from exc
-    config = replace(config, model_dir=str(model_dir))
-    from tartok_tui.supervisor import supervisor as supervisor_module
+    from tartok_tui.supervisor.supervisor import validate
 
-    supervisor_module.validate(config)
-    return config
+    validated = validate(config)
+    return replace(config, model_dir=str(validated.model_dir))
 
 
 def run_pipeline(

@@ -156,7 +156,9 @@ class FakeSupervisor:
 
     ``run()`` advances simulated time by ``sim_step_s`` every ``step_s`` real
     seconds, moving running workers through their tars, until every tar is done,
-    ``max_steps`` is reached, or a stop is requested.
+    ``max_steps`` is reached, or a stop is requested (a graceful stop takes
+    ``stop_steps`` more steps, a forced one none). ``fail_with``: raise this
+    from ``run()`` instead, as a supervisor bug would.
     """
 
     def __init__(
@@ -168,6 +170,8 @@ class FakeSupervisor:
         sim_step_s: float = 1.0,
         max_steps: int | None = None,
         exit_code: int = ExitCode.OK,
+        stop_steps: int = 0,
+        fail_with: BaseException | None = None,
     ) -> None:
         self.view = view if view is not None else mid_run_view()
         self.on_event = on_event
@@ -175,6 +179,9 @@ class FakeSupervisor:
         self.sim_step_s = sim_step_s
         self.max_steps = max_steps
         self.exit_code = exit_code
+        self.stop_steps = stop_steps
+        self.fail_with = fail_with
+        self.force = False
         self.calls: list[tuple] = []
         self._stop_requested = False
         # asyncio.Event binds to the loop it is first awaited in, so run() makes it.
@@ -191,18 +198,27 @@ class FakeSupervisor:
         self._stop = asyncio.Event()
         if self._stop_requested:
             self._stop.set()
+        if self.fail_with is not None:
+            await asyncio.sleep(self.step_s)
+            raise self.fail_with
         steps = 0
+        stop_countdown: int | None = None
         while not self.view.finished:
             # Timing out is the normal tick; the event only cuts a tick short.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=self.step_s)
             steps += 1
-            if self._stop.is_set() or (self.max_steps is not None and steps >= self.max_steps):
-                interrupted = self._stop.is_set()
-                self._finish(
-                    ExitCode.INTERRUPTED if interrupted else self.exit_code,
-                    "interrupted" if interrupted else None,
-                )
+            if self._stop.is_set():
+                self._stop.clear()
+                if stop_countdown is None:
+                    stop_countdown = self.stop_steps
+            if stop_countdown is not None:
+                if self.force or stop_countdown <= 0:
+                    self._finish(ExitCode.INTERRUPTED, "interrupted")
+                    break
+                stop_countdown -= 1
+            if self.max_steps is not None and steps >= self.max_steps:
+                self._finish(self.exit_code, None)
                 break
             self.advance(self.sim_step_s)
         return FakeResult(self.exit_code)
@@ -320,5 +336,40 @@ class FakeSupervisor:
         self.calls.append(("request_stop", force))
         self.view = replace(self.view, stopping=True)
         self._stop_requested = True
+        self.force = self.force or force
         if self._stop is not None:
             self._stop.set()
+
+
+def fleet_view(n_gpus: int = 8, procs_per_gpu: int = 2, now: float = START + 7200.0) -> RunView:
+    """A bigger machine: ``n_gpus * procs_per_gpu`` workers, all running."""
+    workers = tuple(
+        worker(
+            slot,
+            f"cuda:{slot // procs_per_gpu}",
+            tar_index=100 + slot,
+            tar_done=(slot * 1_537) % 25_000,
+            tars_done=8 + slot % 3,
+            rate=30.0 + slot,
+        )
+        for slot in range(n_gpus * procs_per_gpu)
+    )
+    samples = sum(w.samples_done for w in workers)
+    return RunView(
+        started_at=START,
+        now=now,
+        tars_total=2360,
+        tars_done=sum(w.tars_done for w in workers),
+        tars_skipped=0,
+        tars_failed=0,
+        samples_done=samples,
+        samples_expected=None,
+        errors=sum(w.errors for w in workers),
+        audio_seconds=samples * SECONDS_PER_SAMPLE,
+        memory_bytes=sum(w.rss_bytes for w in workers),
+        memory_limit_bytes=100 * GIB,
+        workers=workers,
+        events=(Event(START + 1.0, "info", None, f"{2360} tars, 0 already done, 2360 to process"),),
+        finished=False,
+        stopping=False,
+    )

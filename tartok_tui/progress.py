@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -20,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tartok_tui import formatting as fmt
-from tartok_tui.control import ExitCode, SupervisorControl, fire
+from tartok_tui.control import ExitCode, SupervisorControl
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 
 EXIT_MEANINGS: dict[int, str] = {
@@ -85,9 +84,6 @@ class HeadlessPrinter:
     def on_event(self, event: Event) -> None:
         """Supervisor callback: print one event line (above the bar when live)."""
         self.console.print(fmt.event_text(event, self.tz), soft_wrap=True)
-
-    def notice(self, message: str) -> None:
-        self.console.print(Text(message, style="bold yellow"))
 
     # ------------------------------------------------------------------ progress
 
@@ -188,33 +184,15 @@ async def run_headless(
 ) -> int:
     """Run the supervisor to the end with the printer watching; returns the exit code.
 
-    The first Ctrl+C (or SIGTERM) asks the workers to finish their current tar
-    and stop; a second one kills them. Either way committed tars stay done and
-    the next run resumes from there.
+    The first Ctrl+C (or SIGTERM) asks the supervisor to stop; a second one
+    kills the workers. Either way committed tars stay done and running the same
+    command again resumes.
     """
-    loop = asyncio.get_running_loop()
-    interrupts = 0
-
-    def on_signal() -> None:
-        nonlocal interrupts
-        interrupts += 1
-        if interrupts == 1:
-            printer.notice(
-                "Stopping: workers finish their current tar. Press Ctrl+C again to kill them."
-            )
-            fire(supervisor.request_stop())
-        else:
-            printer.notice("Killing workers; their unfinished tars will be redone on resume.")
-            fire(supervisor.request_stop(force=True))
-
-    installed: list[signal.Signals] = []
+    remove_handlers: Callable[[], None] | None = None
     if handle_signals:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            # Not available off the main thread or on Windows; Ctrl+C then
-            # falls back to KeyboardInterrupt, which also ends the run.
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                loop.add_signal_handler(sig, on_signal)
-                installed.append(sig)
+        from tartok_tui.supervisor.supervisor import install_signal_handlers
+
+        remove_handlers = install_signal_handlers(supervisor)
     try:
         with printer.bar():
             printer.show(supervisor.snapshot())
@@ -228,7 +206,7 @@ async def run_headless(
             if printer.live:
                 printer.show(supervisor.snapshot())  # the bar's final state stays on screen
     finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+        if remove_handlers is not None:
+            remove_handlers()
     printer.summary(supervisor.snapshot(), result.exit_code)
     return result.exit_code

@@ -157,7 +157,8 @@ class TartokApp(App[int]):
         if self.stop_requested:
             self.push_screen(
                 ConfirmScreen(
-                    "Already stopping. Kill the workers now? Their unfinished tars are redone on resume.",
+                    "Already stopping. Kill the workers now? Committed tars stay done; "
+                    "the others are redone when you run the same command again.",
                     yes="Kill",
                     no="Keep waiting",
                 ),
@@ -168,8 +169,8 @@ class TartokApp(App[int]):
         if any(w.state in ALIVE_STATES for w in view.workers):
             self.push_screen(
                 ConfirmScreen(
-                    "Stop the run? Workers finish their current tar, then exit. "
-                    "Run the same command again to resume.",
+                    "Stop the run? Committed tars stay done; tars in progress are redone "
+                    "when you run the same command again.",
                     yes="Stop",
                     no="Keep running",
                 ),
@@ -184,7 +185,9 @@ class TartokApp(App[int]):
         self.stop_requested = True
         self._call("request_stop")
         self.sub_title = "stopping"
-        self.notify("Stopping: workers finish their current tar. Press q again to kill them.")
+        self.notify(
+            "Stopping; the dashboard closes when the workers have exited. q again kills them."
+        )
 
     def _force_stop(self, confirmed: bool | None) -> None:
         if confirmed:

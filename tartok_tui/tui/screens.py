@@ -23,7 +23,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("R", "restart the selected worker"),
     ("P / U", "pause / resume all workers"),
     ("S", "save a screenshot (SVG) of the dashboard"),
-    ("q", "quit: workers finish their tar, then the run ends and can be resumed"),
+    ("q", "quit: stop the run cleanly (resumable); q again while stopping kills the workers"),
     ("?", "this help"),
 )
 

@@ -1,0 +1,306 @@
+"""The dashboard, driven by a scripted fake supervisor with simulated time."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from dataclasses import replace
+
+import pytest
+from svg_snapshot import assert_svg_snapshot
+
+from tartok_tui.control import ExitCode, SupervisorControl
+from tartok_tui.fake_supervisor import FakeSupervisor, fleet_view, mid_run_view, worker
+from tartok_tui.supervisor.views import Event, WorkerState
+from tartok_tui.tui.app import TartokApp
+from tartok_tui.tui.screens import ConfirmScreen, HelpScreen
+from tartok_tui.tui.widgets import EventLog, WorkerTable, new_events
+
+SIZE = (160, 44)
+UTC = datetime.UTC
+
+
+def make_app(supervisor: FakeSupervisor, **kwargs) -> TartokApp:
+    return TartokApp(supervisor, tz=UTC, clock=lambda: 1_767_225_600.0, **kwargs)
+
+
+def still() -> FakeSupervisor:
+    """A fake whose run never moves on by itself: the screen only changes on our keys."""
+    return FakeSupervisor(sim_step_s=0.0)
+
+
+async def select_slot(pilot, app: TartokApp, slot: int) -> None:
+    table = app.query_one(WorkerTable)
+    table.move_cursor(row=table.get_row_index(f"slot:{slot}"))
+    await pilot.pause()
+    assert table.selected_slot() == slot
+
+
+def test_fake_supervisor_satisfies_the_control_protocol():
+    assert isinstance(still(), SupervisorControl)
+
+
+@pytest.mark.parametrize(
+    ("key", "method"),
+    [("p", "pause"), ("r", "resume"), ("s", "stop"), ("K", "kill"), ("R", "restart")],
+)
+async def test_worker_keys_control_the_selected_worker(key, method):
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await select_slot(pilot, app, 4)
+        await pilot.press(key)
+        await pilot.pause()
+        assert supervisor.calls == [(method, 4)]
+
+
+async def test_moving_the_cursor_picks_the_worker_the_key_goes_to():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        # The cursor starts on slot 0 (row 1, under the cuda:0 header); down x3 skips
+        # slot 1 and the cuda:1 header to reach slot 2.
+        await pilot.press("down", "down", "down", "p")
+        await pilot.pause()
+        assert supervisor.calls == [("pause", 2)]
+
+
+@pytest.mark.parametrize(("key", "method"), [("P", "pause_all"), ("U", "resume_all")])
+async def test_all_worker_keys(key, method):
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press(key)
+        await pilot.pause()
+        assert supervisor.calls == [(method,)]
+
+
+async def test_a_worker_key_on_a_device_row_does_nothing():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(WorkerTable)
+        table.move_cursor(row=table.get_row_index("device:cuda:1"))
+        await pilot.pause()
+        await pilot.press("K")
+        await pilot.pause()
+        assert supervisor.calls == []
+
+
+async def test_quit_asks_first_and_no_keeps_the_run_going():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert supervisor.calls == []
+        assert app.is_running
+
+
+async def test_quit_requests_a_stop_and_exits_when_the_run_has_ended():
+    supervisor = FakeSupervisor(sim_step_s=0.0, stop_steps=3)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q", "y")
+        await pilot.pause()
+        assert supervisor.calls == [("request_stop", False)]
+        # Still showing the run while the workers wind down.
+        assert app.is_running and app.stop_requested
+        await app.workers.wait_for_complete()
+    assert app.return_code == ExitCode.INTERRUPTED
+    assert app.result is not None and app.result.exit_code == ExitCode.INTERRUPTED
+
+
+async def test_quit_again_while_stopping_offers_to_kill_the_workers():
+    supervisor = FakeSupervisor(sim_step_s=0.0, stop_steps=10_000)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q", "y")
+        await pilot.pause()
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await app.workers.wait_for_complete()
+    assert supervisor.calls == [("request_stop", False), ("request_stop", True)]
+    assert app.return_code == ExitCode.INTERRUPTED
+
+
+async def test_ctrl_c_asks_like_q():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("ctrl+c")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert supervisor.calls == []
+
+
+async def test_quit_without_live_workers_stops_without_asking():
+    view = mid_run_view()
+    view = replace(
+        view, workers=tuple(replace(w, state=WorkerState.FATAL, pid=None) for w in view.workers)
+    )
+    supervisor = FakeSupervisor(view, sim_step_s=0.0)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await app.workers.wait_for_complete()
+    assert supervisor.calls == [("request_stop", False)]
+
+
+async def test_the_app_exits_with_the_run_exit_code_when_the_run_ends():
+    supervisor = FakeSupervisor(step_s=0.01, max_steps=3, exit_code=ExitCode.INCOMPLETE)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE):
+        await app.workers.wait_for_complete()
+    assert app.return_code == ExitCode.INCOMPLETE
+
+
+async def test_a_supervisor_crash_ends_the_app_and_is_kept_for_the_caller():
+    supervisor = FakeSupervisor(fail_with=RuntimeError("supervisor bug"), step_s=0.01)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE):
+        await app.workers.wait_for_complete()
+    assert isinstance(app.error, RuntimeError)
+    assert app.return_code == ExitCode.INCOMPLETE
+
+
+async def test_help_opens_and_closes():
+    app = make_app(still())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        await pilot.pause()
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_screenshot_key_saves_an_svg(tmp_path):
+    app = make_app(still(), screenshot_dir=tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("S")
+        await pilot.pause()
+    (shot,) = tmp_path.glob("*.svg")
+    assert shot.name.startswith("tartok-tui-20260101-")
+    assert "EN-B000040.tar" in shot.read_text(encoding="utf-8").replace("&#160;", " ")
+
+
+async def test_rows_update_in_place_and_the_selection_stays_on_its_worker():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(WorkerTable)
+        await select_slot(pilot, app, 6)
+        rows_before = table.row_count
+        supervisor.advance(60.0)
+        app.refresh_view()
+        await pilot.pause()
+        assert table.row_count == rows_before
+        assert table.selected_slot() == 6
+        samples = table.get_cell("slot:6", "samples").plain
+        assert samples == f"{supervisor.snapshot().workers[6].samples_done:,}"
+
+
+async def test_selection_survives_a_worker_appearing():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        table = app.query_one(WorkerTable)
+        await select_slot(pilot, app, 5)
+        # A new slot on cuda:0 puts a row above the selection.
+        extra = worker(9, "cuda:0", tar_index=90, tar_done=10)
+        supervisor.view = replace(supervisor.view, workers=(*supervisor.view.workers, extra))
+        app.refresh_view()
+        await pilot.pause()
+        assert table.selected_slot() == 5
+        assert table.get_row_index("slot:9") == 3
+
+
+async def test_state_changes_are_shown_in_the_row():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await select_slot(pilot, app, 2)
+        await pilot.press("p")
+        await pilot.pause()
+        cell = app.query_one(WorkerTable).get_cell("slot:2", "state")
+        assert cell.plain == "paused"
+        assert "yellow" in str(cell.style)
+
+
+async def test_event_log_shows_each_event_once():
+    supervisor = still()
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        log = app.query_one(EventLog)
+        lines_before = len(log.lines)
+        supervisor.kill(2)  # emits one event
+        app.refresh_view()
+        app.refresh_view()
+        await pilot.pause()
+        assert len(log.lines) == lines_before + 1
+        assert "killed by user" in log.lines[-1].text
+
+
+def test_new_events_finds_what_came_after_the_last_shown():
+    a, b, c, d = (Event(float(i), "info", None, f"e{i}") for i in range(4))
+    assert new_events(None, (a, b)) == (a, b)
+    assert new_events(b, (a, b, c, d)) == (c, d)
+    assert new_events(d, (a, b, c, d)) == ()
+    # The last shown event scrolled out of the bounded window: everything is new.
+    assert new_events(a, (c, d)) == (c, d)
+
+
+async def test_sixteen_workers_refresh_quickly():
+    supervisor = FakeSupervisor(fleet_view(8, 2), sim_step_s=0.0)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        start = time.perf_counter()
+        for _ in range(20):
+            supervisor.advance(1.0)
+            app.refresh_view()
+        await pilot.pause()
+        per_refresh = (time.perf_counter() - start) / 20
+        # 3 Hz refreshes must leave the loop mostly idle, even on a shared 2-core box.
+        assert per_refresh < 0.1, per_refresh
+        assert app.query_one(WorkerTable).row_count == 16 + 8
+
+
+# ---------------------------------------------------------------- SVG snapshots
+
+
+async def test_snapshot_mid_run():
+    app = make_app(still())
+    async with app.run_test(size=SIZE) as pilot:
+        await select_slot(pilot, app, 5)
+        assert_svg_snapshot("dashboard_mid_run", app.export_screenshot())
+
+
+async def test_snapshot_sixteen_workers():
+    app = make_app(FakeSupervisor(fleet_view(8, 2), sim_step_s=0.0))
+    async with app.run_test(size=(160, 40)) as pilot:
+        await pilot.pause()
+        assert_svg_snapshot("dashboard_sixteen_workers", app.export_screenshot())
+
+
+async def test_snapshot_help():
+    app = make_app(still())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause()
+        assert_svg_snapshot("dashboard_help", app.export_screenshot())
+
+
+async def test_snapshot_quit_confirmation():
+    app = make_app(still())
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        await pilot.pause()
+        assert_svg_snapshot("dashboard_quit_confirm", app.export_screenshot())
