@@ -133,10 +133,10 @@ class TarWriter:
 
     def _put(self, index: int, is_error: bool, line: bytes) -> None:
         self._check_open()
-        if index < self._next_index or index in self._pending:
-            raise ValueError(f"{self.tar_name}: sample {index} already has a result")
         if index < 0:
             raise ValueError(f"{self.tar_name}: negative sample index {index}")
+        if index < self._next_index or index in self._pending:
+            raise ValueError(f"{self.tar_name}: sample {index} already has a result")
         self._pending[index] = (is_error, line)
         self._drain()
         if self.max_pending is not None and len(self._pending) > self.max_pending:
