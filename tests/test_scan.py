@@ -174,7 +174,7 @@ def test_verify_finds_a_corrupt_line(dataset) -> None:
 def test_verify_accepts_recorded_damage_and_flags_unrecorded_damage(tmp_path: Path) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     small_tar(tmp_path / "full.tar", 5, seed=1)
-    write_truncated_tar(tmp_path / "full.tar", inp / "cut.tar", 20_000)
+    write_truncated_tar(tmp_path / "full.tar", inp / "cut.tar", 60_000)
     write_non_tar(inp / "junk.tar")
     for tar in sorted(inp.glob("*.tar")):
         process(inp, out, tar)
