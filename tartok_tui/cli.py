@@ -15,16 +15,20 @@ import sys
 from collections.abc import Callable
 from dataclasses import MISSING, fields, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tartok_tui import __version__
 from tartok_tui.config import DEFAULT_AUDIO_EXTS, ConfigError, RunConfig
 from tartok_tui.control import ExitCode, SupervisorControl
 from tartok_tui.supervisor.views import Event
+
+if TYPE_CHECKING:
+    from tartok_tui.output.scan import OutputStatus, VerifyReport
 
 EXAMPLES = """\
 [bold]Examples[/]
@@ -380,7 +384,7 @@ def status(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
-    Console(highlight=False).print(_status_table(result))
+    print_status(result, Console(highlight=False))
 
 
 @app.command()
@@ -400,40 +404,146 @@ def verify(
     recursive: Annotated[bool, _opt("recursive", "Tars in subdirectories too.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Check every sample of every input tar appears exactly once in the output (tokens or an error record).
+    """Check that every sample of every input tar appears exactly once in the output, as tokens or an error record.
 
-    Exits 1 when any sample is missing or duplicated or a tar has no output.
+    Exits 1 when a sample is lost or duplicated, an output line is unreadable, or a tar has no output.
     """
     from tartok_tui.output.scan import verify as verify_output
+    from tartok_tui.shards.discover import InputError
 
-    report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
+    try:
+        report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
+    except InputError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(ExitCode.BAD_ARGS) from exc
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        Console(highlight=False).print(_verify_table(report))
+        print_verify(report, Console(highlight=False))
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.INCOMPLETE)
 
 
-def _status_table(result: Any) -> Table:
-    return _dict_table("Output status", result.to_dict())
+MAX_LISTED = 20
+"""Tars listed by name in human-readable output; --json has them all."""
 
 
-def _verify_table(report: Any) -> Table:
-    return _dict_table("Verify: " + ("OK" if report.ok else "PROBLEMS FOUND"), report.to_dict())
+def _names(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_LISTED])
+    return shown + (f" … and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
-def _dict_table(title: str, data: dict[str, Any]) -> Table:
-    table = Table(title=title, show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in data.items():
-        table.add_row(
-            key,
-            json.dumps(value, ensure_ascii=False)
-            if isinstance(value, (dict, list))
-            else str(value),
+def print_status(result: OutputStatus, console: Console) -> None:
+    """``status`` for people: counts, then the tars that need a look."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("output", str(result.output_dir))
+    grid.add_row(
+        "done",
+        f"{result.tars_done:,} tars, {result.lines:,} lines, {result.error_records:,} error records",
+    )
+    summary = result.summary or {}
+    failed = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "failed"]
+    unfinished = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "unfinished"]
+    if summary:
+        grid.add_row(
+            "last run",
+            f"exit code {summary.get('exit_code', '?')}: {summary.get('exit_reason', '?')}",
         )
-    return table
+    grid.add_row(
+        "partial",
+        Text(_names(result.partial_tars), style="yellow")
+        if result.partial_tars
+        else Text("none", style="dim"),
+    )
+    grid.add_row(
+        "failed", Text(_names(failed), style="red") if failed else Text("none", style="dim")
+    )
+    if unfinished:
+        grid.add_row("unfinished", _names(unfinished))
+    if result.journals:
+        grid.add_row("isolated", Text(_names(result.journals), style="yellow"))
+    if result.orphan_errors:
+        grid.add_row("orphan errors", Text(_names(result.orphan_errors), style="red"))
+    if result.stale_partial:
+        grid.add_row(
+            "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
+        )
+    console.print(grid)
+    with_errors = result.with_errors
+    if with_errors:
+        table = Table(title=f"Tars with error records ({len(with_errors)})", title_justify="left")
+        table.add_column("tar", no_wrap=True)
+        table.add_column("lines", justify="right")
+        table.add_column("sample errors", justify="right")
+        table.add_column("tar errors", justify="right")
+        for t in with_errors[:MAX_LISTED]:
+            table.add_row(t.tar, f"{t.lines:,}", f"{t.errors:,}", f"{t.tar_errors:,}")
+        console.print(table)
+
+
+def print_verify(report: VerifyReport, console: Console) -> None:
+    """``verify`` for people: the verdict, the totals, then one row per tar with a problem."""
+    data = report.to_dict()
+    verdict = Text("OK: every sample accounted for exactly once", style="bold green")
+    if not report.ok:
+        verdict = Text("PROBLEMS FOUND", style="bold red")
+    console.print(verdict)
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    grid.add_row("tars", f"{data['tars']:,} checked, {len(report.missing_tars):,} without output")
+    grid.add_row(
+        "samples",
+        f"{data['samples_expected']:,} in the input; {data['lines']:,} lines + "
+        f"{data['error_records']:,} error records in the output",
+    )
+    grid.add_row(
+        "problems",
+        f"{report.lost_samples:,} lost, {report.duplicate_keys:,} duplicated, "
+        f"{report.unknown_keys:,} unknown keys",
+    )
+    if report.damaged_inputs:
+        grid.add_row("damaged inputs", _names(report.damaged_inputs))
+    console.print(grid)
+    bad = [t for t in report.tars if not t.ok]
+    if not bad:
+        return
+    table = Table(title=f"Tars with problems ({len(bad)})", title_justify="left")
+    table.add_column("tar", no_wrap=True)
+    for name, justify in (
+        ("tar", "left"),
+        ("expected", "right"),
+        ("lines", "right"),
+        ("errors", "right"),
+        ("lost", "right"),
+        ("dup", "right"),
+        ("unknown", "right"),
+        ("note", "left"),
+    ):
+        table.add_column(name, justify=justify)
+    for t in bad[:MAX_LISTED]:
+        notes = []
+        if t.output_missing:
+            notes.append("no output")
+        if t.corrupt_lines:
+            notes.append(f"{t.corrupt_lines} unreadable lines")
+        if t.damage_unrecorded:
+            notes.append(f"input damaged ({t.input_damage}) but not recorded")
+        examples = (t.lost_keys or t.duplicate_keys or t.unknown_keys)[:2]
+        if examples:
+            notes.append("e.g. " + ", ".join(examples))
+        table.add_row(
+            t.tar,
+            f"{t.expected:,}",
+            f"{t.lines:,}",
+            f"{t.error_records + t.tar_errors:,}",
+            f"{t.lost:,}",
+            f"{len(t.duplicate_keys):,}",
+            f"{len(t.unknown_keys):,}",
+            "; ".join(notes),
+        )
+    console.print(table)
 
 
 def main() -> None:

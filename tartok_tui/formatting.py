@@ -52,6 +52,13 @@ def duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}"
 
 
+def audio_amount(seconds: float) -> str:
+    """``12.5 min`` below an hour, ``2,549.2 h`` above."""
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
 def gib(n_bytes: int | float) -> str:
     return f"{n_bytes / GIB:.1f} GiB"
 

@@ -155,7 +155,7 @@ class HeadlessPrinter:
         table.add_row(
             "samples",
             f"{view.samples_done:,} tokenized, {view.errors:,} error records, "
-            f"{view.audio_seconds / 3600:,.1f} h of audio",
+            f"{fmt.audio_amount(view.audio_seconds)} of audio",
         )
         table.add_row(
             "time",
@@ -195,7 +195,8 @@ async def run_headless(
         remove_handlers = install_signal_handlers(supervisor)
     try:
         with printer.bar():
-            printer.show(supervisor.snapshot())
+            if printer.live:
+                printer.show(supervisor.snapshot())  # draw the bar at once; plain lines wait
             watcher = asyncio.create_task(printer.watch(supervisor))
             try:
                 result = await supervisor.run()

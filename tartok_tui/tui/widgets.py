@@ -73,7 +73,7 @@ class RunHeader(Static):
         speed.append(f"{view.samples_per_second:,.1f}", style="bold cyan")
         speed.append(" samples/s   ")
         speed.append(f"{view.realtime_factor:,.0f}×", style="bold cyan")
-        speed.append(f" real time   {view.audio_seconds / 3600:,.1f} h audio done")
+        speed.append(f" real time   {fmt.audio_amount(view.audio_seconds)} of audio done")
         speed.append(f" ({fmt.audio_hours_per_hour(view):,.0f} h per hour)")
         grid.add_row("Speed", "", speed)
         state_style = "bold green" if not view.stopping and not view.finished else "bold yellow"
@@ -266,7 +266,7 @@ class WorkerDetail(Static):
             text.append(f" (restart in {max(0.0, worker.backoff_until - view.now):.0f} s)")
         text.append(
             f"  batch {worker.avg_batch_ms:,.0f} ms  errors {worker.errors:,}  "
-            f"audio {worker.audio_seconds / 3600:,.1f} h"
+            f"audio {fmt.audio_amount(worker.audio_seconds)}"
         )
         if worker.tar:
             text.append(f"  on {worker.tar}")
