@@ -1,0 +1,113 @@
+"""The headless printer: progress lines, events, the live bar, the summary, signals."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import io
+import os
+import signal
+from dataclasses import replace
+
+from rich.console import Console
+
+from tartok_tui import formatting as fmt
+from tartok_tui.control import ExitCode
+from tartok_tui.fake_supervisor import FakeSupervisor, mid_run_view
+from tartok_tui.progress import HeadlessPrinter, progress_line, run_headless
+from tartok_tui.supervisor.views import Event, WorkerState
+
+
+def plain_printer(**kwargs) -> tuple[HeadlessPrinter, io.StringIO]:
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=False, highlight=False)
+    return HeadlessPrinter(console, tz=datetime.UTC, **kwargs), out
+
+
+def test_progress_line_has_the_numbers_a_log_reader_needs():
+    line = progress_line(mid_run_view())
+    assert line.startswith("[1:02:03] | tars 46/400 (1 failed) | samples 917,727/10,000,000 (9.2%)")
+    assert "246.5 samples/s" in line
+    assert "workers 9/9" in line
+    assert "mem 44.7 GiB/100.0 GiB" in line
+    assert "ETA 10:14:04" in line
+
+
+def test_eta_without_expected_samples_goes_by_tars_done_this_run():
+    view = replace(mid_run_view(), samples_expected=None)
+    # 34 tars in 3723 s; 400 - 46 complete - 1 failed = 353 left.
+    assert fmt.eta_seconds(view) == 353 * 3723.0 / 34
+
+
+def test_events_are_printed_with_time_slot_and_message():
+    printer, out = plain_printer()
+    printer.on_event(
+        Event(1_767_229_323.0, "error", 5, "killed by SIGKILL while on EN-B000045.tar")
+    )
+    printer.on_event(Event(1_767_229_324.0, "info", None, "total requests: 1000"))
+    assert out.getvalue().splitlines() == [
+        "01:02:03  slot  5  killed by SIGKILL while on EN-B000045.tar",
+        "01:02:04  run      total requests: 1000",
+    ]
+
+
+def test_headless_run_prints_lines_events_and_summary_and_returns_the_exit_code():
+    printer, out = plain_printer(interval=0.05)
+    supervisor = FakeSupervisor(
+        on_event=printer.on_event,
+        step_s=0.01,
+        max_steps=40,
+        sim_step_s=60.0,
+        exit_code=ExitCode.INCOMPLETE,
+    )
+    code = asyncio.run(run_headless(supervisor, printer, handle_signals=False))
+    text = out.getvalue()
+    assert code == ExitCode.INCOMPLETE
+    assert text.count("| tars ") >= 2  # periodic progress lines
+    assert "slot  2  EN-B000042.tar done: 25,000 samples" in text
+    assert "Run finished: some tars failed or are unfinished (exit code 1)" in text
+    assert "\x1b[" not in text
+
+
+def test_live_mode_draws_a_bar_on_a_terminal():
+    out = io.StringIO()
+    console = Console(file=out, width=160, force_terminal=True, color_system=None)
+    printer = HeadlessPrinter(console, interval=0.05, tz=datetime.UTC)
+    assert printer.live
+    supervisor = FakeSupervisor(on_event=printer.on_event, step_s=0.01, max_steps=10)
+    asyncio.run(run_headless(supervisor, printer, handle_signals=False))
+    text = out.getvalue()
+    assert "━" in text and "tars 46/400" in text
+    assert "Run finished: all tars done (exit code 0)" in text
+
+
+def test_summary_names_the_slots_that_gave_up():
+    printer, out = plain_printer()
+    view = mid_run_view()
+    workers = tuple(
+        replace(w, state=WorkerState.FATAL, last_error="model load failed: no BiCodec/config.yaml")
+        if w.slot == 8
+        else w
+        for w in view.workers
+    )
+    printer.summary(replace(view, workers=workers, finished=True), ExitCode.ALL_FATAL)
+    text = out.getvalue()
+    assert "Run finished: every worker slot failed (exit code 3)" in text
+    assert "slot 8 (cpu) gave up: model load failed: no BiCodec/config.yaml" in text
+    assert "34 done, 12 already done, 1 failed, 353 left, of 400" in text
+
+
+def test_ctrl_c_stops_gracefully_then_forcefully():
+    printer, _ = plain_printer(interval=10.0)
+    supervisor = FakeSupervisor(on_event=printer.on_event, step_s=0.01, stop_steps=10_000)
+
+    async def main() -> int:
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+        loop.call_later(0.3, os.kill, os.getpid(), signal.SIGINT)
+        return await run_headless(supervisor, printer)
+
+    assert asyncio.run(main()) == ExitCode.INTERRUPTED
+    assert supervisor.calls == [("request_stop", False), ("request_stop", True)]
+    # The handlers are gone afterwards: Ctrl+C is Python's again.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
