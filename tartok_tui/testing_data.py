@@ -65,11 +65,12 @@ def synth_speech(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarra
     t_c = t[::hop]
     k = np.arange(1, n_harm + 1, dtype=np.float64)[:, None]
     freq = k * f0[::hop][None, :]
-    gain = np.zeros_like(freq)
+    # A glottal-like spectral tilt plus three moving formant peaks.
+    gain = 0.3 / k * np.ones_like(freq)
     for j, (lo, hi) in enumerate(((300, 900), (900, 2400), (2200, 3200))):
         points = max(int(seconds * 4), 1) + 2
         fc = np.interp(t_c, np.linspace(0.0, seconds, points), rng.uniform(lo, hi, points))
-        bw = 80.0 + 40.0 * j
+        bw = 120.0 + 70.0 * j
         gain += np.exp(-0.5 * ((freq - fc[None, :]) / bw) ** 2) / (j + 1)
     gain *= freq < sr / 2 - 200  # no harmonic above Nyquist
     # sin(k*phase) by the Chebyshev recurrence: one multiply-add per harmonic
@@ -81,12 +82,13 @@ def synth_speech(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarra
         voiced += gain[h][frame] * cur
         prev, cur = cur, two_cos * cur - prev
 
-    syllables = np.clip(np.sin(2 * np.pi * np.cumsum(wander(2.0, 3.0, 6.0)) / sr), 0.0, None)
+    # Loudness rises and falls at a syllable rate of 3-6 Hz.
+    syllables = ((1.0 + np.sin(2 * np.pi * np.cumsum(wander(2.0, 3.0, 6.0)) / sr)) / 2) ** 1.5
     voicing = wander(2.0, -1.0, 1.0) > -0.3
     noise = rng.standard_normal(n)
     noise = np.convolve(noise, [1.0, -0.9], mode="same")  # tilt towards highs, like /s/
-    burst = wander(3.0, 0.0, 1.0) ** 4
-    signal = voiced * syllables * voicing + 0.3 * noise * burst + 0.003 * rng.standard_normal(n)
+    burst = wander(3.0, 0.0, 1.0) ** 6
+    signal = voiced * syllables * voicing + 0.15 * noise * burst + 0.002 * rng.standard_normal(n)
     signal *= 0.5 / (np.abs(signal).max() + 1e-9)
     return signal.astype(np.float32)
 
