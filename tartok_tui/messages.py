@@ -24,6 +24,9 @@ class Lease:
     lease_id: int
     tar_path: str
     isolate: bool = False
+    retry_crashed: bool = False
+    """Isolated only: the last attempt was killed on purpose (user kill, forced stop), so
+    the sample it died in is retried instead of being blamed."""
 
 
 @dataclass(frozen=True)

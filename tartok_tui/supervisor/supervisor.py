@@ -170,6 +170,8 @@ class _TarState:
     status: str = "pending"
     kills: int = 0
     isolated: bool = False
+    retry_crashed: bool = False
+    """The last isolated attempt was killed on purpose: do not blame its sample."""
     samples: int = 0
     errors: int = 0
     audio_s: float = 0.0
@@ -501,7 +503,9 @@ class Supervisor:
                 state.status = "leased"
                 slot.lease = _Lease(self._lease_ids, tar, isolate, time.monotonic())
                 slot.state = WorkerState.RUNNING
-                self._send(slot, m.Lease(self._lease_ids, str(tar), isolate))
+                retry = isolate and state.retry_crashed
+                state.retry_crashed = False
+                self._send(slot, m.Lease(self._lease_ids, str(tar), isolate, retry))
             elif not self._work_remaining():
                 slot.exiting = True
                 self._send(slot, m.Stop())
@@ -510,6 +514,8 @@ class Supervisor:
         state = self._tars[lease.tar]
         if state.status != "leased":
             return
+        if lease.isolate and not counted:
+            state.retry_crashed = True
         if counted:
             state.kills += 1
             limit = self.config.poison_threshold + MAX_TAR_KILLS_EXTRA

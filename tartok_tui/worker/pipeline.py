@@ -265,6 +265,9 @@ class LeaseRunner:
         """One sample at a time, journalled: a sample that was begun by a worker that
         died before finishing it is the poison; it gets an error record, the rest tokens."""
         with IsolationJournal.open(self.opts.output_dir, self.opts.input_dir, tar_path) as journal:
+            if self._lease.retry_crashed and journal.crashed:
+                log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
+                journal.crashed.clear()
             log.info(
                 "isolated run of %s: %d samples journalled, died in %s",
                 tar_path,

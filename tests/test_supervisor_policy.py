@@ -1,0 +1,112 @@
+"""Supervisor policies without subprocesses: placement, restart backoff, memory escalation."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tartok_tui import messages as m
+from tartok_tui.config import ConfigError, RunConfig
+from tartok_tui.supervisor.memory import MemoryGuard, tree_memory
+from tartok_tui.supervisor.placement import plan_slots, select_gpus
+from tartok_tui.supervisor.restart import RestartPolicy
+from tartok_tui.worker.faults import Faults
+
+
+def _config(**kw) -> RunConfig:
+    return RunConfig(input_dir=Path("in"), output_dir=Path("out"), model_dir="model", **kw)
+
+
+def test_gpu_of_slot_is_slot_div_procs_per_gpu_mod_gpus() -> None:
+    slots = plan_slots(_config(num_proc=6, procs_per_gpu=2), n_visible_gpus=2, cores=16, parent_env={})
+    assert [s.device for s in slots] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:0", "cuda:0"]
+    assert all(s.worker_device == "cuda:0" for s in slots)
+    assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1", "0", "0"]
+
+
+def test_default_slot_count_is_procs_per_gpu_per_gpu_or_one_on_cpu() -> None:
+    assert len(plan_slots(_config(procs_per_gpu=3), n_visible_gpus=4, cores=8, parent_env={})) == 12
+    cpu = plan_slots(_config(), n_visible_gpus=0, cores=8, parent_env={})
+    assert [(s.device, s.threads) for s in cpu] == [("cpu", 8)]
+
+
+def test_cpu_workers_share_the_cores_instead_of_oversubscribing() -> None:
+    slots = plan_slots(_config(num_proc=3, device="cpu"), n_visible_gpus=2, cores=8, parent_env={})
+    assert [(s.device, s.threads) for s in slots] == [("cpu", 2)] * 3
+    assert all(s.env["OMP_NUM_THREADS"] == "2" and s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
+    many = plan_slots(_config(num_proc=5, device="cpu"), n_visible_gpus=0, cores=2, parent_env={})
+    assert {s.threads for s in many} == {1}
+
+
+def test_device_list_picks_gpus_among_the_inherited_visible_ones() -> None:
+    env = {"CUDA_VISIBLE_DEVICES": "4,5,6"}
+    slots = plan_slots(_config(device="cuda:2,0", procs_per_gpu=1), n_visible_gpus=3, cores=4, parent_env=env)
+    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"]) for s in slots] == [("cuda:2", "6"), ("cuda:0", "4")]
+
+
+@pytest.mark.parametrize("device", ["cuda:3", "cuda:x", "cuda:", "cuda:0,0", "tpu"])
+def test_bad_device_options_are_config_errors(device: str) -> None:
+    with pytest.raises(ConfigError):
+        select_gpus(device, 2)
+
+
+def test_cuda_without_a_gpu_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="no GPU"):
+        plan_slots(_config(device="cuda"), n_visible_gpus=0, cores=2, parent_env={})
+
+
+def test_backoff_doubles_until_capped_and_resets_after_progress() -> None:
+    policy = RestartPolicy(initial_s=1.0, max_s=5.0, window_s=100.0, limit=10)
+    delays = []
+    for t in range(5):
+        policy.record_failure(float(t))
+        delays.append(policy.next_delay())
+    assert delays == [1.0, 2.0, 4.0, 5.0, 5.0]
+    policy.record_success()
+    policy.record_failure(6.0)
+    assert policy.next_delay() == 1.0
+
+
+def test_crash_loop_counts_failures_within_the_window_only() -> None:
+    policy = RestartPolicy(initial_s=1.0, max_s=5.0, window_s=10.0, limit=3)
+    policy.record_failure(0.0)
+    policy.record_failure(1.0)
+    assert not policy.crash_loop(1.0)
+    policy.record_failure(20.0)  # the first two fell out of the window
+    assert not policy.crash_loop(20.0)
+    policy.record_failure(21.0)
+    policy.record_failure(22.0)
+    assert policy.crash_loop(22.0)
+
+
+def test_memory_over_limit_cleans_up_first_then_recycles_the_biggest_once() -> None:
+    guard = MemoryGuard(limit_bytes=100)
+    assert guard.check({0: 40, 1: 50}) is None
+    assert guard.check({0: 40, 1: 70}).kind == "cleanup"
+    action = guard.check({0: 40, 1: 70})
+    assert (action.kind, action.slot) == ("recycle", 1)
+    assert guard.check({0: 40, 1: 70}) is None  # the recycle is still under way
+    guard.recycle_finished()
+    assert guard.check({0: 40, 1: 70}).kind == "cleanup"
+    assert guard.check({0: 10, 1: 10}) is None
+
+
+def test_tree_memory_reads_this_process() -> None:
+    mem = tree_memory(os.getpid())
+    assert mem is not None and mem.rss > 10 * 2**20
+    assert mem.used > 0
+
+
+def test_fault_injection_is_off_unless_asked_for() -> None:
+    assert Faults.from_env({}) == Faults()
+    faults = Faults.from_env({"TARTOK_FAULT_INJECT": "load_fail,kill_on_key=a,kill_on_key=b,slow_ms=5"})
+    assert faults.load_fail and faults.kill_keys == {"a", "b"} and faults.slow_ms == 5
+    with pytest.raises(ValueError, match="unknown directive"):
+        Faults.from_env({"TARTOK_FAULT_INJECT": "explode"})
+
+
+def test_tar_failed_message_round_trips() -> None:
+    msg = m.TarFailed(lease_id=3, tar_path="/x/a.tar", reason="disk full")
+    assert m.decode(m.encode(msg)) == msg

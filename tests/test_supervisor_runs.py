@@ -1,0 +1,406 @@
+"""End-to-end runs of the supervisor with real worker subprocesses and the tiny model (CPU).
+
+Worker start-up imports torch and transformers (several seconds on a small
+machine), so each test runs one supervisor and checks many things about it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections import Counter
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tartok_tui.codec.random_model import write_random_model
+from tartok_tui.config import ConfigError, RunConfig
+from tartok_tui.output.paths import summary_path
+from tartok_tui.shards.reader import Sample, iter_samples
+from tartok_tui.supervisor.supervisor import Supervisor, validate
+from tartok_tui.supervisor.views import Event, WorkerState
+from tartok_tui.testing_data import (
+    GeneratedSample,
+    write_emilia_tar,
+    write_empty_tar,
+    write_non_tar,
+    write_truncated_tar,
+)
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_random_model(tmp_path_factory.mktemp("model") / "tiny", "tiny")
+
+
+def _good_tars(input_dir: Path, n_tars: int, n_samples: int, first_batch: int = 0) -> dict[str, GeneratedSample]:
+    good = {}
+    for i in range(n_tars):
+        batch = first_batch + i
+        for s in write_emilia_tar(
+            input_dir / f"EN-B{batch:06d}.tar", n_samples, seed=batch, batch=batch,
+            audio_format="flac", min_s=1.0, max_s=2.5,
+        ):
+            good[s.key] = s
+    return good
+
+
+def _config(input_dir: Path, output_dir: Path, model_dir: Path, **kw) -> RunConfig:
+    kw.setdefault("num_proc", 2)
+    kw.setdefault("device", "cpu")
+    kw.setdefault("backoff_initial_s", 0.1)
+    return RunConfig(input_dir=input_dir, output_dir=output_dir, model_dir=str(model_dir), **kw)
+
+
+def _read_outputs(output_dir: Path) -> tuple[Counter, dict[str, list[dict]]]:
+    """Keys across every committed JSONL (with multiplicity), and error records by tar."""
+    keys: Counter = Counter()
+    for path in output_dir.glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            record = json.loads(line)
+            assert len(record["semantic_tokens"]) > 0 and len(record["global_tokens"]) == 32
+            keys[record["key"]] += 1
+    errors: dict[str, list[dict]] = {}
+    for path in (output_dir / "errors").glob("*.jsonl"):
+        errors[path.stem] = [json.loads(line) for line in path.read_text().splitlines()]
+    return keys, errors
+
+
+def _assert_exactly_once(output_dir: Path, good: dict[str, GeneratedSample]) -> None:
+    keys, _ = _read_outputs(output_dir)
+    assert set(keys) == set(good), (set(good) - set(keys), set(keys) - set(good))
+    assert max(keys.values()) == 1, [k for k, n in keys.items() if n > 1]
+
+
+async def _run(sup: Supervisor, timeout: float = 240.0):
+    return await asyncio.wait_for(sup.run(), timeout)
+
+
+async def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+# ---------------------------------------------------------------- one run, many properties
+
+
+async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_record(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=5, n_samples=6)
+    broken_kinds = {0: "no_audio", 1: "no_json", 2: "bad_json", 3: "undecodable_audio",
+                    4: "empty_audio", 5: "too_long"}
+    samples = write_emilia_tar(
+        inp / "EN-B000100.tar", 7, seed=100, batch=100, audio_format="flac",
+        min_s=1.0, max_s=2.0, broken=broken_kinds, too_long_s=4.0,
+    )
+    good.update({s.key: s for s in samples if s.broken is None})
+    broken_keys = {s.key: s.broken for s in samples if s.broken}
+    source = tmp_path / "EN-B000200-full.tar"
+    write_emilia_tar(source, 6, seed=200, batch=200, audio_format="flac", min_s=1.0, max_s=2.5)
+    truncated = write_truncated_tar(source, inp / "EN-B000200.tar", source.stat().st_size // 2)
+    # The samples before the cut are good; the one the cut went through is not.
+    survivors = [s for s in iter_samples(truncated) if isinstance(s, Sample)]
+    assert 0 < len(survivors) < 6
+    good.update({s.key: s for s in survivors})
+    write_non_tar(inp / "EN-B000300.tar")
+    write_empty_tar(inp / "EN-B000400.tar")
+
+    events: list[Event] = []
+    # An outside SIGKILL looks like a crash; with isolation off the table (a high poison
+    # threshold) no sample can be blamed for these kills, so every good one must come out.
+    cfg = _config(inp, out, model_dir, max_duration=3.0, stats_every=10, poison_threshold=20,
+                  extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"})
+    sup = Supervisor(cfg, on_event=events.append)
+    rng = random.Random(7)
+    killed: list[int] = []
+
+    async def kill_random_workers() -> None:
+        while len(killed) < 3:
+            await asyncio.sleep(rng.uniform(0.2, 1.2))
+            view = sup.snapshot()
+            if view.finished:
+                return
+            busy = [w for w in view.workers if w.state == WorkerState.RUNNING and w.pid]
+            if busy:
+                victim = rng.choice(busy)
+                os.kill(victim.pid, signal.SIGKILL)
+                killed.append(victim.slot)
+
+    killer = asyncio.create_task(kill_random_workers())
+    summary = await _run(sup)
+    killer.cancel()
+
+    assert summary.exit_code == 0, summary.exit_reason
+    assert len(killed) >= 1
+    view = sup.snapshot()
+    assert view.finished and view.tars_done == 9 and view.tars_failed == 0
+    assert sum(w.restarts for w in view.workers) >= len(killed)
+    assert all(w.state == WorkerState.DONE for w in view.workers)
+    _assert_exactly_once(out, good)
+
+    _, errors = _read_outputs(out)
+    by_key = {e["key"]: e for e in errors["EN-B000100"]}
+    assert {k: by_key[k]["stage"] for k in broken_keys} == {
+        k: {"too_long": "too_long", "undecodable_audio": "decode", "empty_audio": "empty"}.get(kind, "sample")
+        for k, kind in broken_keys.items()
+    }
+    for name in ("EN-B000200", "EN-B000300", "EN-B000400"):
+        assert any(e["key"] is None and e["stage"] == "tar" for e in errors[name]), errors[name]
+    assert (out / "EN-B000300.jsonl").read_text() == ""
+
+    written = json.loads(summary_path(out).read_text())
+    assert written["exit_code"] == 0 and written["tars_done"] == 9
+    assert {t["status"] for t in written["tars"]} == {"done"}
+    assert any(e.message.startswith("total requests: ") for e in events)
+    assert any(w["samples"] > 0 and w["realtime_factor"] > 0 for w in written["workers"])
+
+    # A completed run, rerun, does nothing and starts no worker.
+    again = Supervisor(cfg)
+    summary2 = await _run(again)
+    assert summary2.exit_code == 0 and summary2.tars_skipped == 9 and summary2.tars_done == 0
+    assert all(w.pid is None and w.restarts == 0 for w in again.snapshot().workers)
+    _assert_exactly_once(out, good)
+
+
+# ---------------------------------------------------------------- supervisor killed, rerun
+
+_SUPERVISOR_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, sys
+    from pathlib import Path
+    from tartok_tui.config import RunConfig
+    from tartok_tui.supervisor.supervisor import Supervisor
+    inp, out, model = sys.argv[1:4]
+    cfg = RunConfig(input_dir=Path(inp), output_dir=Path(out), model_dir=model, num_proc=2,
+                    device="cpu", extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
+    sys.exit(asyncio.run(Supervisor(cfg).run()).exit_code)
+    """
+)
+
+
+async def test_a_killed_supervisor_leaves_no_orphans_and_the_rerun_completes_exactly_once(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=6, n_samples=6)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR_SCRIPT, str(inp), str(out), str(model_dir)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        # Kill it once the first tar is committed, so the run is really mid-way.
+        deadline = time.monotonic() + 120
+        while not list(out.glob("*.jsonl")):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no tar committed in time"
+            await asyncio.sleep(0.05)
+        workers = psutil.Process(proc.pid).children()
+        assert workers
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        _, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, f"orphan workers: {[p.pid for p in alive]}"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done_before = len(list(out.glob("*.jsonl")))
+    assert done_before < 6
+
+    sup = Supervisor(_config(inp, out, model_dir))
+    summary = await _run(sup)
+    assert summary.exit_code == 0, summary.exit_reason
+    assert summary.tars_skipped == done_before and summary.tars_done == 6 - done_before
+    _assert_exactly_once(out, good)
+
+
+# ---------------------------------------------------------------- crash loop and load failures
+
+
+async def test_a_model_that_fails_to_load_makes_every_slot_fatal_quickly(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _good_tars(inp, n_tars=1, n_samples=2)
+    cfg = _config(inp, out, model_dir, extra_worker_env={"TARTOK_FAULT_INJECT": "load_fail"})
+    started = time.monotonic()
+    summary = await _run(Supervisor(cfg), timeout=120)
+    assert summary.exit_code == 3
+    assert "model load failed" in summary.exit_reason and "injected load failure" in summary.exit_reason
+    assert time.monotonic() - started < 90
+    assert summary.tars_unfinished == 1
+
+
+async def test_a_worker_that_keeps_crashing_makes_its_slot_fatal_with_the_reason(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _good_tars(inp, n_tars=2, n_samples=3)
+    cfg = _config(
+        inp, out, model_dir, num_proc=1, crash_limit=2, poison_threshold=5,
+        extra_worker_env={"TARTOK_FAULT_INJECT": "kill_after=1"},
+    )
+    sup = Supervisor(cfg)
+    summary = await _run(sup, timeout=180)
+    assert summary.exit_code == 3
+    assert "crash loop: 2 failures" in summary.exit_reason and "SIGKILL" in summary.exit_reason
+    worker = sup.snapshot().workers[0]
+    assert worker.state == WorkerState.FATAL and "crash loop" in worker.last_error
+    assert not list(out.glob("*.jsonl"))
+
+
+# ---------------------------------------------------------------- poison tar
+
+
+async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=2, n_samples=5)
+    poison = sorted(k for k in good if "B00001" in k)[2]
+    del good[poison]
+    cfg = _config(
+        inp, out, model_dir, num_proc=1, crash_limit=10, poison_threshold=2,
+        extra_worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
+    )
+    summary = await _run(Supervisor(cfg), timeout=240)
+    assert summary.exit_code == 0, summary.exit_reason
+    _assert_exactly_once(out, good)
+    _, errors = _read_outputs(out)
+    assert [(e["key"], e["stage"]) for e in errors["EN-B000001"]] == [(poison, "worker_crash")]
+    tar = {t.tar: t for t in summary.tars}["EN-B000001.tar"]
+    assert tar.isolated and tar.worker_kills == 3
+    assert not list((out / ".partial" / "journal").glob("*.journal"))
+
+
+# ---------------------------------------------------------------- memory
+
+
+async def test_a_tiny_memory_limit_cleans_up_then_recycles_without_losing_samples(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=3, n_samples=6)
+    events: list[Event] = []
+    cfg = _config(
+        inp, out, model_dir, num_proc=1, memory_limit_gb=0.001, memory_check_s=0.3,
+        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
+    )
+    sup = Supervisor(cfg, on_event=events.append)
+    summary = await _run(sup)
+    assert summary.exit_code == 0, summary.exit_reason
+    messages = [e.message for e in events]
+    cleanup = next(i for i, msg in enumerate(messages) if "asking all to free memory" in msg)
+    recycle = next(i for i, msg in enumerate(messages) if "recycling this worker" in msg)
+    assert cleanup < recycle
+    assert summary.worker_restarts >= 1
+    assert sup.snapshot().memory_bytes > 0
+    _assert_exactly_once(out, good)
+
+
+# ---------------------------------------------------------------- controls
+
+
+async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=8, n_samples=6)
+    cfg = _config(inp, out, model_dir, num_proc=1, crash_limit=2,
+                  extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
+    sup = Supervisor(cfg)
+    run = asyncio.create_task(_run(sup))
+
+    def worker():
+        return sup.snapshot().workers[0] if sup.snapshot().workers else None
+
+    await _wait_for(lambda: worker() is not None and worker().state == WorkerState.RUNNING, 90, "running")
+    sup.pause(0)
+    await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "the worker to pause")
+    assert worker().state == WorkerState.PAUSED
+    done_at_pause = worker().samples_done
+    await asyncio.sleep(1.0)
+    assert worker().samples_done == done_at_pause  # no batch while paused
+    sup.resume(0)
+    await _wait_for(lambda: worker().samples_done > done_at_pause, 10, "progress after resume")
+    assert worker().state == WorkerState.RUNNING
+
+    pid = worker().pid
+    sup.restart(0)
+    await _wait_for(lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
+                    90, "a fresh worker after restart")
+    assert worker().restarts == 1
+
+    pid = worker().pid
+    sup.kill(0)
+    await _wait_for(lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
+                    90, "a fresh worker after kill")
+    assert worker().restarts == 2
+    assert sup._slots[0].policy.failures_in_window(time.monotonic()) == 0  # user kills do not count
+
+    sup.stop(0)
+    assert worker().state == WorkerState.STOPPING
+    summary = await run
+    assert worker().state == WorkerState.DONE and worker().pid is None
+    assert summary.exit_code == 1 and summary.tars_unfinished >= 1  # stopped with tars left
+    keys, _ = _read_outputs(out)
+    assert set(keys) <= set(good) and max(keys.values()) == 1
+
+
+async def test_request_stop_aborts_and_a_second_request_kills(tmp_path: Path, model_dir: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _good_tars(inp, n_tars=4, n_samples=6)
+    cfg = _config(inp, out, model_dir, extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})
+    sup = Supervisor(cfg)
+    run = asyncio.create_task(_run(sup))
+    await _wait_for(lambda: any(w.state == WorkerState.RUNNING for w in sup.snapshot().workers),
+                    90, "a running worker")
+    sup.request_stop()
+    assert sup.snapshot().stopping
+    sup.request_stop()  # the second request does not wait for the tar boundary
+    started = time.monotonic()
+    summary = await run
+    assert time.monotonic() - started < 10
+    assert summary.exit_code == 130
+    assert summary.tars_unfinished >= 1
+    for tar in summary.tars:
+        assert (out / tar.tar).with_suffix(".jsonl").exists() == (tar.status == "done")
+
+
+# ---------------------------------------------------------------- bad arguments
+
+
+def test_bad_arguments_are_config_errors_before_any_worker(tmp_path: Path, model_dir: Path) -> None:
+    inp = tmp_path / "in"
+    _good_tars(inp, n_tars=2, n_samples=1)
+    with pytest.raises(ConfigError, match="does not exist"):
+        validate(_config(tmp_path / "missing", tmp_path / "out", model_dir))
+    with pytest.raises(ConfigError, match="no tars"):
+        validate(_config(inp, tmp_path / "out", model_dir, from_index=5))
+    incomplete = tmp_path / "incomplete-model"
+    incomplete.mkdir()
+    (incomplete / "config.yaml").write_text("sample_rate: 16000\n")
+    with pytest.raises(ConfigError, match="model dir"):
+        validate(_config(inp, tmp_path / "out", incomplete))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="not writable"):
+        validate(_config(inp, blocker / "out", model_dir))
+    with pytest.raises(ConfigError, match="precision"):
+        validate(_config(inp, tmp_path / "out", model_dir, precision="int4"))
+    ok = validate(_config(inp, tmp_path / "out", model_dir))
+    assert [p.name for p in ok.tars] == ["EN-B000000.tar", "EN-B000001.tar"]
