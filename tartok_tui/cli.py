@@ -546,5 +546,49 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     console.print(table)
 
 
+@app.command()
+def demo(
+    no_tui: Annotated[
+        bool, typer.Option("--no-tui", help="Plain progress lines instead of the dashboard.")
+    ] = False,
+    tars: Annotated[int, typer.Option("--tars", min=1, help="Tars in the demo dataset.")] = 6,
+    samples_per_tar: Annotated[
+        int, typer.Option("--samples-per-tar", min=1, help="Samples in each demo tar.")
+    ] = 24,
+    num_proc: Annotated[
+        int | None, typer.Option("--num-proc", "-n", min=1, help="Worker processes.")
+    ] = 2,
+    device: Annotated[
+        str, typer.Option("--device", "-d", help="auto | cpu | cuda | cuda:0,1.")
+    ] = "auto",
+    demo_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--demo-dir",
+            envvar="TARTOK_DEMO_DIR",
+            help="Where the demo data lives [default: ~/.cache/tartok-tui/demo].",
+        ),
+    ] = None,
+    keep_output: Annotated[
+        bool,
+        typer.Option("--keep-output", help="Keep the previous demo output: shows resume."),
+    ] = False,
+) -> None:
+    """Run the real pipeline on a small generated Emilia-style dataset and a tiny random-weight model."""
+    from tartok_tui.demo import run_demo
+
+    code = run_demo(
+        root=demo_dir,
+        tars=tars,
+        samples_per_tar=samples_per_tar,
+        num_proc=num_proc,
+        device=device,
+        tui=not no_tui,
+        keep_output=keep_output,
+        console=Console(highlight=False),
+    )
+    raise typer.Exit(code)
+
+
 def main() -> None:
     app()
