@@ -12,6 +12,7 @@ a ModelDirError naming the file and the key: a partly random model would tokeniz
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,8 @@ UNUSED_BICODEC_PREFIXES = (
     "speaker_encoder.speaker_encoder.bn2.",
     "speaker_encoder.speaker_encoder.linear.",
 )
+# The official wav2vec2 file was saved from a pre-training model; its heads are not used.
+PRETRAINING_HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.", "dropout_features")
 # Buffers the official file may carry; recomputed from the config when absent.
 OPTIONAL_BICODEC_KEYS = ("mel_transformer.spectrogram.window", "mel_transformer.mel_scale.fb")
 
@@ -204,6 +207,34 @@ def load_bicodec_state(
     )
 
 
+def _check_wav2vec2_shapes(weights: Path, config, num_layers: int) -> None:
+    """Compare tensor shapes with what the config implies, naming the first wrong key.
+
+    (transformers reports a mismatch with the submodule-local name only.)"""
+    from tartok_tui.codec.wav2vec import SemanticFeatures
+
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(weights, "pt") as f:
+                shapes = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
+        else:
+            state = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
+            shapes = {k: v.shape for k, v in state.items()}
+    except Exception as exc:  # a corrupt file fails in many ways; all mean "unreadable"
+        raise ModelDirError(f"cannot read weights: {exc}", weights) from exc
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in SemanticFeatures(config).state_dict().items()}
+    for key, shape in shapes.items():
+        name = key.removeprefix("wav2vec2.").replace(".weight_v", ".weight")
+        name = name.replace(".parametrizations.weight.original1", ".weight")
+        if name in expected and expected[name] != shape:
+            raise ModelDirError(
+                f"shape {tuple(shape)} != expected {tuple(expected[name])}", weights, name
+            )
+
+
 def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
     """(transformers config, state dict) of wav2vec2's first `num_layers` layers.
 
@@ -233,6 +264,7 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
             "num_hidden_layers",
         )
     weights = next(path / n for n in WAV2VEC2_WEIGHTS if (path / n).is_file())
+    _check_wav2vec2_shapes(weights, config, num_layers)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # unused pre-training heads are expected; checked below
     try:
@@ -243,7 +275,9 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
             attn_implementation="sdpa",
         )
     except (OSError, RuntimeError, ValueError) as exc:
-        raise ModelDirError(f"cannot load wav2vec2: {exc}", weights) from exc
+        found = re.search(r"size mismatch for ([\w.]+)", str(exc))
+        key = found.group(1) if found else None
+        raise ModelDirError(f"cannot load wav2vec2: {exc}", weights, key) from exc
     finally:
         hf_logging.set_verbosity(verbosity)
     if info.get("mismatched_keys"):
@@ -254,6 +288,13 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
     if config.num_hidden_layers > num_layers:
         unused |= {"encoder.layer_norm.weight", "encoder.layer_norm.bias"}
     needed_missing = [k for k in info.get("missing_keys", []) if k not in unused]
+    for key in info.get("unexpected_keys", []):
+        if key.startswith(PRETRAINING_HEADS):
+            continue
+        parts = key.split(".")
+        if key.startswith("encoder.layers.") and int(parts[2]) >= num_layers:
+            continue  # layers past the last hidden state the tokenizer reads
+        raise ModelDirError("unexpected tensor (not part of wav2vec2)", weights, key)
     if needed_missing:
         raise ModelDirError("tensor is missing", weights, sorted(needed_missing)[0])
     model.config.num_hidden_layers = config.num_hidden_layers

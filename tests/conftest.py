@@ -1,0 +1,25 @@
+"""Shared fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# --- tokenizer engine fixtures (codec) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight model dir in the official layout (loads + tokenizes in < 1 s)."""
+    from tartok_tui.codec.random_model import write_random_model
+
+    return write_random_model(tmp_path_factory.mktemp("tiny-model"), "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def reference_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random-weight model dir built with the reference package's own classes."""
+    from codec_support import write_reference_model
+
+    return write_reference_model(tmp_path_factory.mktemp("reference-model"), seed=1)
