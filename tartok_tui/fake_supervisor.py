@@ -81,7 +81,7 @@ def mid_run_view(now: float = START + 3723.0) -> RunView:
             tar_done=9_870,
             tars_done=5,
             restarts=1,
-            last_error="exit -9 (SIGKILL) while on EN-B000017.tar",
+            last_error="killed by SIGKILL while on EN-B000017.tar",
         ),
         worker(2, "cuda:1", tar_index=42, tar_done=22_001, tars_done=5),
         worker(3, "cuda:1", WorkerState.PAUSED, tar_index=43, tar_done=3_150, tars_done=4),
@@ -92,43 +92,61 @@ def mid_run_view(now: float = START + 3723.0) -> RunView:
             WorkerState.BACKOFF,
             tars_done=4,
             restarts=2,
-            last_error="CUDA out of memory (tried to allocate 2.1 GiB)",
+            last_error="exit code 1 while on EN-B000045.tar",
         ),
         worker(6, "cuda:3", tar_index=46, tar_done=640, tars_done=6),
         worker(7, "cuda:3", WorkerState.LOADING, tars_done=0, restarts=0, rate=40.0),
         worker(8, "cpu", tar_index=48, tar_done=1_210, tars_done=0, rate=3.1),
     )
+    # Worded as the real supervisor words them.
     events = (
-        Event(START + 1.2, "info", None, "run started: 400 tars (12 already done), 9 workers"),
-        Event(START + 31.0, "info", 0, "ready on cuda:0 in 29.8 s (fp32)"),
+        Event(START + 1.2, "info", None, "400 tars, 12 already done, 388 to process"),
+        Event(START + 1.9, "info", 0, "worker started (pid 41000, cuda:0)"),
+        Event(START + 31.0, "info", 0, "model loaded in 29.1 s"),
         Event(
-            START + 1204.5, "error", 1, "worker exited with -9 (SIGKILL) while on EN-B000017.tar"
+            START + 1204.5,
+            "warning",
+            1,
+            "worker died (killed by SIGKILL while on EN-B000017.tar); restarting in 1.0 s",
         ),
-        Event(START + 1205.5, "warning", 1, "restarting in 1.0 s (restart 1)"),
         Event(
             START + 2400.0,
             "info",
             None,
-            "stats: 1,000,000 samples, 512.4 samples/s, 1,845× real time",
+            "total requests: 500000, total time: 2400.00 s, average time: 0.0048 s/request",
         ),
-        Event(START + 3100.2, "info", 4, "memory cleanup: RSS 11.2 GiB -> 5.6 GiB"),
-        Event(START + 3301.0, "info", 6, "recycled after 6 tars (RSS above 8 GiB)"),
+        Event(
+            START + 3100.2,
+            "warning",
+            None,
+            "workers use 101.3 GiB > limit 100 GiB: asking all to free memory",
+        ),
+        Event(
+            START + 3131.0,
+            "warning",
+            6,
+            "still 100.4 GiB after cleanup: recycling this worker after its current tar",
+        ),
+        Event(
+            START + 3600.4,
+            "info",
+            2,
+            "EN-B000037.tar done: 25000 samples, 6 errors, 1847.2x real time",
+        ),
+        Event(
+            START + 3612.0,
+            "warning",
+            4,
+            "EN-B000044.tar: sample EN_B00044_S00012_W000121: decode: Format not recognised",
+        ),
         Event(
             START + 3650.7,
-            "error",
-            5,
-            "CUDA out of memory (tried to allocate 2.1 GiB) on EN-B000045.tar",
-        ),
-        Event(
-            START + 3651.0,
             "warning",
             5,
-            "restarting in 4.0 s (restart 2); tar EN-B000045.tar leased again",
+            "worker died (exit code 1 while on EN-B000045.tar); restarting in 2.0 s",
         ),
-        Event(START + 3690.3, "info", 3, "paused by user"),
-        Event(
-            START + 3700.1, "warning", None, "sample EN_B000044_S00012: audio too short (0.01 s)"
-        ),
+        Event(START + 3690.3, "info", 3, "paused"),
+        Event(START + 3715.0, "info", 7, "worker started (pid 41119, cuda:3)"),
     )
     samples = sum(w.samples_done for w in workers)
     return RunView(
@@ -183,6 +201,7 @@ class FakeSupervisor:
         self.fail_with = fail_with
         self.force = False
         self.calls: list[tuple] = []
+        self._next_tar = 400 - 1  # fresh names for tars leased during the run
         self._stop_requested = False
         # asyncio.Event binds to the loop it is first awaited in, so run() makes it.
         self._stop: asyncio.Event | None = None
@@ -237,8 +256,12 @@ class FakeSupervisor:
                 if finished_tar:
                     tars_done += 1
                     self._emit(Event(now, "info", w.slot, f"{w.tar} done: {expected:,} samples"))
+                if finished_tar:
+                    # The next tar in line, as the supervisor would lease it.
+                    self._next_tar += 1
                 w = replace(
                     w,
+                    tar=f"EN-B{self._next_tar:06d}.tar" if finished_tar else w.tar,
                     tar_samples_done=done - expected if finished_tar else done,
                     tars_done=w.tars_done + (1 if finished_tar else 0),
                     samples_done=w.samples_done + step,
@@ -257,6 +280,10 @@ class FakeSupervisor:
         )
         if complete >= self.view.tars_total:
             self._finish(self.exit_code, None)
+
+    def finish(self, code: int, reason: str | None = None) -> None:
+        """End the run now, as if every worker had exited."""
+        self._finish(code, reason)
 
     def _finish(self, code: int, reason: str | None) -> None:
         self.exit_code = code
@@ -337,6 +364,10 @@ class FakeSupervisor:
         self.view = replace(self.view, stopping=True)
         self._stop_requested = True
         self.force = self.force or force
+        message = (
+            "forced stop: killing every worker" if force else "stopping: aborting tars in progress"
+        )
+        self._emit(Event(self.view.now, "error" if force else "warning", None, message))
         if self._stop is not None:
             self._stop.set()
 

@@ -102,7 +102,7 @@ async def test_quit_asks_first_and_no_keeps_the_run_going():
 
 
 async def test_quit_requests_a_stop_and_exits_when_the_run_has_ended():
-    supervisor = FakeSupervisor(sim_step_s=0.0, stop_steps=3)
+    supervisor = FakeSupervisor(sim_step_s=0.0, stop_steps=40)
     app = make_app(supervisor)
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q", "y")
@@ -179,6 +179,19 @@ async def test_help_opens_and_closes():
         await pilot.press("escape")
         await pilot.pause()
         assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_the_dashboard_keeps_refreshing_under_the_help_and_its_keys_are_off():
+    supervisor = FakeSupervisor(step_s=0.01, sim_step_s=1.0)
+    app = make_app(supervisor, refresh_hz=20.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.3)  # several refresh ticks with the help on top
+        await pilot.press("p", "K", "P")
+        await pilot.pause()
+        assert isinstance(app.screen, HelpScreen)
+        assert supervisor.calls == []
+        assert app.view is supervisor.snapshot() or app.view.now > mid_run_view().now
 
 
 async def test_screenshot_key_saves_an_svg(tmp_path):

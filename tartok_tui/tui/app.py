@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from rich.console import Console
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.screen import ModalScreen
 from textual.widgets import Footer
 
 from tartok_tui.control import ExitCode, RunResult, SupervisorControl, fire
@@ -25,6 +26,8 @@ from tartok_tui.tui.screens import ConfirmScreen, HelpScreen
 from tartok_tui.tui.widgets import EventLog, RunHeader, WorkerDetail, WorkerTable
 
 REFRESH_HZ = 3.0
+MODAL_BLOCKED = frozenset({"control", "pause_all", "resume_all", "help", "quit", "screenshot"})
+"""Actions that must not fire from under a modal screen (it has its own keys)."""
 
 
 class TartokApp(App[int]):
@@ -73,11 +76,21 @@ class TartokApp(App[int]):
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
-        yield RunHeader(id="header")
-        yield WorkerTable(id="workers")
-        yield WorkerDetail(id="detail")
-        yield EventLog(id="events", tz=self.tz)
+        # Kept as attributes: while a modal screen is up, query_one() would search
+        # the modal instead of the dashboard, and the refresh timer keeps running.
+        self.header = RunHeader(id="header")
+        self.table = WorkerTable(id="workers")
+        self.detail = WorkerDetail(id="detail")
+        self.log_pane = EventLog(id="events", tz=self.tz)
+        yield self.header
+        yield self.table
+        yield self.detail
+        yield self.log_pane
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Worker and run controls are off while a modal screen (help, a question) is up."""
+        return not (isinstance(self.screen, ModalScreen) and action in MODAL_BLOCKED)
 
     def on_mount(self) -> None:
         self.sub_title = "starting"
@@ -101,17 +114,15 @@ class TartokApp(App[int]):
         if view is self.view:
             return
         self.view = view
-        table = self.query_one(WorkerTable)
         with self.batch_update():
-            self.query_one(RunHeader).show(view)
-            table.show(view)
-            self.query_one(WorkerDetail).show(view, table.selected_slot())
-            self.query_one(EventLog).show(view.events)
+            self.header.show(view)
+            self.table.show(view)
+            self.detail.show(view, self.table.selected_slot())
+            self.log_pane.show(view.events)
 
     def on_data_table_row_highlighted(self, _event: WorkerTable.RowHighlighted) -> None:
         if self.view is not None:
-            table = self.query_one(WorkerTable)
-            self.query_one(WorkerDetail).show(self.view, table.selected_slot())
+            self.detail.show(self.view, self.table.selected_slot())
 
     # ------------------------------------------------------------------ actions
 
@@ -120,7 +131,7 @@ class TartokApp(App[int]):
 
     def action_control(self, method: str) -> None:
         """Apply pause/resume/stop/kill/restart to the worker under the cursor."""
-        slot = self.query_one(WorkerTable).selected_slot()
+        slot = self.table.selected_slot()
         if slot is None:
             self.notify("Select a worker row first (↑ ↓).", severity="warning")
             return
