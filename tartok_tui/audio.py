@@ -9,6 +9,7 @@ moves near-tie tokens.
 from __future__ import annotations
 
 import io
+import re
 
 import numpy as np
 import soundfile
@@ -30,6 +31,9 @@ class AudioError(Exception):
         self.reason = reason
 
 
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
 def _decode(data: bytes) -> tuple[np.ndarray, int]:
     """First channel as float64 at its native rate; AudioError on anything unreadable."""
     if not data:
@@ -37,7 +41,10 @@ def _decode(data: bytes) -> tuple[np.ndarray, int]:
     try:
         audio, sr = soundfile.read(io.BytesIO(data), dtype="float64", always_2d=True)
     except Exception as exc:  # libsndfile reports every malformed input as a different type
-        raise AudioError("decode", f"{type(exc).__name__}: {exc}") from exc
+        # libsndfile names the in-memory file by its address; drop it so that the
+        # same input always gives the same error record.
+        message = _OBJECT_REPR.sub("<audio bytes>", str(exc))
+        raise AudioError("decode", f"{type(exc).__name__}: {message}") from exc
     if audio.shape[0] == 0 or audio.shape[1] == 0:
         raise AudioError("empty", "the file holds no samples")
     if sr <= 0:
