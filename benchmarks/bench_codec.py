@@ -1,0 +1,214 @@
+"""Tokenizer throughput: our engine against the reference tokenizer's per-clip loop.
+
+Full-size architecture with random weights (written once to --model-dir when absent), the same
+5-15 s speech-like clips for both, timed end to end from encoded bytes (decode, resample,
+normalise, model). Prints audio seconds per wall second for both, their ratio, the FLOP-bound
+limit (measured fp32 GEMM rate / model FLOPs per audio second) and our fraction of it.
+
+    uv run python benchmarks/bench_codec.py                      # fp32, ours vs reference
+    uv run python benchmarks/bench_codec.py --precision bf16     # + bf16 speed and agreement
+    uv run python benchmarks/bench_codec.py --stages             # + where our time goes
+
+The reference is the `spark-tts-lib` dev dependency. Timings on a shared machine are noisy;
+the numbers mean something only on an otherwise idle one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tartok_tui.codec.random_model import write_random_model
+from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
+from tartok_tui.testing_data import synth_speech
+
+DEFAULT_MODEL_DIR = Path(tempfile.gettempdir()) / "tartok-bench-full-model"
+
+
+def make_clips(total_seconds: float, seed: int) -> list[bytes]:
+    """WAV files (24 kHz, like Emilia's MP3s after decoding) of 5-15 s until the total is reached."""
+    rng = np.random.default_rng(seed)
+    clips, total = [], 0.0
+    while total < total_seconds:
+        seconds = float(rng.uniform(5, 15))
+        buf = io.BytesIO()
+        sf.write(buf, synth_speech(rng, seconds, 24000), 24000, format="WAV", subtype="PCM_16")
+        clips.append(buf.getvalue())
+        total += seconds
+    return clips
+
+
+def gemm_gflops(dtype: torch.dtype = torch.float32, seconds: float = 2.0) -> float:
+    """Sustained GEMM rate at transformer-layer shapes (500 frames x 1024 x 4096)."""
+    a = torch.randn(500, 1024, dtype=dtype)
+    b = torch.randn(1024, 4096, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        n += 1
+    return 2 * 500 * 1024 * 4096 * n / (time.perf_counter() - start) / 1e9
+
+
+def model_gflops(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> float:
+    """FLOPs (matmul, conv, attention) our model spends on these clips, in GFLOP."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for w in wavs:
+            tok.tokenize([w])
+    return counter.get_total_flops() / 1e9
+
+
+def run_ours(tok: BiCodecTokenizer, clips: list[bytes]) -> tuple[list[Tokens], float]:
+    start = time.perf_counter()
+    wavs = [tok.prepare(c) for c in clips]
+    results = tok.tokenize_many(wavs)
+    elapsed = time.perf_counter() - start
+    assert all(isinstance(r, Tokens) for r in results), results
+    return results, elapsed  # type: ignore[return-value]
+
+
+def run_reference(model_dir: Path, clips: list[bytes]) -> tuple[list[Tokens], float]:
+    import contextlib
+
+    from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
+        ref = Reference(str(model_dir), torch.device("cpu"))
+    ref.tokenize(io.BytesIO(clips[0]))  # warm-up
+    out = []
+    start = time.perf_counter()
+    for c in clips:
+        g, s = ref.tokenize(io.BytesIO(c))
+        out.append(Tokens(g.flatten().tolist(), s.flatten().tolist()))
+    return out, time.perf_counter() - start
+
+
+def agreement(a: list[Tokens], b: list[Tokens]) -> tuple[float, float]:
+    """(share of semantic tokens equal, share of clips with equal global tokens)."""
+    same = total = 0
+    for x, y in zip(a, b, strict=True):
+        assert len(x.semantic_tokens) == len(y.semantic_tokens)
+        same += sum(p == q for p, q in zip(x.semantic_tokens, y.semantic_tokens, strict=True))
+        total += len(x.semantic_tokens)
+    return same / total, sum(
+        x.global_tokens == y.global_tokens for x, y in zip(a, b, strict=True)
+    ) / len(a)
+
+
+def stage_times(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> dict[str, float]:
+    """Seconds per stage of our model over the clips, one clip at a time."""
+    from tartok_tui.audio import reference_clip
+
+    times = dict.fromkeys(
+        ("wav2vec2 conv front end", "wav2vec2 transformer", "encoder + VQ", "speaker"), 0.0
+    )
+    sem = tok.semantic
+    with torch.inference_mode():
+        for w in wavs:
+            x = torch.from_numpy((w - w.mean()) / np.sqrt(w.var() + 1e-7))[None]
+            t0 = time.perf_counter()
+            frames = sem.feature_extractor(x)
+            t1 = time.perf_counter()
+            h = sem.feature_projection(frames)
+            h = h + sem.encoder.pos_conv_embed(h)
+            total = None
+            for i, layer in enumerate(sem.encoder.layers):
+                if i in sem.LAYERS:
+                    total = h if total is None else total + h
+                h = layer(h, None)
+            feats = (total + h) / 3
+            t2 = time.perf_counter()
+            tok.bicodec.quantizer(tok.bicodec.encoder(feats.transpose(1, 2)))
+            t3 = time.perf_counter()
+            ref = torch.from_numpy(reference_clip(w, tok.config.ref_segment_length))[None]
+            tok.bicodec.speaker_encoder(tok.bicodec.mel_transformer(ref))
+            t4 = time.perf_counter()
+            for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
+                times[key] += dt
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR)
+    parser.add_argument(
+        "--audio-seconds", type=float, default=120.0, help="total audio to tokenize"
+    )
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
+    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--stages", action="store_true", help="print where our time goes")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if not (args.model_dir / "wav2vec2-large-xlsr-53" / "pytorch_model.bin").is_file():
+        print(f"writing a full-size random model to {args.model_dir} ...", flush=True)
+        write_random_model(args.model_dir, "full", seed=args.seed)
+
+    clips = make_clips(args.audio_seconds, args.seed)
+    tok = BiCodecTokenizer.load(args.model_dir)
+    tok.tokenize_many([tok.prepare(clips[0])])  # warm-up
+    wavs = [tok.prepare(c) for c in clips]
+    audio_s = sum(w.shape[0] for w in wavs) / tok.sample_rate
+    print(
+        f"{len(clips)} clips, {audio_s:.1f} s of audio, {torch.get_num_threads()} threads, "
+        f"fp32 GEMM ...",
+        flush=True,
+    )
+    gemm = gemm_gflops()
+    flops = model_gflops(tok, wavs[: max(1, len(wavs) // 4)])
+    flops_per_s = flops / (
+        sum(w.shape[0] for w in wavs[: max(1, len(wavs) // 4)]) / tok.sample_rate
+    )
+    limit = gemm / flops_per_s
+
+    ours, t_ours = run_ours(tok, clips)
+    print(f"\nfp32 GEMM rate:              {gemm:8.1f} GFLOP/s")
+    print(f"model cost:                  {flops_per_s:8.2f} GFLOP per audio second")
+    print(f"FLOP-bound limit:            {limit:8.2f} x real time")
+    print(
+        f"ours ({tok.precision}):                 {audio_s / t_ours:8.2f} x real time ({t_ours:.1f} s)"
+    )
+    print(f"ours / FLOP-bound limit:     {audio_s / t_ours / limit:8.1%}")
+    tokens = sum(token_count(w.shape[0]) for w in wavs)
+    assert sum(len(r.semantic_tokens) for r in ours) == tokens
+
+    if not args.skip_reference:
+        ref, t_ref = run_reference(args.model_dir, clips)
+        sem, glob = agreement(ours, ref)
+        print(f"reference (per clip):        {audio_s / t_ref:8.2f} x real time ({t_ref:.1f} s)")
+        print(f"ours / reference:            {t_ref / t_ours:8.2f} x")
+        print(f"agreement with reference:    semantic {sem:.4%}, global {glob:.1%} of clips")
+
+    if args.precision == "bf16":
+        low = BiCodecTokenizer.load(args.model_dir, precision="bf16")
+        run_ours(low, clips[:1])  # warm-up
+        low_tokens, t_low = run_ours(low, clips)
+        sem, glob = agreement(low_tokens, ours)
+        print(f"ours (bf16):                 {audio_s / t_low:8.2f} x real time ({t_low:.1f} s)")
+        print(f"bf16 vs fp32:                semantic {sem:.2%}, global {glob:.1%} of clips")
+
+    if args.stages:
+        print("\nour time by stage (one clip at a time, fp32):")
+        for name, seconds in stage_times(tok, wavs).items():
+            print(f"  {name:26s} {seconds:7.2f} s  ({audio_s / seconds:6.1f} x real time)")
+
+
+if __name__ == "__main__":
+    main()
