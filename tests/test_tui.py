@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime
+import os
+import signal
 import time
 from dataclasses import replace
 
@@ -317,3 +319,15 @@ async def test_snapshot_quit_confirmation():
         await pilot.press("q")
         await pilot.pause()
         assert_svg_snapshot("dashboard_quit_confirm", app.export_screenshot())
+
+
+async def test_sigterm_stops_the_run_cleanly_like_q():
+    supervisor = FakeSupervisor(sim_step_s=0.0)
+    app = make_app(supervisor, handle_signals=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        os.kill(os.getpid(), signal.SIGTERM)
+        await app.workers.wait_for_complete()
+    assert supervisor.calls == [("request_stop", False)]
+    assert app.return_code == ExitCode.INTERRUPTED
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

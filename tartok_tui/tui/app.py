@@ -61,6 +61,7 @@ class TartokApp(App[int]):
         tz: datetime.tzinfo | None = None,
         screenshot_dir: Path | None = None,
         refresh_hz: float = REFRESH_HZ,
+        handle_signals: bool = False,
     ) -> None:
         super().__init__()
         self.supervisor = supervisor
@@ -68,6 +69,8 @@ class TartokApp(App[int]):
         self.tz = tz
         self.screenshot_dir = screenshot_dir if screenshot_dir is not None else Path.cwd()
         self.refresh_hz = refresh_hz
+        self.handle_signals = handle_signals
+        self._remove_signal_handlers: Callable[[], None] | None = None
         self.result: RunResult | None = None
         self.error: BaseException | None = None
         self.stop_requested = False
@@ -93,7 +96,12 @@ class TartokApp(App[int]):
         return not (isinstance(self.screen, ModalScreen) and action in MODAL_BLOCKED)
 
     def on_mount(self) -> None:
-        self.sub_title = "starting"
+        if self.handle_signals:
+            # SIGTERM (kill, a batch system) stops the run cleanly as q does; the
+            # terminal is in raw mode, so Ctrl+C arrives as a key, not as SIGINT.
+            from tartok_tui.supervisor.supervisor import install_signal_handlers
+
+            self._remove_signal_handlers = install_signal_handlers(self.supervisor)
         self.refresh_view()
         self.set_interval(1.0 / self.refresh_hz, self.refresh_view)
         self.run_worker(self._run_supervisor(), name="supervisor", exit_on_error=False)
@@ -107,6 +115,10 @@ class TartokApp(App[int]):
             return
         self.refresh_view()
         self.exit(self.result.exit_code, return_code=self.result.exit_code)
+
+    def on_unmount(self) -> None:
+        if self._remove_signal_handlers is not None:
+            self._remove_signal_handlers()
 
     def refresh_view(self) -> None:
         """Read a snapshot and update every pane; unchanged cells are not touched."""
@@ -195,7 +207,6 @@ class TartokApp(App[int]):
             return
         self.stop_requested = True
         self._call("request_stop")
-        self.sub_title = "stopping"
         self.notify(
             "Stopping; the dashboard closes when the workers have exited. q again kills them."
         )
@@ -210,7 +221,7 @@ def run_dashboard(supervisor: SupervisorControl, *, console: Console | None = No
     """Show the dashboard until the run ends; print the summary; return the exit code."""
     from tartok_tui.progress import HeadlessPrinter
 
-    app = TartokApp(supervisor)
+    app = TartokApp(supervisor, handle_signals=True)
     code = app.run()
     if app.error is not None:
         raise app.error
