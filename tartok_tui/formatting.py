@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 from rich.text import Text
 
 from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
 
 GIB = 1024**3
-MIB = 1024**2
 
 ALIVE_STATES = frozenset(
     {
@@ -41,7 +41,7 @@ LEVEL_STYLES: dict[str, str] = {"info": "", "warning": "yellow", "error": "bold 
 
 def duration(seconds: float | None) -> str:
     """``1:02:03``; days are spelled out for runs that last them (``2d 03:04:05``)."""
-    if seconds is None or seconds != seconds or seconds < 0 or seconds == float("inf"):
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
         return "--:--"
     total = int(seconds)
     days, rem = divmod(total, 86400)
@@ -61,10 +61,6 @@ def audio_amount(seconds: float) -> str:
 
 def gib(n_bytes: int | float) -> str:
     return f"{n_bytes / GIB:.1f} GiB"
-
-
-def mib(n_bytes: int | float) -> str:
-    return f"{n_bytes / MIB:,.0f} MiB"
 
 
 def count(n: int | None) -> str:

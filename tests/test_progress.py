@@ -39,6 +39,13 @@ def test_eta_without_expected_samples_goes_by_tars_done_this_run():
     assert fmt.eta_seconds(view) == 353 * 3723.0 / 34
 
 
+def test_durations_read_well_from_seconds_to_days():
+    assert fmt.duration(0) == "0:00:00"
+    assert fmt.duration(3723.9) == "1:02:03"
+    assert fmt.duration(2 * 86400 + 3 * 3600 + 4 * 60 + 5) == "2d 03:04:05"
+    assert fmt.duration(None) == fmt.duration(float("nan")) == fmt.duration(float("inf")) == "--:--"
+
+
 def test_events_are_printed_with_time_slot_and_message():
     printer, out = plain_printer()
     printer.on_event(
