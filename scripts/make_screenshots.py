@@ -30,7 +30,8 @@ UTC = datetime.UTC
 async def dashboard_shots(out_dir: Path) -> list[Path]:
     written = []
     supervisor = FakeSupervisor(sim_step_s=0.0)
-    app = TartokApp(supervisor, tz=UTC)
+    context = "/data/Emilia/EN → /data/tokens/EN   model /models/Spark-TTS-0.5B"
+    app = TartokApp(supervisor, tz=UTC, context=context)
     async with app.run_test(size=(160, 46)) as pilot:
         table = app.query_one(WorkerTable)
         # The cursor on the slot that is waiting to restart: the detail line shows why.

@@ -160,7 +160,8 @@ def run_pipeline(
         # Imported here so that the headless path never loads textual.
         from tartok_tui.tui.app import run_dashboard
 
-        return run_dashboard(make_supervisor(config, None), console=console)
+        context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
+        return run_dashboard(make_supervisor(config, None), console=console, context=context)
 
     from tartok_tui.progress import HeadlessPrinter, run_headless
 

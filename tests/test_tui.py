@@ -292,7 +292,9 @@ async def test_sixteen_workers_refresh_quickly():
 
 
 async def test_snapshot_mid_run():
-    app = make_app(still())
+    app = make_app(
+        still(), context="/data/Emilia/EN → /data/tokens/EN   model /models/Spark-TTS-0.5B"
+    )
     async with app.run_test(size=SIZE) as pilot:
         await select_slot(pilot, app, 5)
         assert_svg_snapshot("dashboard_mid_run", app.export_screenshot())

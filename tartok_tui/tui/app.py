@@ -62,6 +62,7 @@ class TartokApp(App[int]):
         screenshot_dir: Path | None = None,
         refresh_hz: float = REFRESH_HZ,
         handle_signals: bool = False,
+        context: str | None = None,
     ) -> None:
         super().__init__()
         self.supervisor = supervisor
@@ -70,6 +71,7 @@ class TartokApp(App[int]):
         self.screenshot_dir = screenshot_dir if screenshot_dir is not None else Path.cwd()
         self.refresh_hz = refresh_hz
         self.handle_signals = handle_signals
+        self.context = context
         self._remove_signal_handlers: Callable[[], None] | None = None
         self.result: RunResult | None = None
         self.error: BaseException | None = None
@@ -81,7 +83,7 @@ class TartokApp(App[int]):
     def compose(self) -> ComposeResult:
         # Kept as attributes: while a modal screen is up, query_one() would search
         # the modal instead of the dashboard, and the refresh timer keeps running.
-        self.header = RunHeader(id="header")
+        self.header = RunHeader(self.context, id="header")
         self.table = WorkerTable(id="workers")
         self.detail = WorkerDetail(id="detail")
         self.log_pane = EventLog(id="events", tz=self.tz)
@@ -217,11 +219,16 @@ class TartokApp(App[int]):
             self.notify("Killing workers.")
 
 
-def run_dashboard(supervisor: SupervisorControl, *, console: Console | None = None) -> int:
-    """Show the dashboard until the run ends; print the summary; return the exit code."""
+def run_dashboard(
+    supervisor: SupervisorControl, *, console: Console | None = None, context: str | None = None
+) -> int:
+    """Show the dashboard until the run ends; print the summary; return the exit code.
+
+    ``context``: one line saying what runs (input, output, model), shown on top.
+    """
     from tartok_tui.progress import HeadlessPrinter
 
-    app = TartokApp(supervisor, handle_signals=True)
+    app = TartokApp(supervisor, handle_signals=True, context=context)
     code = app.run()
     if app.error is not None:
         raise app.error

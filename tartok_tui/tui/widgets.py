@@ -25,13 +25,17 @@ def _bar(completed: float, total: float, style: str = "bar.complete") -> Progres
 
 
 class RunHeader(Static):
-    """Overall progress, throughput, memory and time."""
+    """What is being run, overall progress, throughput, memory and time."""
+
+    def __init__(self, context: str | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.context = context
 
     def show(self, view: RunView) -> None:
-        self.update(self.render_view(view))
+        self.update(self.render_view(view, self.context))
 
     @staticmethod
-    def render_view(view: RunView) -> Group:
+    def render_view(view: RunView, context: str | None = None) -> Group:
         grid = Table.grid(padding=(0, 1))
         grid.add_column(style="bold", width=8)
         grid.add_column(width=BAR_WIDTH)
@@ -81,7 +85,11 @@ class RunHeader(Static):
         elapsed.append("   ")
         elapsed.append(fmt.run_state(view), style=state_style)
         grid.add_row("Elapsed", "", elapsed)
-        return Group(grid)
+        if not context:
+            return Group(grid)
+        # The label column is 8 wide plus 1 of padding: line the context up with the rows.
+        line = Text.assemble(("Run", "bold"), " " * 6, context, overflow="ellipsis", no_wrap=True)
+        return Group(line, grid)
 
 
 # (key, label, width); the last column takes what is left.
@@ -133,7 +141,6 @@ def group_cells(device: str, workers: list[WorkerView]) -> tuple[Text | str, ...
     rss = sum(w.rss_bytes for w in workers)
     gpu = sum(w.gpu_mem_mb for w in workers)
     cells: dict[str, Text] = {key: Text("", style=style) for key in COLUMN_KEYS}
-    cells["slot"] = Text("▾", style=style)
     cells["device"] = Text(device, style=style)
     cells["state"] = Text(f"{running}/{len(workers)} run", style=style)
     cells["tars"] = Text(f"{sum(w.tars_done for w in workers):,}", style=style, justify="right")
