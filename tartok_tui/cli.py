@@ -567,7 +567,7 @@ def demo(
         typer.Option(
             "--demo-dir",
             envvar="TARTOK_DEMO_DIR",
-            help="Where the demo data lives [default: ~/.cache/tartok-tui/demo].",
+            help=r"Where the demo data lives \[default: ~/.cache/tartok-tui/demo].",
         ),
     ] = None,
     keep_output: Annotated[

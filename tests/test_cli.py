@@ -68,6 +68,8 @@ def test_help_shows_examples_and_exit_codes():
     assert "tartok-tui run -i /data/Emilia/EN" in result.output
     assert "130 interrupted" in result.output
     assert "TARTOK_INPUT_DIR" in result.output
+    # Bracketed text in option help is shown, not eaten as rich markup.
+    assert "[default: the last tar]" in result.output
 
 
 def test_top_level_help_lists_the_commands():
