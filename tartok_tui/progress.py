@@ -154,7 +154,7 @@ class HeadlessPrinter:
         )
         table.add_row(
             "samples",
-            f"{view.samples_done:,} tokenized, {view.errors:,} error records, "
+            f"{view.samples_done:,} processed, {view.errors:,} of them error records, "
             f"{fmt.audio_amount(view.audio_seconds)} of audio",
         )
         table.add_row(

@@ -99,17 +99,17 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("pid", "PID", 7),
     ("state", "State", 8),
     ("tar", "Tar", 15),
-    ("in_tar", "In tar", 18),
+    ("in_tar", "In tar", 17),
     ("tars", "Tars", 5),
     ("samples", "Samples", 10),
     ("latency", "ms/smp", 7),
     ("rtf", "×RT", 6),
-    ("rss", "RSS", 9),
-    ("gpu", "GPU mem", 9),
+    ("rss", "RSS", 8),
+    ("gpu", "GPU mem", 8),
     ("restarts", "Rst", 3),
     ("error", "Last error", None),
 )
-ERROR_MIN_WIDTH = 16
+ERROR_MIN_WIDTH = 12
 COLUMN_KEYS = tuple(key for key, _, _ in COLUMNS)
 
 
