@@ -132,6 +132,28 @@ async def test_quit_again_while_stopping_offers_to_kill_the_workers():
     assert app.return_code == ExitCode.INTERRUPTED
 
 
+async def test_quit_after_a_stop_from_elsewhere_offers_to_kill_not_to_stop_again():
+    supervisor = FakeSupervisor(sim_step_s=0.0, stop_steps=10_000)
+    app = make_app(supervisor)
+    async with app.run_test(size=SIZE) as pilot:
+        supervisor.request_stop()  # as SIGTERM does
+        await pilot.press("q")
+        await pilot.pause()
+        assert isinstance(app.screen, ConfirmScreen)
+        assert "Kill the workers now?" in app.screen.question
+        await pilot.press("n")
+        await pilot.pause()
+    assert supervisor.calls == [("request_stop", False)]
+
+
+async def test_a_screenshot_that_cannot_be_written_does_not_end_the_run(tmp_path):
+    app = make_app(still(), screenshot_dir=tmp_path / "missing")
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("S")
+        await pilot.pause()
+        assert app.is_running
+
+
 async def test_ctrl_c_asks_like_q():
     supervisor = still()
     app = make_app(supervisor)

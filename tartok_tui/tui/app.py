@@ -168,9 +168,13 @@ class TartokApp(App[int]):
 
     def action_screenshot(self) -> None:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
-        path = self.save_screenshot(
-            filename=f"tartok-tui-{stamp}.svg", path=str(self.screenshot_dir)
-        )
+        try:
+            path = self.save_screenshot(
+                filename=f"tartok-tui-{stamp}.svg", path=str(self.screenshot_dir)
+            )
+        except OSError as exc:  # an unwritable directory must not end the run
+            self.notify(f"screenshot not saved: {exc}", severity="error")
+            return
         self.notify(f"screenshot saved: {path}")
 
     async def action_quit(self) -> None:
@@ -179,7 +183,9 @@ class TartokApp(App[int]):
             code = self.result.exit_code if self.result else ExitCode.INCOMPLETE
             self.exit(code, return_code=code)
             return
-        if self.stop_requested:
+        view = self.supervisor.snapshot()
+        # A stop may also have come from SIGTERM; a second request would force it.
+        if self.stop_requested or view.stopping:
             self.push_screen(
                 ConfirmScreen(
                     "Already stopping. Kill the workers now? Committed tars stay done; "
@@ -190,7 +196,6 @@ class TartokApp(App[int]):
                 self._force_stop,
             )
             return
-        view = self.supervisor.snapshot()
         if any(w.state in ALIVE_STATES for w in view.workers):
             self.push_screen(
                 ConfirmScreen(
