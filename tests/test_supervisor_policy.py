@@ -20,7 +20,9 @@ def _config(**kw) -> RunConfig:
 
 
 def test_gpu_of_slot_is_slot_div_procs_per_gpu_mod_gpus() -> None:
-    slots = plan_slots(_config(num_proc=6, procs_per_gpu=2), n_visible_gpus=2, cores=16, parent_env={})
+    slots = plan_slots(
+        _config(num_proc=6, procs_per_gpu=2), n_visible_gpus=2, cores=16, parent_env={}
+    )
     assert [s.device for s in slots] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:0", "cuda:0"]
     assert all(s.worker_device == "cuda:0" for s in slots)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1", "0", "0"]
@@ -35,15 +37,22 @@ def test_default_slot_count_is_procs_per_gpu_per_gpu_or_one_on_cpu() -> None:
 def test_cpu_workers_share_the_cores_instead_of_oversubscribing() -> None:
     slots = plan_slots(_config(num_proc=3, device="cpu"), n_visible_gpus=2, cores=8, parent_env={})
     assert [(s.device, s.threads) for s in slots] == [("cpu", 2)] * 3
-    assert all(s.env["OMP_NUM_THREADS"] == "2" and s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots)
+    assert all(
+        s.env["OMP_NUM_THREADS"] == "2" and s.env["CUDA_VISIBLE_DEVICES"] == "" for s in slots
+    )
     many = plan_slots(_config(num_proc=5, device="cpu"), n_visible_gpus=0, cores=2, parent_env={})
     assert {s.threads for s in many} == {1}
 
 
 def test_device_list_picks_gpus_among_the_inherited_visible_ones() -> None:
     env = {"CUDA_VISIBLE_DEVICES": "4,5,6"}
-    slots = plan_slots(_config(device="cuda:2,0", procs_per_gpu=1), n_visible_gpus=3, cores=4, parent_env=env)
-    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"]) for s in slots] == [("cuda:2", "6"), ("cuda:0", "4")]
+    slots = plan_slots(
+        _config(device="cuda:2,0", procs_per_gpu=1), n_visible_gpus=3, cores=4, parent_env=env
+    )
+    assert [(s.device, s.env["CUDA_VISIBLE_DEVICES"]) for s in slots] == [
+        ("cuda:2", "6"),
+        ("cuda:0", "4"),
+    ]
 
 
 @pytest.mark.parametrize("device", ["cuda:3", "cuda:x", "cuda:", "cuda:0,0", "tpu"])
@@ -93,6 +102,14 @@ def test_memory_over_limit_cleans_up_first_then_recycles_the_biggest_once() -> N
     assert guard.check({0: 10, 1: 10}) is None
 
 
+def test_memory_guard_recycles_only_a_worker_that_is_processing_a_tar() -> None:
+    guard = MemoryGuard(limit_bytes=100)
+    assert guard.check({0: 90, 1: 60}, recyclable=set()).kind == "cleanup"
+    assert guard.check({0: 90, 1: 60}, recyclable=set()) is None  # both still loading
+    action = guard.check({0: 90, 1: 60}, recyclable={1})
+    assert (action.kind, action.slot) == ("recycle", 1)
+
+
 def test_tree_memory_reads_this_process() -> None:
     mem = tree_memory(os.getpid())
     assert mem is not None and mem.rss > 10 * 2**20
@@ -101,7 +118,9 @@ def test_tree_memory_reads_this_process() -> None:
 
 def test_fault_injection_is_off_unless_asked_for() -> None:
     assert Faults.from_env({}) == Faults()
-    faults = Faults.from_env({"TARTOK_FAULT_INJECT": "load_fail,kill_on_key=a,kill_on_key=b,slow_ms=5"})
+    faults = Faults.from_env(
+        {"TARTOK_FAULT_INJECT": "load_fail,kill_on_key=a,kill_on_key=b,slow_ms=5"}
+    )
     assert faults.load_fail and faults.kill_keys == {"a", "b"} and faults.slow_ms == 5
     with pytest.raises(ValueError, match="unknown directive"):
         Faults.from_env({"TARTOK_FAULT_INJECT": "explode"})

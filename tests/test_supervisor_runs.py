@@ -43,13 +43,20 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_random_model(tmp_path_factory.mktemp("model") / "tiny", "tiny")
 
 
-def _good_tars(input_dir: Path, n_tars: int, n_samples: int, first_batch: int = 0) -> dict[str, GeneratedSample]:
+def _good_tars(
+    input_dir: Path, n_tars: int, n_samples: int, first_batch: int = 0
+) -> dict[str, GeneratedSample]:
     good = {}
     for i in range(n_tars):
         batch = first_batch + i
         for s in write_emilia_tar(
-            input_dir / f"EN-B{batch:06d}.tar", n_samples, seed=batch, batch=batch,
-            audio_format="flac", min_s=1.0, max_s=2.5,
+            input_dir / f"EN-B{batch:06d}.tar",
+            n_samples,
+            seed=batch,
+            batch=batch,
+            audio_format="flac",
+            min_s=1.0,
+            max_s=2.5,
         ):
             good[s.key] = s
     return good
@@ -102,11 +109,24 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _good_tars(inp, n_tars=5, n_samples=6)
-    broken_kinds = {0: "no_audio", 1: "no_json", 2: "bad_json", 3: "undecodable_audio",
-                    4: "empty_audio", 5: "too_long"}
+    broken_kinds = {
+        0: "no_audio",
+        1: "no_json",
+        2: "bad_json",
+        3: "undecodable_audio",
+        4: "empty_audio",
+        5: "too_long",
+    }
     samples = write_emilia_tar(
-        inp / "EN-B000100.tar", 7, seed=100, batch=100, audio_format="flac",
-        min_s=1.0, max_s=2.0, broken=broken_kinds, too_long_s=4.0,
+        inp / "EN-B000100.tar",
+        7,
+        seed=100,
+        batch=100,
+        audio_format="flac",
+        min_s=1.0,
+        max_s=2.0,
+        broken=broken_kinds,
+        too_long_s=4.0,
     )
     good.update({s.key: s for s in samples if s.broken is None})
     broken_keys = {s.key: s.broken for s in samples if s.broken}
@@ -123,8 +143,15 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
     events: list[Event] = []
     # An outside SIGKILL looks like a crash; with isolation off the table (a high poison
     # threshold) no sample can be blamed for these kills, so every good one must come out.
-    cfg = _config(inp, out, model_dir, max_duration=3.0, stats_every=10, poison_threshold=20,
-                  extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"})
+    cfg = _config(
+        inp,
+        out,
+        model_dir,
+        max_duration=3.0,
+        stats_every=10,
+        poison_threshold=20,
+        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"},
+    )
     sup = Supervisor(cfg, on_event=events.append)
     rng = random.Random(7)
     killed: list[int] = []
@@ -156,7 +183,9 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
     _, errors = _read_outputs(out)
     by_key = {e["key"]: e for e in errors["EN-B000100"]}
     assert {k: by_key[k]["stage"] for k in broken_keys} == {
-        k: {"too_long": "too_long", "undecodable_audio": "decode", "empty_audio": "empty"}.get(kind, "sample")
+        k: {"too_long": "too_long", "undecodable_audio": "decode", "empty_audio": "empty"}.get(
+            kind, "sample"
+        )
         for k, kind in broken_keys.items()
     }
     for name in ("EN-B000200", "EN-B000300", "EN-B000400"):
@@ -200,7 +229,8 @@ async def test_a_killed_supervisor_leaves_no_orphans_and_the_rerun_completes_exa
     good = _good_tars(inp, n_tars=6, n_samples=6)
     proc = subprocess.Popen(
         [sys.executable, "-c", _SUPERVISOR_SCRIPT, str(inp), str(out), str(model_dir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         # Kill it once the first tar is committed, so the run is really mid-way.
@@ -240,7 +270,10 @@ async def test_a_model_that_fails_to_load_makes_every_slot_fatal_quickly(
     started = time.monotonic()
     summary = await _run(Supervisor(cfg), timeout=120)
     assert summary.exit_code == 3
-    assert "model load failed" in summary.exit_reason and "injected load failure" in summary.exit_reason
+    assert (
+        "model load failed" in summary.exit_reason
+        and "injected load failure" in summary.exit_reason
+    )
     assert time.monotonic() - started < 90
     assert summary.tars_unfinished == 1
 
@@ -251,7 +284,12 @@ async def test_a_worker_that_keeps_crashing_makes_its_slot_fatal_with_the_reason
     inp, out = tmp_path / "in", tmp_path / "out"
     _good_tars(inp, n_tars=2, n_samples=3)
     cfg = _config(
-        inp, out, model_dir, num_proc=1, crash_limit=2, poison_threshold=5,
+        inp,
+        out,
+        model_dir,
+        num_proc=1,
+        crash_limit=2,
+        poison_threshold=5,
         extra_worker_env={"TARTOK_FAULT_INJECT": "kill_after=1"},
     )
     sup = Supervisor(cfg)
@@ -274,7 +312,12 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
     poison = sorted(k for k in good if "B00001" in k)[2]
     del good[poison]
     cfg = _config(
-        inp, out, model_dir, num_proc=1, crash_limit=10, poison_threshold=2,
+        inp,
+        out,
+        model_dir,
+        num_proc=1,
+        crash_limit=10,
+        poison_threshold=2,
         extra_worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
     )
     summary = await _run(Supervisor(cfg), timeout=240)
@@ -297,18 +340,35 @@ async def test_a_tiny_memory_limit_cleans_up_then_recycles_without_losing_sample
     good = _good_tars(inp, n_tars=3, n_samples=6)
     events: list[Event] = []
     cfg = _config(
-        inp, out, model_dir, num_proc=1, memory_limit_gb=0.001, memory_check_s=0.3,
+        inp,
+        out,
+        model_dir,
+        num_proc=1,
+        memory_limit_gb=0.001,
+        memory_check_s=0.3,
         extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
     )
     sup = Supervisor(cfg, on_event=events.append)
+    seen: list[tuple[int, int]] = []
+
+    async def watch() -> None:
+        while True:
+            view = sup.snapshot()
+            seen.append((view.memory_bytes, max((w.rss_bytes for w in view.workers), default=0)))
+            await asyncio.sleep(0.2)
+
+    watcher = asyncio.create_task(watch())
     summary = await _run(sup)
+    watcher.cancel()
     assert summary.exit_code == 0, summary.exit_reason
+    # A worker with torch loaded uses far more than 50 MB; the total is the workers' sum.
+    assert max(total for total, _ in seen) > 50 * 2**20
+    assert max(rss for _, rss in seen) > 50 * 2**20
     messages = [e.message for e in events]
     cleanup = next(i for i, msg in enumerate(messages) if "asking all to free memory" in msg)
     recycle = next(i for i, msg in enumerate(messages) if "recycling this worker" in msg)
     assert cleanup < recycle
     assert summary.worker_restarts >= 1
-    assert sup.snapshot().memory_bytes > 0
     _assert_exactly_once(out, good)
 
 
@@ -320,15 +380,23 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _good_tars(inp, n_tars=8, n_samples=6)
-    cfg = _config(inp, out, model_dir, num_proc=1, crash_limit=2,
-                  extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
+    cfg = _config(
+        inp,
+        out,
+        model_dir,
+        num_proc=1,
+        crash_limit=2,
+        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
+    )
     sup = Supervisor(cfg)
     run = asyncio.create_task(_run(sup))
 
     def worker():
         return sup.snapshot().workers[0] if sup.snapshot().workers else None
 
-    await _wait_for(lambda: worker() is not None and worker().state == WorkerState.RUNNING, 90, "running")
+    await _wait_for(
+        lambda: worker() is not None and worker().state == WorkerState.RUNNING, 90, "running"
+    )
     sup.pause(0)
     await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "the worker to pause")
     assert worker().state == WorkerState.PAUSED
@@ -341,14 +409,20 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
 
     pid = worker().pid
     sup.restart(0)
-    await _wait_for(lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
-                    90, "a fresh worker after restart")
+    await _wait_for(
+        lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
+        90,
+        "a fresh worker after restart",
+    )
     assert worker().restarts == 1
 
     pid = worker().pid
     sup.kill(0)
-    await _wait_for(lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
-                    90, "a fresh worker after kill")
+    await _wait_for(
+        lambda: worker().pid not in (None, pid) and worker().state == WorkerState.RUNNING,
+        90,
+        "a fresh worker after kill",
+    )
     assert worker().restarts == 2
     assert sup._slots[0].policy.failures_in_window(time.monotonic()) == 0  # user kills do not count
 
@@ -361,14 +435,19 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     assert set(keys) <= set(good) and max(keys.values()) == 1
 
 
-async def test_request_stop_aborts_and_a_second_request_kills(tmp_path: Path, model_dir: Path) -> None:
+async def test_request_stop_aborts_and_a_second_request_kills(
+    tmp_path: Path, model_dir: Path
+) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     _good_tars(inp, n_tars=4, n_samples=6)
     cfg = _config(inp, out, model_dir, extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})
     sup = Supervisor(cfg)
     run = asyncio.create_task(_run(sup))
-    await _wait_for(lambda: any(w.state == WorkerState.RUNNING for w in sup.snapshot().workers),
-                    90, "a running worker")
+    await _wait_for(
+        lambda: any(w.state == WorkerState.RUNNING for w in sup.snapshot().workers),
+        90,
+        "a running worker",
+    )
     sup.request_stop()
     assert sup.snapshot().stopping
     sup.request_stop()  # the second request does not wait for the tar boundary

@@ -65,7 +65,12 @@ class MemoryGuard:
         self._over_since_cleanup = False
         self._recycle_pending = False
 
-    def check(self, used_by_slot: dict[int, int]) -> MemoryAction | None:
+    def check(
+        self, used_by_slot: dict[int, int], recyclable: set[int] | None = None
+    ) -> MemoryAction | None:
+        """``recyclable``: slots that may be recycled now (default: all). Only a worker
+        in the middle of a tar qualifies; recycling one still loading would restart it
+        before it ever did any work, forever."""
         total = sum(used_by_slot.values())
         if total <= self.limit_bytes:
             self._over_since_cleanup = False
@@ -74,10 +79,11 @@ class MemoryGuard:
         if not self._over_since_cleanup:
             self._over_since_cleanup = True
             return MemoryAction("cleanup")
-        if self._recycle_pending or not used_by_slot:
+        candidates = [n for n in used_by_slot if recyclable is None or n in recyclable]
+        if self._recycle_pending or not candidates:
             return None
         self._recycle_pending = True
-        biggest = max(used_by_slot, key=lambda slot: used_by_slot[slot])
+        biggest = max(candidates, key=lambda slot: used_by_slot[slot])
         return MemoryAction("recycle", biggest)
 
     def recycle_finished(self) -> None:

@@ -102,8 +102,10 @@ def plan_slots(
     gpus = select_gpus(config.device, n_visible_gpus)
     if config.num_proc is not None and config.num_proc < 1:
         raise ConfigError("--num-proc must be at least 1")
-    n = config.num_proc if config.num_proc is not None else (
-        config.procs_per_gpu * len(gpus) if gpus else 1
+    n = (
+        config.num_proc
+        if config.num_proc is not None
+        else (config.procs_per_gpu * len(gpus) if gpus else 1)
     )
     if config.threads_per_worker is not None:
         if config.threads_per_worker < 1:

@@ -62,13 +62,17 @@ def validate(config: RunConfig, tars: list[Path] | None = None) -> ValidatedRun:
     from tartok_tui.shards.discover import InputError, discover_tars
 
     if config.precision not in PRECISIONS:
-        raise ConfigError(f"--precision {config.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise ConfigError(
+            f"--precision {config.precision!r}: expected one of {', '.join(PRECISIONS)}"
+        )
     for name in ("batch_seconds", "max_duration", "memory_limit_gb", "stop_timeout_s"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
     if config.stats_every < 1 or config.crash_limit < 1 or config.poison_threshold < 1:
         raise ConfigError("--stats-every, crash limit and poison threshold must be at least 1")
-    if config.from_index < 0 or (config.to_index is not None and config.to_index <= config.from_index):
+    if config.from_index < 0 or (
+        config.to_index is not None and config.to_index <= config.from_index
+    ):
         raise ConfigError(f"bad tar range [{config.from_index}, {config.to_index})")
     if not config.input_dir.is_dir():
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
@@ -232,8 +236,11 @@ class Supervisor:
                 self._pending.append(tar)
             self._tars[tar] = state
         skipped = sum(1 for s in self._tars.values() if s.status == "skipped")
-        self._event("info", None, f"{len(self._tars)} tars, {skipped} already done, "
-                    f"{len(self._pending)} to process")
+        self._event(
+            "info",
+            None,
+            f"{len(self._tars)} tars, {skipped} already done, {len(self._pending)} to process",
+        )
         self._slots = [
             _Slot(
                 placement=p,
@@ -265,8 +272,11 @@ class Supervisor:
         summary = self._summary()
         self._finished = True
         self._exit_reason = summary.exit_reason
-        self._event("info" if summary.exit_code == 0 else "error", None,
-                    f"run finished: {summary.exit_reason}")
+        self._event(
+            "info" if summary.exit_code == 0 else "error",
+            None,
+            f"run finished: {summary.exit_reason}",
+        )
         write_summary(summary, summary_path(self.config.output_dir))
         return summary
 
@@ -319,8 +329,11 @@ class Supervisor:
                 )
                 return
             delay = slot.policy.next_delay()
-            self._event("warning", slot.placement.slot,
-                        f"worker died ({reason}); restarting in {delay:.1f} s")
+            self._event(
+                "warning",
+                slot.placement.slot,
+                f"worker died ({reason}); restarting in {delay:.1f} s",
+            )
             slot.state = WorkerState.BACKOFF
             slot.backoff_until = time.time() + delay
             slot.wake.clear()
@@ -426,7 +439,9 @@ class Supervisor:
                 self._maybe_log_stats()
         elif isinstance(msg, m.SampleError):
             what = f"sample {msg.key}" if msg.key is not None else "tar"
-            self._event("warning", n, f"{Path(msg.tar_path).name}: {what}: {msg.stage}: {msg.reason}")
+            self._event(
+                "warning", n, f"{Path(msg.tar_path).name}: {what}: {msg.stage}: {msg.reason}"
+            )
         elif isinstance(msg, m.TarDone):
             self._tar_done(slot, msg)
         elif isinstance(msg, m.TarFailed):
@@ -462,7 +477,8 @@ class Supervisor:
         state.samples, state.errors = msg.samples, msg.errors
         state.audio_s, state.wall_s = msg.audio_seconds, msg.wall_seconds
         self._event(
-            "info", slot.placement.slot,
+            "info",
+            slot.placement.slot,
             f"{tar.name} done: {msg.samples} samples, {msg.errors} errors, "
             f"{msg.audio_seconds / max(msg.wall_seconds, 1e-9):.1f}x real time",
         )
@@ -497,9 +513,12 @@ class Supervisor:
                 isolate = state.kills >= self.config.poison_threshold
                 if isolate and not state.isolated:
                     state.isolated = True
-                    self._event("warning", slot.placement.slot,
-                                f"{tar.name} killed {state.kills} workers: processing it "
-                                "sample by sample to find the culprit")
+                    self._event(
+                        "warning",
+                        slot.placement.slot,
+                        f"{tar.name} killed {state.kills} workers: processing it "
+                        "sample by sample to find the culprit",
+                    )
                 state.status = "leased"
                 slot.lease = _Lease(self._lease_ids, tar, isolate, time.monotonic())
                 slot.state = WorkerState.RUNNING
@@ -522,7 +541,9 @@ class Supervisor:
             if state.kills >= limit:
                 state.status = "failed"
                 state.reason = f"killed {state.kills} workers, even sample by sample"
-                self._event("error", slot.placement.slot, f"{lease.tar.name} given up: {state.reason}")
+                self._event(
+                    "error", slot.placement.slot, f"{lease.tar.name} given up: {state.reason}"
+                )
                 self._after_lease()
                 return
         state.status = "pending"
@@ -561,19 +582,27 @@ class Supervisor:
             if mem is not None:
                 used[slot.placement.slot] = mem.used
         self._memory_total = sum(used.values())
-        action = self._memory.check(used)
+        busy = {s.placement.slot for s in alive if s.lease is not None and not s.exiting}
+        action = self._memory.check(used, busy)
         if action is None:
             return
         gib = self._memory_total / 2**30
         if action.kind == "cleanup":
-            self._event("warning", None, f"workers use {gib:.1f} GiB > limit "
-                        f"{self.config.memory_limit_gb:g} GiB: asking all to free memory")
+            self._event(
+                "warning",
+                None,
+                f"workers use {gib:.1f} GiB > limit "
+                f"{self.config.memory_limit_gb:g} GiB: asking all to free memory",
+            )
             for slot in alive:
                 self._send(slot, m.Cleanup())
         elif action.kind == "recycle" and action.slot is not None:
             slot = self._slots[action.slot]
-            self._event("warning", action.slot, f"still {gib:.1f} GiB after cleanup: "
-                        "recycling this worker after its current tar")
+            self._event(
+                "warning",
+                action.slot,
+                f"still {gib:.1f} GiB after cleanup: recycling this worker after its current tar",
+            )
             slot.recycle = True
             slot.exiting = True
             self._send(slot, m.Stop())
@@ -586,7 +615,8 @@ class Supervisor:
             return
         elapsed = time.monotonic() - self._started_mono
         self._event(
-            "info", None,
+            "info",
+            None,
             f"total requests: {total}, total time: {elapsed:.2f} s, "
             f"average time: {elapsed / total:.4f} s/request",
         )
@@ -741,8 +771,10 @@ class Supervisor:
             s.wake.set()
         elif s.task is not None and s.task.done() and not self._stopping and not self._finished:
             s.policy = RestartPolicy(
-                self.config.backoff_initial_s, self.config.backoff_max_s,
-                self.config.crash_window_s, self.config.crash_limit,
+                self.config.backoff_initial_s,
+                self.config.backoff_max_s,
+                self.config.crash_window_s,
+                self.config.crash_limit,
             )
             s.fatal_reason = None
             s.state = WorkerState.STARTING
@@ -766,7 +798,8 @@ class Supervisor:
             slot.wake.set()
         if self._loop is not None:
             self._stop_timer = self._loop.call_later(
-                self.config.stop_timeout_s, self._force_kill,
+                self.config.stop_timeout_s,
+                self._force_kill,
                 f"workers still alive after {self.config.stop_timeout_s:g} s: killing them",
             )
 

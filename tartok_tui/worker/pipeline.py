@@ -4,9 +4,9 @@ Samples flow through three stages. A reader thread walks the tar and hands
 each sample's audio to a small decode pool, queueing (sample, future) pairs in
 a bounded queue so decoding runs ahead of the model without holding the whole
 tar in memory. The lease thread takes a window of decoded samples, lets the
-tokenizer plan length-sorted batches inside it, tokenizes batch by batch
-(pause, abort and cleanup requests take effect between batches), then writes
-the window's records in the tar's sample order.
+tokenizer plan length-sorted batches inside it and tokenizes batch by batch
+(pause, abort and cleanup requests take effect between batches); the TarWriter
+puts the results back in the tar's sample order.
 """
 
 from __future__ import annotations
@@ -250,14 +250,19 @@ class LeaseRunner:
         return entry
 
     def _flush(self, window: list[_Entry], writer: TarWriter) -> None:
-        """Tokenize a window batch by batch, then write it in sample order."""
+        """Tokenize a window batch by batch; the writer puts results back in sample order,
+        so each batch is handed over as soon as it is done (live per-sample progress)."""
         good = [e for e in window if e.wav is not None]
+        for entry in window:
+            if entry.wav is None:
+                self._write(entry, writer)
         if good:
             plan = self.tokenizer.plan_batches([len(e.wav) for e in good])
             for batch in plan:
-                self._tokenize([good[i] for i in batch])
-        for entry in window:
-            self._write(entry, writer)
+                entries = [good[i] for i in batch]
+                self._tokenize(entries)
+                for entry in entries:
+                    self._write(entry, writer)
 
     # ------------------------------------------------------------------ isolation mode
 
@@ -318,7 +323,10 @@ class LeaseRunner:
         for entry, result in zip(entries, results, strict=True):
             if isinstance(result, Tokens):
                 entry.record = make_record(
-                    entry.sample.key, entry.sample.meta, result.global_tokens, result.semantic_tokens
+                    entry.sample.key,
+                    entry.sample.meta,
+                    result.global_tokens,
+                    result.semantic_tokens,
                 )
             else:
                 entry.error = (

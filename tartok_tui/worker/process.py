@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
         channel.send(m.LoadFailed(reason=f"{type(exc).__name__}: {exc}"))
         return EXIT_LOAD_FAILED
     channel.send(
-        m.Ready(load_seconds=time.monotonic() - started, device=opts.device, precision=opts.precision)
+        m.Ready(
+            load_seconds=time.monotonic() - started, device=opts.device, precision=opts.precision
+        )
     )
     log.info("slot %d ready on %s in %.1f s", opts.slot, opts.device, time.monotonic() - started)
     runner = LeaseRunner(tokenizer, opts, control, channel, faults)
