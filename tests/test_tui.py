@@ -259,6 +259,15 @@ async def test_selection_survives_a_worker_appearing():
         assert table.get_row_index("slot:9") == 3
 
 
+async def test_selection_survives_a_terminal_resize():
+    app = make_app(still())
+    async with app.run_test(size=SIZE) as pilot:
+        await select_slot(pilot, app, 6)
+        await pilot.resize_terminal(200, 44)
+        await pilot.pause()
+        assert app.query_one(WorkerTable).selected_slot() == 6
+
+
 async def test_state_changes_are_shown_in_the_row():
     supervisor = still()
     app = make_app(supervisor)

@@ -206,14 +206,18 @@ class WorkerTable(DataTable):
         if width == self._error_width:
             return
         self._error_width = width
-        # Column widths are fixed once added; rebuild the columns, then the rows.
+        # Column widths are fixed once added; rebuild the columns, then the rows,
+        # keeping the cursor on the same worker.
+        selected = self.selected_key()
         self.clear(columns=True)
         self._add_columns()
         self._layout = ()
         if self._view is not None:
-            self.show(self._view)
+            self.show(self._view, selected)
 
-    def show(self, view: RunView) -> None:
+    def show(self, view: RunView, selected: str | None = None) -> None:
+        """Bring the rows up to ``view``; ``selected``: the row key to keep the cursor on
+        when rows are rebuilt (default: the one under the cursor now)."""
         self._view = view
         groups = grouped(view.workers)
         layout = tuple((device, tuple(w.slot for w in ws)) for device, ws in groups)
@@ -223,7 +227,7 @@ class WorkerTable(DataTable):
             for w in ws:
                 rows[slot_key(w.slot)] = worker_cells(w)
         if layout != self._layout:
-            self._rebuild(rows)
+            self._rebuild(rows, selected if selected is not None else self.selected_key())
             self._layout = layout
         else:
             for row_key, cells in rows.items():
@@ -233,8 +237,7 @@ class WorkerTable(DataTable):
                         self.update_cell(row_key, COLUMN_KEYS[index], value)
         self._cells = rows
 
-    def _rebuild(self, rows: dict[str, tuple]) -> None:
-        selected = self.selected_key()
+    def _rebuild(self, rows: dict[str, tuple], selected: str | None) -> None:
         self.clear()
         for row_key, cells in rows.items():
             self.add_row(*cells, key=row_key)
