@@ -37,7 +37,7 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
     tmp_path: Path, tiny_model_dir
 ):
     inp, out = tmp_path / "in", tmp_path / "out"
-    for i in range(3):
+    for i in range(6):
         write_emilia_tar(
             inp / f"EN-B{i:06d}.tar", 4, seed=i, batch=i, audio_format="flac", min_s=1.0, max_s=2.0
         )
@@ -48,8 +48,8 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
         num_proc=2,
         device="cpu",
         threads_per_worker=1,
-        # Slow batches leave time to press keys while a tar is in progress.
-        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=300"},
+        # Slow batches (about a second per tar here) leave time to press keys mid-run.
+        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=800"},
     )
     app = TartokApp(Supervisor(config))
     async with app.run_test(size=(160, 40)) as pilot:
