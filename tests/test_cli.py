@@ -321,3 +321,31 @@ def test_verify_reports_a_tar_without_output(finished_output):
     result = runner.invoke(cli.app, ["verify", str(inp), str(out), "--json"])
     assert result.exit_code == ExitCode.INCOMPLETE
     assert json.loads(result.output)["tars_missing_output"] == ["EN-B000001.tar"]
+
+
+IMPORT_ALL_BUT_TUI = textwrap.dedent(
+    """
+    import importlib, pkgutil, sys
+    import tartok_tui
+
+    names = [m.name for m in pkgutil.walk_packages(tartok_tui.__path__, "tartok_tui.")
+             if not m.name.startswith("tartok_tui.tui") and not m.name.endswith("__main__")]
+    for name in names:
+        importlib.import_module(name)
+    print(len(names), sorted(m for m in sys.modules if m == "textual" or m.startswith("textual.")))
+    """
+)
+
+
+def test_nothing_outside_the_tui_package_imports_textual():
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORT_ALL_BUT_TUI],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    count, loaded = result.stdout.strip().split(" ", 1)
+    assert int(count) > 20  # the walk found the engine, not an empty package
+    assert loaded == "[]", result.stdout
