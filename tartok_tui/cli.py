@@ -33,11 +33,14 @@ if TYPE_CHECKING:
 EXAMPLES = """\
 [bold]Examples[/]
 
+  [dim]# try it first: a small generated dataset and a tiny random model, with the dashboard[/]
+  tartok-tui demo
+
   [dim]# tokenize every tar of Emilia/EN on all visible GPUs, two workers per GPU[/]
   tartok-tui run -i /data/Emilia/EN -o /data/tokens/EN -m SparkAudio/Spark-TTS-0.5B
 
-  [dim]# the old script's spellings still work; take tars 0..99 only, no dashboard[/]
-  tartok-tui run --input_dir in --output_dir out --model_dir ./Spark-TTS-0.5B --from_index 0 --to_index 100 --no-tui
+  [dim]# the old script's spellings still work; tars 0..99 only, plain progress lines[/]
+  tartok-tui run --input_dir in --output_dir out --model_dir ./Spark-TTS-0.5B --to_index 100 --no-tui
 
   [dim]# what is done, and is every sample accounted for?[/]
   tartok-tui status /data/tokens/EN
