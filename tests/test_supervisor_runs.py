@@ -79,6 +79,8 @@ def _read_outputs(output_dir: Path) -> tuple[Counter, dict[str, list[dict]]]:
             keys[record["key"]] += 1
     errors: dict[str, list[dict]] = {}
     for path in (output_dir / "errors").glob("*.jsonl"):
+        if path.is_dir():
+            continue  # a test's blocker in place of an error file
         errors[path.stem] = [json.loads(line) for line in path.read_text().splitlines()]
     return keys, errors
 
@@ -311,6 +313,18 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
     good = _good_tars(inp, n_tars=2, n_samples=5)
     poison = sorted(k for k in good if "B00001" in k)[2]
     del good[poison]
+    # Alongside: a tar whose error file cannot be written fails alone, and the run goes on.
+    unwritable = write_emilia_tar(
+        inp / "EN-B000002.tar",
+        3,
+        seed=2,
+        batch=2,
+        audio_format="flac",
+        min_s=1.0,
+        max_s=2.0,
+        broken={1: "bad_json"},
+    )
+    (out / "errors" / "EN-B000002.jsonl").mkdir(parents=True)
     cfg = _config(
         inp,
         out,
@@ -321,12 +335,15 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
         extra_worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
     )
     summary = await _run(Supervisor(cfg), timeout=240)
-    assert summary.exit_code == 0, summary.exit_reason
+    assert summary.exit_code == 1, summary.exit_reason
+    assert summary.exit_reason == "1 tars failed, 0 unfinished"
     _assert_exactly_once(out, good)
     _, errors = _read_outputs(out)
     assert [(e["key"], e["stage"]) for e in errors["EN-B000001"]] == [(poison, "worker_crash")]
-    tar = {t.tar: t for t in summary.tars}["EN-B000001.tar"]
-    assert tar.isolated and tar.worker_kills == 3
+    tars = {t.tar: t for t in summary.tars}
+    assert tars["EN-B000001.tar"].isolated and tars["EN-B000001.tar"].worker_kills == 3
+    assert tars["EN-B000002.tar"].status == "failed" and "Error" in tars["EN-B000002.tar"].reason
+    assert not any(s.key in _read_outputs(out)[0] for s in unwritable)
     assert not list((out / ".partial" / "journal").glob("*.journal"))
 
 

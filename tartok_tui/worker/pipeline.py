@@ -28,7 +28,13 @@ from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample, TarDamage, count_samples, iter_samples
 from tartok_tui.worker.faults import Faults
-from tartok_tui.worker.process import Channel, Control, WorkerOptions, gpu_resources
+from tartok_tui.worker.process import (
+    RESOURCES_EVERY_S,
+    Channel,
+    Control,
+    WorkerOptions,
+    gpu_resources,
+)
 
 log = logging.getLogger("tartok_tui.worker")
 
@@ -95,6 +101,7 @@ class LeaseRunner:
         self.control = control
         self.channel = channel
         self.faults = faults
+        self._last_resources = 0.0
         self.pool = ThreadPoolExecutor(max_workers=opts.decode_workers, thread_name_prefix="decode")
 
     # ------------------------------------------------------------------ per lease
@@ -384,6 +391,9 @@ class LeaseRunner:
         if not force and now - self._last_progress < PROGRESS_EVERY_S:
             return
         self._last_progress = now
+        if now - self._last_resources >= RESOURCES_EVERY_S:
+            self._last_resources = now
+            self.channel.send(gpu_resources(self.opts.device))
         self.channel.send(
             m.Progress(
                 lease_id=self._lease.lease_id,
