@@ -349,3 +349,23 @@ def test_nothing_outside_the_tui_package_imports_textual():
     count, loaded = result.stdout.strip().split(" ", 1)
     assert int(count) > 20  # the walk found the engine, not an empty package
     assert loaded == "[]", result.stdout
+
+
+def test_status_names_partial_and_failed_tars(finished_output):
+    _, out = finished_output
+    partial = out / ".partial" / "out" / "EN-B000002.jsonl.host-123-7.part"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text('{"key": "x"}\n', encoding="utf-8")
+    summary = {"exit_code": 1, "exit_reason": "1 tars failed, 0 unfinished",
+               "tars": [{"tar": "EN-B000003.tar", "status": "failed", "reason": "killed 3 workers"}]}  # fmt: skip
+    (out / "run-summary.json").write_text(json.dumps(summary), encoding="utf-8")
+    result = runner.invoke(cli.app, ["status", str(out)], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.startswith("partial") and "EN-B000002.tar" in line for line in lines), (
+        result.output
+    )
+    assert any(line.startswith("failed") and "EN-B000003.tar" in line for line in lines), (
+        result.output
+    )
+    assert any("exit code 1: 1 tars failed" in line for line in lines), result.output
