@@ -215,13 +215,58 @@ _SUPERVISOR_SCRIPT = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from tartok_tui.config import RunConfig
-    from tartok_tui.supervisor.supervisor import Supervisor
+    from tartok_tui.supervisor.supervisor import Supervisor, install_signal_handlers
     inp, out, model = sys.argv[1:4]
     cfg = RunConfig(input_dir=Path(inp), output_dir=Path(out), model_dir=model, num_proc=2,
                     device="cpu", extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
-    sys.exit(asyncio.run(Supervisor(cfg).run()).exit_code)
+    async def main():
+        sup = Supervisor(cfg)
+        install_signal_handlers(sup)
+        return (await sup.run()).exit_code
+    sys.exit(asyncio.run(main()))
     """
 )
+
+
+def _start_supervisor(inp: Path, out: Path, model_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-c", _SUPERVISOR_SCRIPT, str(inp), str(out), str(model_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def _wait_first_commit(proc: subprocess.Popen, out: Path) -> None:
+    deadline = time.monotonic() + 120
+    while not list(out.glob("*.jsonl")):
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no tar committed in time"
+        await asyncio.sleep(0.05)
+
+
+async def test_ctrl_c_stops_a_headless_run_gracefully_with_exit_130(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _good_tars(inp, n_tars=6, n_samples=6)
+    proc = _start_supervisor(inp, out, model_dir)
+    try:
+        await _wait_first_commit(proc, out)
+        workers = psutil.Process(proc.pid).children()
+        proc.send_signal(signal.SIGINT)
+        rc = await asyncio.to_thread(proc.wait, 60)
+        assert rc == 130, proc.stderr.read().decode()
+        _, alive = psutil.wait_procs(workers, timeout=5)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    summary = json.loads(summary_path(out).read_text())
+    assert summary["exit_code"] == 130 and summary["tars_unfinished"] > 0
+    for tar in summary["tars"]:
+        assert (out / tar["tar"]).with_suffix(".jsonl").exists() == (tar["status"] == "done")
+    # Aborted tars were dropped cleanly: no partial file is left behind.
+    assert not [p for p in (out / ".partial").rglob("*") if p.is_file()]
 
 
 async def test_a_killed_supervisor_leaves_no_orphans_and_the_rerun_completes_exactly_once(
@@ -229,18 +274,10 @@ async def test_a_killed_supervisor_leaves_no_orphans_and_the_rerun_completes_exa
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     good = _good_tars(inp, n_tars=6, n_samples=6)
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _SUPERVISOR_SCRIPT, str(inp), str(out), str(model_dir)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    proc = _start_supervisor(inp, out, model_dir)
     try:
         # Kill it once the first tar is committed, so the run is really mid-way.
-        deadline = time.monotonic() + 120
-        while not list(out.glob("*.jsonl")):
-            assert proc.poll() is None, proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no tar committed in time"
-            await asyncio.sleep(0.05)
+        await _wait_first_commit(proc, out)
         workers = psutil.Process(proc.pid).children()
         assert workers
         proc.send_signal(signal.SIGKILL)
