@@ -460,9 +460,13 @@ def print_status(result: OutputStatus, console: Console) -> None:
         if result.partial_tars
         else Text("none", style="dim"),
     )
-    grid.add_row(
-        "failed", Text(_names(failed), style="red") if failed else Text("none", style="dim")
-    )
+    if not summary:
+        # Failures are known from the last run's summary only; output files never say so.
+        grid.add_row("failed", Text("unknown (no run-summary.json yet)", style="dim"))
+    elif failed:
+        grid.add_row("failed", Text(_names(failed), style="red"))
+    else:
+        grid.add_row("failed", Text("none", style="dim"))
     if unfinished:
         grid.add_row("unfinished", _names(unfinished))
     if result.journals:
