@@ -30,6 +30,9 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.INTERRUPTED: "interrupted; run the same command again to resume",
 }
 
+MAX_FAILED_SHOWN = 20
+"""Failed tars named in the summary; run-summary.json and ``status`` have them all."""
+
 
 def progress_line(view: RunView) -> str:
     """The one-line status printed at each interval when not on a terminal."""
@@ -141,8 +144,12 @@ class HeadlessPrinter:
 
     # ------------------------------------------------------------------ summary
 
-    def summary(self, view: RunView, exit_code: int) -> None:
-        """Final report: totals, throughput, slots that failed, the exit code's meaning."""
+    def summary(self, view: RunView, exit_code: int, result: object = None) -> None:
+        """Final report: totals, throughput, slots and tars that failed, the exit code's meaning.
+
+        ``result``: what ``run()`` returned; the real RunSummary lists tars with
+        their status, so failed ones are named with their reason.
+        """
         table = Table.grid(padding=(0, 2))
         table.add_column(style="bold")
         table.add_column()
@@ -170,6 +177,13 @@ class HeadlessPrinter:
                     "",
                     Text(f"slot {w.slot} ({w.device}) gave up: {w.last_error or '?'}", style="red"),
                 )
+        failed = [t for t in getattr(result, "tars", ()) if getattr(t, "status", None) == "failed"]
+        for t in failed[:MAX_FAILED_SHOWN]:
+            table.add_row("", Text(f"{t.tar} failed: {t.reason or '?'}", style="red"))
+        if len(failed) > MAX_FAILED_SHOWN:
+            table.add_row(
+                "", Text(f"… and {len(failed) - MAX_FAILED_SHOWN} more failed tars", style="red")
+            )
         meaning = EXIT_MEANINGS.get(exit_code, "unknown")
         style = "bold green" if exit_code == ExitCode.OK else "bold red"
         self.console.print(Text(f"Run finished: {meaning} (exit code {exit_code})", style=style))
@@ -209,5 +223,5 @@ async def run_headless(
     finally:
         if remove_handlers is not None:
             remove_handlers()
-    printer.summary(supervisor.snapshot(), result.exit_code)
+    printer.summary(supervisor.snapshot(), result.exit_code, result)
     return result.exit_code

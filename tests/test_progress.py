@@ -8,6 +8,7 @@ import io
 import os
 import signal
 from dataclasses import replace
+from types import SimpleNamespace
 
 from rich.console import Console
 
@@ -102,6 +103,21 @@ def test_summary_names_the_slots_that_gave_up():
     assert "Run finished: every worker slot failed (exit code 3)" in text
     assert "slot 8 (cpu) gave up: model load failed: no BiCodec/config.yaml" in text
     assert "34 done, 12 already done, 1 failed, 353 left, of 400" in text
+
+
+def test_summary_names_failed_tars_from_the_run_result():
+    printer, out = plain_printer()
+    result = SimpleNamespace(
+        exit_code=1,
+        tars=[
+            SimpleNamespace(tar="EN/EN-B000017.tar", status="failed", reason="killed 3 workers"),
+            SimpleNamespace(tar="EN/EN-B000018.tar", status="done", reason=None),
+        ],
+    )
+    printer.summary(replace(mid_run_view(), finished=True), ExitCode.INCOMPLETE, result)
+    text = out.getvalue()
+    assert "EN/EN-B000017.tar failed: killed 3 workers" in text
+    assert "EN-B000018" not in text
 
 
 def test_ctrl_c_stops_gracefully_then_forcefully():

@@ -239,5 +239,5 @@ def run_dashboard(
         raise app.error
     if code is None:  # the app ended without the run ending (e.g. the terminal went away)
         code = ExitCode.INTERRUPTED
-    HeadlessPrinter(console, live=False).summary(supervisor.snapshot(), code)
+    HeadlessPrinter(console, live=False).summary(supervisor.snapshot(), code, app.result)
     return code
