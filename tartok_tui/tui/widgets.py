@@ -99,7 +99,7 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("pid", "PID", 7),
     ("state", "State", 8),
     ("tar", "Tar", 15),
-    ("in_tar", "In tar", 17),
+    ("in_tar", "In tar", 18),
     ("tars", "Tars", 5),
     ("samples", "Samples", 10),
     ("latency", "ms/smp", 7),
