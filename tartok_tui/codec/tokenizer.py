@@ -167,6 +167,8 @@ class BiCodecTokenizer:
             module.eval().requires_grad_(False).to(dev)
         for layer in semantic.feature_extractor.conv_layers:
             layer.prepare()
+        for layer in semantic.encoder.layers:
+            layer.attention.prepare()
         return cls(cfg, semantic, bicodec, dev, precision, batch_seconds)
 
     # -- preparation -------------------------------------------------------------------------

@@ -55,7 +55,7 @@ class _ConvLayer(nn.Module):
                 (b, t_out, self.kernel * c), (x.stride(0), self.stride * c, 1), x.storage_offset()
             )
         weight = self._gemm_weight
-        if weight is None or weight.dtype != x.dtype or weight.device != x.device:
+        if weight is None or weight.device != x.device:
             self.prepare()
             weight = self._gemm_weight
         assert weight is not None
@@ -125,14 +125,29 @@ class _Attention(nn.Module):
         self.v_proj = nn.Linear(hidden, hidden)
         self.out_proj = nn.Linear(hidden, hidden)
 
+        self._qkv: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prepare(self) -> None:
+        """Store q/k/v as one (3C, C) projection: one wide GEMM runs closer to peak than three.
+
+        The three projections become views into it, so no weight is held twice."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight.detach() for p in projections])
+        bias = torch.cat([p.bias.detach() for p in projections])
+        c = self.q_proj.weight.shape[0]
+        for i, p in enumerate(projections):
+            p.weight.data = weight[i * c : (i + 1) * c]
+            p.bias.data = bias[i * c : (i + 1) * c]
+        self._qkv = (weight, bias)
+
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, T, C), additive mask (B, 1, 1, T) or None -> (B, T, C)."""
         b, t, c = x.shape
-
-        def heads(y: torch.Tensor) -> torch.Tensor:
-            return y.view(b, t, self.heads, self.head_dim).transpose(1, 2)
-
-        q, k, v = heads(self.q_proj(x)), heads(self.k_proj(x)), heads(self.v_proj(x))
+        if self._qkv is None or self._qkv[0].device != x.device:
+            self.prepare()
+        assert self._qkv is not None
+        qkv = F.linear(x, *self._qkv).view(b, t, 3, self.heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.head_dim**-0.5)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, c))
 
