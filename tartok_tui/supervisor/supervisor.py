@@ -304,14 +304,17 @@ class Supervisor:
             if self._stopping:
                 slot.state = WorkerState.DONE
                 return
+            recycled = slot.recycle
+            if recycled:
+                # However the recycled worker ended, the guard may act again.
+                slot.recycle = False
+                self._memory.recycle_finished()
             if user_caused:
                 slot.kill_requested = slot.restart_requested = False
                 slot.restarts += 1
                 continue
             if rc == 0:
-                if slot.recycle:
-                    slot.recycle = False
-                    self._memory.recycle_finished()
+                if recycled:
                     slot.restarts += 1
                 continue
             reason = slot.load_failed or _describe_exit(rc, lease)
@@ -532,6 +535,18 @@ class Supervisor:
     def _return_lease(self, lease: _Lease, slot: _Slot, counted: bool) -> None:
         state = self._tars[lease.tar]
         if state.status != "leased":
+            return
+        if tar_output_paths(
+            self.config.output_dir, self.config.input_dir, lease.tar
+        ).jsonl.exists():
+            # Committed, then died before reporting it: done, nothing to redo.
+            state.status = "done"
+            self._event(
+                "info",
+                slot.placement.slot,
+                f"{lease.tar.name} was committed before the worker died",
+            )
+            self._after_lease()
             return
         if lease.isolate and not counted:
             state.retry_crashed = True
