@@ -156,7 +156,7 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
     )
     sup = Supervisor(cfg, on_event=events.append)
     rng = random.Random(7)
-    killed: list[int] = []
+    killed: list[WorkerState] = []
 
     async def kill_random_workers() -> None:
         while len(killed) < 3:
@@ -164,18 +164,23 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
             view = sup.snapshot()
             if view.finished:
                 return
-            busy = [w for w in view.workers if w.state == WorkerState.RUNNING and w.pid]
-            if busy:
-                victim = rng.choice(busy)
+            # Any live worker (loading, idle or mid-tar), but make sure one kill lands mid-tar.
+            any_state = WorkerState.RUNNING in killed or len(killed) < 2
+            victims = [
+                w for w in view.workers if w.pid and (any_state or w.state == WorkerState.RUNNING)
+            ]
+            if victims:
+                victim = rng.choice(victims)
                 os.kill(victim.pid, signal.SIGKILL)
-                killed.append(victim.slot)
+                killed.append(victim.state)
 
     killer = asyncio.create_task(kill_random_workers())
     summary = await _run(sup)
     killer.cancel()
 
     assert summary.exit_code == 0, summary.exit_reason
-    assert len(killed) >= 1
+    assert WorkerState.RUNNING in killed
+    assert sum(t.worker_kills for t in summary.tars) >= 1  # a lease went back to the queue
     view = sup.snapshot()
     assert view.finished and view.tars_done == 9 and view.tars_failed == 0
     assert sum(w.restarts for w in view.workers) >= len(killed)

@@ -136,9 +136,12 @@ class LeaseRunner:
                 self._run_streaming(tar_path, writer)
             self._checkpoint()
             writer.commit()
+            # Committed: a journal (this attempt's, or one an earlier run left) has served
+            # its purpose and must not blame a sample in some later run.
             if self._journal_to_remove is not None:
-                # Committed: the journal has served its purpose and must not outlive the tar.
                 self._journal_to_remove.remove()
+            else:
+                writer.paths.journal.unlink(missing_ok=True)
         except LeaseAborted:
             writer.abort()
             raise
@@ -170,7 +173,9 @@ class LeaseRunner:
     # ------------------------------------------------------------------ streaming mode
 
     def _run_streaming(self, tar_path: Path, writer: TarWriter) -> None:
-        prefetch: queue.Queue = queue.Queue(maxsize=max(8, 4 * self.opts.decode_workers))
+        # Deep enough that a GPU batch's worth of clips is decoded while the model runs
+        # the previous one; bounded so a tar of long clips cannot fill memory.
+        prefetch: queue.Queue = queue.Queue(maxsize=max(16, 8 * self.opts.decode_workers))
         stop_reading = threading.Event()
         reader = threading.Thread(
             target=self._read_tar,
