@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -129,3 +131,20 @@ def test_fault_injection_is_off_unless_asked_for() -> None:
 def test_tar_failed_message_round_trips() -> None:
     msg = m.TarFailed(lease_id=3, tar_path="/x/a.tar", reason="disk full")
     assert m.decode(m.encode(msg)) == msg
+
+
+def test_worker_stdout_carries_only_messages_even_when_libraries_print() -> None:
+    script = (
+        "import os\n"
+        "from tartok_tui import messages as m\n"
+        "from tartok_tui.worker.process import Channel, redirect_stdout_to_stderr\n"
+        "fd = redirect_stdout_to_stderr()\n"
+        "print('a library talking')\n"
+        "os.write(1, b'C code writing to fd 1\\n')\n"
+        "Channel(fd).send(m.Hello(pid=1, device='cpu'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=60, check=True
+    )
+    assert [m.decode(line) for line in done.stdout.splitlines()] == [m.Hello(pid=1, device="cpu")]
+    assert b"a library talking" in done.stderr and b"C code writing" in done.stderr

@@ -593,7 +593,9 @@ class Supervisor:
         used: dict[int, int] = {}
         for slot in alive:
             mem = usage.get(slot.placement.slot)
-            slot.mem_bytes = mem.used if mem is not None else 0
+            slot.mem_bytes = (
+                mem.rss if mem is not None else 0
+            )  # the view shows RSS; the limit uses PSS
             if mem is not None:
                 used[slot.placement.slot] = mem.used
         self._memory_total = sum(used.values())
