@@ -191,16 +191,19 @@ def test_random_model_has_the_official_key_names_and_shapes(
     assert "quantizer.in_project.weight_g" in raw and "quantizer.in_project.weight_v" in raw
 
 
-def test_the_tiny_model_loads_and_tokenizes_quickly(tiny_model_dir: Path) -> None:
-    import time
+def test_the_tiny_model_is_small_and_cheap(tiny_model_dir: Path) -> None:
+    # Other tests start workers on it: its cost must stay far below the real model's (about
+    # 1.2 GB of weights and 29 GFLOP per audio second). Wall time is too noisy to assert here.
+    from torch.utils.flop_counter import FlopCounterMode
 
-    start = time.perf_counter()
+    size = sum(f.stat().st_size for f in tiny_model_dir.rglob("*") if f.is_file())
+    assert size < 40e6
     tok = BiCodecTokenizer.load(tiny_model_dir)
-    out = tok.tokenize_many(
-        [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate([1, 2, 3])]
-    )
-    assert all(isinstance(t, Tokens) for t in out)
-    assert time.perf_counter() - start < 5  # well under 1 s on a quiet machine
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = tok.tokenize_many([speech_like(1.0, 16000, seed=1).astype(np.float32)])
+    assert isinstance(out[0], Tokens) and len(out[0].semantic_tokens) == 49
+    assert counter.get_total_flops() < 5e9  # the 6 s speaker reference dominates
 
 
 def _copy(src: Path, dst: Path) -> Path:
