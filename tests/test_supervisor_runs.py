@@ -376,9 +376,11 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
         poison_threshold=2,
         extra_worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
     )
-    summary = await _run(Supervisor(cfg), timeout=240)
+    # And a listed tar that vanished before its turn fails without an output of its own.
+    listed = [*sorted(inp.glob("*.tar")), inp / "EN-B000009.tar"]
+    summary = await _run(Supervisor(cfg, tars=listed), timeout=240)
     assert summary.exit_code == 1, summary.exit_reason
-    assert summary.exit_reason == "1 tars failed, 0 unfinished"
+    assert summary.exit_reason == "2 tars failed, 0 unfinished"
     _assert_exactly_once(out, good)
     _, errors = _read_outputs(out)
     assert [(e["key"], e["stage"]) for e in errors["EN-B000001"]] == [(poison, "worker_crash")]
@@ -386,6 +388,12 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
     assert tars["EN-B000001.tar"].isolated and tars["EN-B000001.tar"].worker_kills == 3
     assert tars["EN-B000002.tar"].status == "failed" and "Error" in tars["EN-B000002.tar"].reason
     assert not any(s.key in _read_outputs(out)[0] for s in unwritable)
+    vanished = tars["EN-B000009.tar"]
+    assert vanished.status == "failed" and "FileNotFoundError" in vanished.reason
+    assert (
+        not (out / "EN-B000009.jsonl").exists()
+        and not (out / "errors" / "EN-B000009.jsonl").exists()
+    )
     assert not list((out / ".partial" / "journal").glob("*.journal"))
 
 

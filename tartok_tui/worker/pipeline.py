@@ -80,6 +80,9 @@ class _Entry:
 @dataclass
 class _ReaderFailed:
     reason: str
+    unreadable: bool = False
+    """The file could not be opened or read at all: fail the lease (nothing committed,
+    the next run retries) instead of committing an error record for a tar we never saw."""
 
 
 _END = object()
@@ -192,6 +195,8 @@ class LeaseRunner:
                 item = prefetch.get()
                 if item is _END:
                     break
+                if isinstance(item, _ReaderFailed) and item.unreadable:
+                    raise OSError(item.reason)
                 if isinstance(item, (TarDamage, _ReaderFailed)):
                     self._flush(window, writer)
                     window, window_seconds = [], 0.0
@@ -235,9 +240,14 @@ class LeaseRunner:
                     item.audio = None  # the bytes live on in the decode task only
                 if not put((item, future)):
                     return
+        except OSError as exc:
+            # iter_samples reports damage as TarDamage; an OSError is the file itself
+            # (missing, unreadable, I/O error): maybe transient, so not the tar's fault.
+            log.exception("cannot read %s", tar_path)
+            if not put(_ReaderFailed(f"{type(exc).__name__}: {exc}", unreadable=True)):
+                return
         except Exception as exc:
-            # The reader reports damage as TarDamage; anything else is still a tar-level
-            # error record, never a dead worker.
+            # Anything else is still a tar-level error record, never a dead worker.
             log.exception("reading %s failed", tar_path)
             if not put(_ReaderFailed(f"{type(exc).__name__}: {exc}")):
                 return
