@@ -473,6 +473,12 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     sup.resume(0)
     await _wait_for(lambda: worker().samples_done > done_at_pause, 10, "progress after resume")
     assert worker().state == WorkerState.RUNNING
+    sup.pause_all()
+    await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "pause_all")
+    assert worker().state == WorkerState.PAUSED
+    sup.resume_all()
+    await _wait_for(lambda: sup._slots[0].worker_state != "paused", 10, "resume_all")
+    assert worker().state in (WorkerState.RUNNING, WorkerState.IDLE)
 
     pid = worker().pid
     sup.restart(0)
@@ -493,9 +499,14 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     assert worker().restarts == 2
     assert sup._slots[0].policy.failures_in_window(time.monotonic()) == 0  # user kills do not count
 
+    await _wait_for(lambda: worker().tar is not None, 10, "a tar in progress")
+    tar_at_stop = worker().tar
     sup.stop(0)
     assert worker().state == WorkerState.STOPPING
     summary = await run
+    # The tar in progress was finished and committed, and nothing after it was started.
+    assert {t.tar: t.status for t in summary.tars}[tar_at_stop] == "done"
+    assert summary.tars_done + summary.tars_unfinished == 8
     assert worker().state == WorkerState.DONE and worker().pid is None
     assert summary.exit_code == 1 and summary.tars_unfinished >= 1  # stopped with tars left
     keys, _ = _read_outputs(out)
