@@ -251,7 +251,8 @@ class Supervisor:
                     self.config.crash_limit,
                 ),
             )
-            for p in validated.placements
+            # No more workers than tars to do: each loads a model for nothing otherwise.
+            for p in validated.placements[: max(1, len(self._pending))]
         ]
         self.config.logs_path.mkdir(parents=True, exist_ok=True)
         monitor = None
