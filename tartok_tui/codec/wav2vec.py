@@ -2,7 +2,8 @@
 
 The tokenizer averages hidden states 11, 14 and 16, where hidden state k is the input of
 transformer layer k. Layers 16.. are never needed, and neither is the encoder's final layer
-norm (it only touches the last hidden state of the full stack).
+norm: it only touches the last hidden state of the full stack, which is hidden state 16 only
+in a model of exactly 16 layers (small test models), where it is applied.
 
 Parameter names follow transformers' `Wav2Vec2Model`, so its state dict loads as is.
 """
@@ -46,6 +47,7 @@ class _ConvLayer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C_in) channels-last -> (B, T', C_out)."""
+        x = x.contiguous()  # the windows below are cut from the flat (T, C) buffer
         b, t, c = x.shape
         t_out = (t - self.kernel) // self.stride + 1
         if self.kernel == self.stride:
