@@ -80,12 +80,19 @@ def bench_engine(model_dir: Path, samples: list[Sample]) -> float:
     return elapsed
 
 
-def bench_cli(model_dir: Path, input_dir: Path, output_dir: Path, num_proc: int) -> dict:
+def bench_cli(
+    model_dir: Path,
+    input_dir: Path,
+    output_dir: Path,
+    num_proc: int,
+    extra: list[str] | None = None,
+) -> dict:
     """Run the CLI as a user would; sample the supervisor's own CPU and memory."""
     cmd = [
         sys.executable, "-m", "tartok_tui", "run", "--no-tui",
         "-i", str(input_dir), "-o", str(output_dir), "-m", str(model_dir),
         "--device", "cpu", "--num-proc", str(num_proc), "--progress-interval", "30",
+        *(extra or []),
     ]  # fmt: skip
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
