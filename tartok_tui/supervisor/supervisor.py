@@ -278,7 +278,11 @@ class Supervisor:
             None,
             f"run finished: {summary.exit_reason}",
         )
-        write_summary(summary, summary_path(self.config.output_dir))
+        try:
+            write_summary(summary, summary_path(self.config.output_dir))
+        except OSError as exc:
+            # The outputs are committed either way; a missing summary must not hide the result.
+            self._event("error", None, f"could not write the run summary: {exc}")
         return summary
 
     async def _wait_slots(self) -> None:
@@ -683,7 +687,11 @@ class Supervisor:
                     device=slot.placement.device,
                     pid=slot.pid if slot.alive else None,
                     state=self._view_state(slot),
-                    tar=lease.tar.name if lease is not None else None,
+                    tar=(
+                        str(relative_tar_path(self.config.input_dir, lease.tar))
+                        if lease is not None
+                        else None
+                    ),
                     tar_samples_done=lease.progress.samples_done if lease and lease.progress else 0,
                     tar_samples_expected=lease.expected if lease is not None else None,
                     tars_done=slot.tars_done,
