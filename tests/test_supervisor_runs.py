@@ -72,7 +72,9 @@ def _config(input_dir: Path, output_dir: Path, model_dir: Path, **kw) -> RunConf
 def _read_outputs(output_dir: Path) -> tuple[Counter, dict[str, list[dict]]]:
     """Keys across every committed JSONL (with multiplicity), and error records by tar."""
     keys: Counter = Counter()
-    for path in output_dir.glob("*.jsonl"):
+    for path in output_dir.rglob("*.jsonl"):
+        if path.relative_to(output_dir).parts[0] in ("errors", ".partial", "logs"):
+            continue
         for line in path.read_text(encoding="utf-8").splitlines():
             record = json.loads(line)
             assert len(record["semantic_tokens"]) > 0 and len(record["global_tokens"]) == 32
@@ -404,12 +406,15 @@ async def test_a_tiny_memory_limit_cleans_up_then_recycles_without_losing_sample
     tmp_path: Path, model_dir: Path
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
-    good = _good_tars(inp, n_tars=3, n_samples=6)
+    # In subdirectories (a recursive run): outputs mirror the input tree.
+    good = _good_tars(inp / "EN", n_tars=2, n_samples=6)
+    good.update(_good_tars(inp / "ZH", n_tars=1, n_samples=6, first_batch=5))
     events: list[Event] = []
     cfg = _config(
         inp,
         out,
         model_dir,
+        recursive=True,
         num_proc=1,
         memory_limit_gb=0.001,
         memory_check_s=0.3,
@@ -436,6 +441,12 @@ async def test_a_tiny_memory_limit_cleans_up_then_recycles_without_losing_sample
     recycle = next(i for i, msg in enumerate(messages) if "recycling this worker" in msg)
     assert cleanup < recycle
     assert summary.worker_restarts >= 1
+    assert sorted(t.tar for t in summary.tars) == [
+        "EN/EN-B000000.tar",
+        "EN/EN-B000001.tar",
+        "ZH/EN-B000005.tar",
+    ]
+    assert (out / "ZH" / "EN-B000005.jsonl").exists()
     _assert_exactly_once(out, good)
 
 
