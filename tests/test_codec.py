@@ -431,3 +431,22 @@ def test_wav_written_by_soundfile_round_trips() -> None:
         data = encode(speech_like(0.5, 24000), 24000, fmt, subtype)
         audio, sr = sf.read(io.BytesIO(data))
         assert sr == 24000 and audio.shape[0] > 10000
+
+
+def test_bf16_gives_tokens_of_the_same_shape_and_mostly_the_same_values(
+    tiny_model_dir: Path,
+) -> None:
+    # bf16 is opt-in and not exact; it must still produce a full, valid result.
+    wavs = [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate([1.3, 2.2])]
+    exact = BiCodecTokenizer.load(tiny_model_dir).tokenize(wavs)
+    low = BiCodecTokenizer.load(tiny_model_dir, precision="bf16").tokenize(wavs)
+    for a, b in zip(exact, low, strict=True):
+        assert len(a.semantic_tokens) == len(b.semantic_tokens)
+        assert len(b.global_tokens) == 32 and all(0 <= t < 4096 for t in b.global_tokens)
+        assert all(0 <= t < 8192 for t in b.semantic_tokens)
+    same = sum(
+        x == y
+        for a, b in zip(exact, low, strict=True)
+        for x, y in zip(a.semantic_tokens, b.semantic_tokens, strict=True)
+    )
+    assert same > 0.5 * sum(len(a.semantic_tokens) for a in exact)
