@@ -114,6 +114,8 @@ class Progress:
     """Wall seconds spent inside the tokenizer for this lease."""
     last_batch_ms: float = 0.0
     last_batch_size: int = 0
+    samples_expected: int | None = None
+    """The tar's sample count once known (counted alongside, so work starts at once)."""
 
 
 @dataclass(frozen=True)

@@ -475,6 +475,7 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     await _wait_for(
         lambda: worker() is not None and worker().state == WorkerState.RUNNING, 90, "running"
     )
+    await _wait_for(lambda: worker().tar_samples_expected == 6, 10, "the tar's sample count")
     sup.pause(0)
     await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "the worker to pause")
     assert worker().state == WorkerState.PAUSED

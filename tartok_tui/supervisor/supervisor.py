@@ -444,6 +444,8 @@ class Supervisor:
         elif isinstance(msg, m.Progress):
             if slot.lease is not None and slot.lease.lease_id == msg.lease_id:
                 slot.lease.progress = msg
+                if msg.samples_expected is not None:
+                    slot.lease.expected = msg.samples_expected
                 self._maybe_log_stats()
         elif isinstance(msg, m.SampleError):
             what = f"sample {msg.key}" if msg.key is not None else "tar"

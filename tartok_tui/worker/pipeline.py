@@ -122,13 +122,13 @@ class LeaseRunner:
         self._last_batch_size = 0
         self._last_progress = 0.0
         self._journal_to_remove: IsolationJournal | None = None
-        try:
-            expected = count_samples(tar_path)
-        except Exception as exc:
-            # Counting is only for the progress bar; a damaged tar is reported by the reader.
-            log.warning("could not count samples of %s: %s", tar_path, exc)
-            expected = None
-        self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, expected))
+        self._expected: int | None = None
+        # Counting reads every member header (a few seconds on a big tar on a slow disk):
+        # done alongside, so the model starts at once; progress carries the count when known.
+        threading.Thread(
+            target=self._count, args=(lease, tar_path), name="count", daemon=True
+        ).start()
+        self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, None))
         writer = TarWriter(
             self.opts.output_dir, self.opts.input_dir, tar_path, lease_id=lease.lease_id
         )
@@ -167,6 +167,15 @@ class LeaseRunner:
                 model_seconds=self._model_s,
             )
         )
+
+    def _count(self, lease: m.Lease, tar_path: Path) -> None:
+        try:
+            count = count_samples(tar_path)
+            if self._lease is lease:  # not a late answer about an earlier tar
+                self._expected = count
+        except Exception as exc:
+            # Counting is only for the progress bar; a damaged tar is reported by the reader.
+            log.warning("could not count samples of %s: %s", tar_path, exc)
 
     def cleanup(self) -> None:
         self.control.cleanup.clear()
@@ -419,5 +428,6 @@ class LeaseRunner:
                 model_seconds=self._model_s,
                 last_batch_ms=self._last_batch_ms,
                 last_batch_size=self._last_batch_size,
+                samples_expected=self._expected,
             )
         )
