@@ -21,7 +21,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.output.paths import summary_path
 from tartok_tui.shards.reader import Sample, iter_samples
@@ -38,9 +37,10 @@ from tartok_tui.testing_data import (
 pytestmark = pytest.mark.timeout(300)
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_random_model(tmp_path_factory.mktemp("model") / "tiny", "tiny")
+@pytest.fixture
+def model_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny random-weight model (tests/conftest.py)."""
+    return tiny_model_dir
 
 
 def _good_tars(
