@@ -182,15 +182,45 @@ class Log:
 
 
 Message = (
-    Lease | Pause | Resume | Stop | Abort | Cleanup | Hello | Ready | LoadFailed | TarStarted
-    | Progress | TarDone | TarFailed | SampleError | Resources | StateChanged | Log
+    Lease
+    | Pause
+    | Resume
+    | Stop
+    | Abort
+    | Cleanup
+    | Hello
+    | Ready
+    | LoadFailed
+    | TarStarted
+    | Progress
+    | TarDone
+    | TarFailed
+    | SampleError
+    | Resources
+    | StateChanged
+    | Log
 )
 
 _BY_TYPE: dict[str, type] = {
     cls.TYPE: cls
     for cls in (
-        Lease, Pause, Resume, Stop, Abort, Cleanup, Hello, Ready, LoadFailed, TarStarted,
-        Progress, TarDone, TarFailed, SampleError, Resources, StateChanged, Log,
+        Lease,
+        Pause,
+        Resume,
+        Stop,
+        Abort,
+        Cleanup,
+        Hello,
+        Ready,
+        LoadFailed,
+        TarStarted,
+        Progress,
+        TarDone,
+        TarFailed,
+        SampleError,
+        Resources,
+        StateChanged,
+        Log,
     )
 }
 
@@ -224,5 +254,3 @@ def decode(line: bytes | str) -> Message:
         return cls(**obj)
     except TypeError as exc:
         raise ProtocolError(f"bad fields for {cls.TYPE}: {exc}") from exc
-
-

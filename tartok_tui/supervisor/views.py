@@ -11,15 +11,15 @@ from dataclasses import dataclass
 
 
 class WorkerState(enum.StrEnum):
-    STARTING = "starting"   # process spawned, no hello yet
-    LOADING = "loading"     # loading the model
-    IDLE = "idle"           # ready, waiting for a lease
-    RUNNING = "running"     # processing a tar
+    STARTING = "starting"  # process spawned, no hello yet
+    LOADING = "loading"  # loading the model
+    IDLE = "idle"  # ready, waiting for a lease
+    RUNNING = "running"  # processing a tar
     PAUSED = "paused"
-    STOPPING = "stopping"   # finishing its tar, then exits
-    BACKOFF = "backoff"     # died; waiting before restart
-    FATAL = "fatal"         # gave up on this slot
-    DONE = "done"           # exited cleanly, no more work
+    STOPPING = "stopping"  # finishing its tar, then exits
+    BACKOFF = "backoff"  # died; waiting before restart
+    FATAL = "fatal"  # gave up on this slot
+    DONE = "done"  # exited cleanly, no more work
 
 
 @dataclass(frozen=True)
