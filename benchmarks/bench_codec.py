@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ import soundfile as sf
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
 from tartok_tui.testing_data import synth_speech
@@ -47,17 +49,36 @@ def make_clips(total_seconds: float, seed: int) -> list[bytes]:
     return clips
 
 
-def gemm_gflops(dtype: torch.dtype = torch.float32, seconds: float = 2.0) -> float:
-    """Sustained GEMM rate at transformer-layer shapes (500 frames x 1024 x 4096)."""
-    a = torch.randn(500, 1024, dtype=dtype)
-    b = torch.randn(1024, 4096, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        a @ b
-        n += 1
-    return 2 * 500 * 1024 * 4096 * n / (time.perf_counter() - start) / 1e9
+def gemm_gflops(
+    dtype: torch.dtype = torch.float32, seconds: float = 2.0, streams: int = 1
+) -> float:
+    """Sustained GEMM rate at transformer-layer shapes (500 frames x 1024 x 4096), summed over
+    `streams` concurrent GEMMs that share the torch threads, as our engine's streams do."""
+    threads = max(1, torch.get_num_threads() // streams)
+    rates = [0.0] * streams
+
+    def probe(slot: int) -> None:
+        if streams > 1:
+            torch.set_num_threads(threads)  # per thread, as in the engine's stream threads
+        a = torch.randn(500, 1024, dtype=dtype)
+        b = torch.randn(1024, 4096, dtype=dtype)
+        for _ in range(3):
+            a @ b
+        n, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            n += 1
+        rates[slot] = 2 * 500 * 1024 * 4096 * n / (time.perf_counter() - start) / 1e9
+
+    if streams == 1:
+        probe(0)
+    else:
+        workers = [threading.Thread(target=probe, args=(i,)) for i in range(streams)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return sum(rates)
 
 
 def model_gflops(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> float:
@@ -69,15 +90,20 @@ def model_gflops(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def one_clip(tok: BiCodecTokenizer, clip: bytes) -> Tokens:
-    """Bytes to tokens through the engine's own entry points."""
-    result = tok.tokenize_many([tok.prepare(clip)])[0]
-    assert isinstance(result, Tokens), result
-    return result
+def our_runner(tok: BiCodecTokenizer) -> Callable[[list[bytes]], list[Tokens]]:
+    """Bytes to tokens through the engine's own entry points, a round of clips per call (its
+    streams tokenize several clips at once, as in a worker)."""
+
+    def run(clips: list[bytes]) -> list[Tokens]:
+        results = tok.tokenize_many([tok.prepare(c) for c in clips])
+        assert all(isinstance(r, Tokens) for r in results), results
+        return results  # type: ignore[return-value]
+
+    return run
 
 
-def reference_runner(model_dir: Path) -> Callable[[bytes], Tokens]:
-    """The reference tokenizer, bytes to tokens, one clip per call."""
+def reference_runner(model_dir: Path) -> Callable[[list[bytes]], list[Tokens]]:
+    """The reference tokenizer, bytes to tokens, one clip at a time (the old script's loop)."""
     import contextlib
 
     from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
@@ -85,9 +111,12 @@ def reference_runner(model_dir: Path) -> Callable[[bytes], Tokens]:
     with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
         ref = Reference(str(model_dir), torch.device("cpu"))
 
-    def run(clip: bytes) -> Tokens:
-        g, s = ref.tokenize(io.BytesIO(clip))
-        return Tokens(g.flatten().tolist(), s.flatten().tolist())
+    def run(clips: list[bytes]) -> list[Tokens]:
+        results = []
+        for clip in clips:
+            g, s = ref.tokenize(io.BytesIO(clip))
+            results.append(Tokens(g.flatten().tolist(), s.flatten().tolist()))
+        return results
 
     return run
 
@@ -149,6 +178,12 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
+    parser.add_argument(
+        "--streams", type=int, default=None, help="our engine's streams (default: its own)"
+    )
+    parser.add_argument(
+        "--round", type=int, default=6, help="clips per round (runners take turns by round)"
+    )
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--stages", action="store_true", help="print where our time goes")
     parser.add_argument("--seed", type=int, default=0)
@@ -156,41 +191,46 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    # What a worker does at start-up; process-wide, so the reference gets it as well.
+    allocator = "kept (glibc)" if keep_freed_memory() else "default"
     if not (args.model_dir / "wav2vec2-large-xlsr-53" / "pytorch_model.bin").is_file():
         print(f"writing a full-size random model to {args.model_dir} ...", flush=True)
         write_random_model(args.model_dir, "full", seed=args.seed)
 
     clips = make_clips(args.audio_seconds, args.seed)
-    tok = BiCodecTokenizer.load(args.model_dir)
+    tok = BiCodecTokenizer.load(args.model_dir, streams=args.streams)
     wavs = [tok.prepare(c) for c in clips]
     audio_s = sum(w.shape[0] for w in wavs) / tok.sample_rate
     print(
-        f"{len(clips)} clips, {audio_s:.1f} s of audio, {torch.get_num_threads()} threads",
+        f"{len(clips)} clips, {audio_s:.1f} s of audio, {torch.get_num_threads()} threads; "
+        f"ours: {tok.streams} stream(s) x {tok.threads_per_stream} thread(s); "
+        f"freed memory: {allocator}",
         flush=True,
     )
     sample = wavs[: max(1, len(wavs) // 4)]
     flops_per_s = model_gflops(tok, sample) / (sum(w.shape[0] for w in sample) / tok.sample_rate)
 
-    runners: dict[str, Callable[[bytes], Tokens]] = {"ours": lambda c: one_clip(tok, c)}
+    runners: dict[str, Callable[[list[bytes]], list[Tokens]]] = {"ours": our_runner(tok)}
     if not args.skip_reference:
         runners["reference"] = reference_runner(args.model_dir)
     if args.precision == "bf16":
-        low = BiCodecTokenizer.load(args.model_dir, precision="bf16")
-        runners["ours bf16"] = lambda c: one_clip(low, c)
+        runners["ours bf16"] = our_runner(
+            BiCodecTokenizer.load(args.model_dir, precision="bf16", streams=args.streams)
+        )
     for run in runners.values():
-        run(clips[0])  # warm-up
-    # Clip by clip, every runner in turn, with a GEMM-rate probe in between: on a shared
-    # machine the load then falls on all of them alike. On the CPU our engine plans one clip
-    # per batch, so this is exactly what tokenize_many does.
+        run(clips[: tok.streams])  # warm-up
+    # Round by round, every runner in turn, with a GEMM-rate probe in between: on a shared
+    # machine the load then falls on all of them alike.
     results: dict[str, list[Tokens]] = {name: [] for name in runners}
     seconds = dict.fromkeys(runners, 0.0)
-    rates = [gemm_gflops(seconds=0.5)]
-    for clip in clips:
+    rates = [gemm_gflops(seconds=0.5, streams=tok.streams)]
+    for first in range(0, len(clips), args.round):
+        chunk = clips[first : first + args.round]
         for name, run in runners.items():
             start = time.perf_counter()
-            results[name].append(run(clip))
+            results[name].extend(run(chunk))
             seconds[name] += time.perf_counter() - start
-        rates.append(gemm_gflops(seconds=0.5))
+        rates.append(gemm_gflops(seconds=0.5, streams=tok.streams))
     assert [len(r.semantic_tokens) for r in results["ours"]] == [
         token_count(w.shape[0]) for w in wavs
     ]
@@ -198,7 +238,8 @@ def main() -> None:
     gemm = float(np.mean(rates))
     limit = gemm / flops_per_s
     print(
-        f"\nfp32 GEMM rate:              {gemm:8.1f} GFLOP/s (min {min(rates):.0f}, max {max(rates):.0f})"
+        f"\nfp32 GEMM rate:              {gemm:8.1f} GFLOP/s (min {min(rates):.0f}, "
+        f"max {max(rates):.0f}; {tok.streams} concurrent x {tok.threads_per_stream} thread(s))"
     )
     print(f"model cost:                  {flops_per_s:8.2f} GFLOP per audio second")
     print(f"FLOP-bound limit:            {limit:8.2f} x real time")

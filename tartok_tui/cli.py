@@ -272,6 +272,15 @@ def run(
             min=1,
         ),
     ] = None,
+    streams: Annotated[
+        int | None,
+        _opt(
+            "streams",
+            "Batches each worker runs at once, sharing its threads "
+            "[default: one per thread on the CPU, 1 on a GPU].",
+            min=1,
+        ),
+    ] = None,
     backoff_initial_s: Annotated[
         float, _opt("backoff_initial_s", "First restart delay after a worker dies.", min=0.0)
     ] = _default("backoff_initial_s"),
@@ -359,6 +368,7 @@ def run(
         stats_every=stats_every,
         threads_per_worker=threads_per_worker,
         decode_workers=decode_workers,
+        streams=streams,
         backoff_initial_s=backoff_initial_s,
         backoff_max_s=backoff_max_s,
         crash_window_s=crash_window_s,

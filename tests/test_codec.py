@@ -450,3 +450,34 @@ def test_bf16_gives_tokens_of_the_same_shape_and_mostly_the_same_values(
         for x, y in zip(a.semantic_tokens, b.semantic_tokens, strict=True)
     )
     assert same > 0.5 * sum(len(a.semantic_tokens) for a in exact)
+
+
+def test_streams_tokenize_like_one_stream_and_keep_the_input_order(tiny_model_dir: Path) -> None:
+    one = BiCodecTokenizer.load(tiny_model_dir, streams=1)
+    many = BiCodecTokenizer.load(tiny_model_dir, streams=3)
+    assert (one.streams, many.streams) == (1, 3)
+    seconds = [2.5, 0.5, 4.0, 1.0, 3.0, 0.7, 1.5]
+    wavs = [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate(seconds)]
+    wavs.insert(3, np.zeros(100, np.float32))  # too short: an error in its own place
+
+    def plain(results: list) -> list:
+        return [(r.stage, r.reason) if isinstance(r, TokenizeError) else r for r in results]
+
+    try:
+        expected = plain(one.tokenize_many(wavs))
+        assert expected[3] == ("too_short", "100 samples < 400")
+        assert plain(many.tokenize_many(wavs)) == expected
+        # submit(): one call on a stream thread, several at once, results per call.
+        futures = [many.submit(wavs[i : i + 2]) for i in range(0, len(wavs), 2)]
+        assert plain([r for f in futures for r in f.result()]) == expected
+    finally:
+        many.close()
+
+
+def test_default_streams_are_one_per_cpu_thread_and_one_on_a_gpu() -> None:
+    from tartok_tui.codec.tokenizer import default_streams
+
+    assert default_streams(torch.device("cpu"), threads=4) == 4
+    assert default_streams(torch.device("cpu"), threads=0) == 1
+    assert default_streams(torch.device("cuda", 0), threads=16) == 1
+    assert default_streams(torch.device("cpu")) == torch.get_num_threads()

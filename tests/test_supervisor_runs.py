@@ -463,6 +463,8 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
         out,
         model_dir,
         num_proc=1,
+        threads_per_worker=2,
+        streams=2,  # pause and stop wait for the batches in flight
         crash_limit=2,
         extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
     )
@@ -573,3 +575,36 @@ def test_bad_arguments_are_config_errors_before_any_worker(tmp_path: Path, model
         validate(_config(inp, tmp_path / "out", model_dir, precision="int4"))
     ok = validate(_config(inp, tmp_path / "out", model_dir))
     assert [p.name for p in ok.tars] == ["EN-B000000.tar", "EN-B000001.tar"]
+
+
+async def test_streams_write_the_same_bytes_as_one_stream_bad_samples_included(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp = tmp_path / "in"
+    _good_tars(inp, n_tars=2, n_samples=7)
+    write_emilia_tar(
+        inp / "EN-B000100.tar",
+        8,
+        seed=100,
+        batch=100,
+        audio_format="flac",
+        min_s=0.5,
+        max_s=3.0,
+        broken={1: "undecodable_audio", 4: "too_long", 6: "empty_audio"},
+        too_long_s=4.0,
+    )
+    outputs = {}
+    for streams in (1, 3):
+        out = tmp_path / f"out-{streams}"
+        cfg = _config(
+            inp, out, model_dir, num_proc=1, threads_per_worker=2, streams=streams, max_duration=3.5
+        )
+        summary = await _run(Supervisor(cfg))
+        assert summary.exit_code == 0 and summary.tars_done == 3
+        outputs[streams] = {
+            str(p.relative_to(out)): p.read_bytes()
+            for p in sorted(out.rglob("*.jsonl"))
+            if p.relative_to(out).parts[0] not in (".partial", "logs")
+        }
+    assert len(outputs[1]) == 4  # three tars and one errors file
+    assert outputs[3] == outputs[1]

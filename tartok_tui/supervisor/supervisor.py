@@ -372,6 +372,7 @@ class Supervisor:
             "--input-dir", str(cfg.input_dir),
             "--threads", str(p.threads),
             "--decode-workers", str(cfg.decode_workers or 0),
+            "--streams", str(cfg.streams or 0),
             "--batch-seconds", str(cfg.batch_seconds),
             "--max-duration", str(cfg.max_duration),
             "--audio-exts", *cfg.audio_exts,

@@ -16,14 +16,14 @@ import logging
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tartok_tui import messages as m
 from tartok_tui.audio import AudioError
-from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens
+from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample, TarDamage, count_samples, iter_samples
@@ -61,6 +61,7 @@ def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
         device=opts.device,
         precision=opts.precision,
         batch_seconds=opts.batch_seconds,
+        streams=opts.streams or None,
     )
 
 
@@ -287,13 +288,64 @@ class LeaseRunner:
         for entry in window:
             if entry.wav is None:
                 self._write(entry, writer)
-        if good:
-            plan = self.tokenizer.plan_batches([len(e.wav) for e in good])
-            for batch in plan:
-                entries = [good[i] for i in batch]
+        if not good:
+            return
+        plan = self.tokenizer.plan_batches([len(e.wav) for e in good])
+        batches = [[good[i] for i in batch] for batch in plan]
+        if self.tokenizer.streams <= 1:
+            for entries in batches:
                 self._tokenize(entries)
                 for entry in entries:
                     self._write(entry, writer)
+        else:
+            self._flush_streams(batches, writer)
+
+    def _flush_streams(self, batches: list[list[_Entry]], writer: TarWriter) -> None:
+        """Keep every stream of the tokenizer busy: a new batch as soon as one is done.
+
+        Pause, abort and cleanup act between submissions; batches already running finish.
+        """
+        in_flight: dict[Future, tuple[list[_Entry], float]] = {}
+        # Model wall time is counted once however many batches run: from the last
+        # accounting mark, while at least one batch is in flight.
+        mark = 0.0
+        try:
+            for entries in batches:
+                while len(in_flight) >= self.tokenizer.streams:
+                    mark = self._collect(in_flight, writer, mark)
+                if self.control.paused.is_set() or self.control.cleanup.is_set():
+                    # Paused means no batch running, and cleanup frees the most when idle.
+                    while in_flight:
+                        mark = self._collect(in_flight, writer, mark)
+                self._checkpoint()
+                self.faults.before_batch(e.key for e in entries)
+                now = time.monotonic()
+                if not in_flight:
+                    mark = now
+                in_flight[self.tokenizer.submit([e.wav for e in entries])] = (entries, now)
+            while in_flight:
+                mark = self._collect(in_flight, writer, mark)
+        finally:
+            # Aborted or failed: what is running cannot be interrupted; let it end before
+            # the lease is given up, so no stream is still busy with a dropped tar.
+            for future in in_flight:
+                future.cancel()
+            wait(list(in_flight))
+
+    def _collect(
+        self, in_flight: dict[Future, tuple[list[_Entry], float]], writer: TarWriter, mark: float
+    ) -> float:
+        """Wait for a batch to end, record and write it; returns the new accounting mark."""
+        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
+        now = time.monotonic()
+        busy = now - mark
+        for future in done:
+            entries, submitted = in_flight.pop(future)
+            self._record(entries, future.result(), now - submitted, busy)
+            busy = 0.0
+            for entry in entries:
+                self._write(entry, writer)
+        return now
 
     # ------------------------------------------------------------------ isolation mode
 
@@ -351,6 +403,16 @@ class LeaseRunner:
         started = time.monotonic()
         results = self.tokenizer.tokenize_many([e.wav for e in entries])
         elapsed = time.monotonic() - started
+        self._record(entries, results, elapsed, elapsed)
+
+    def _record(
+        self,
+        entries: list[_Entry],
+        results: list[Tokens | TokenizeError],
+        latency: float,
+        busy: float,
+    ) -> None:
+        """Turn a batch's results into records; `busy`: model wall time to add for it."""
         for entry, result in zip(entries, results, strict=True):
             if isinstance(result, Tokens):
                 entry.record = make_record(
@@ -366,8 +428,8 @@ class LeaseRunner:
                 )
         self.faults.after_batch(len(entries))
         self._batches += 1
-        self._model_s += elapsed
-        self._last_batch_ms = elapsed * 1000.0
+        self._model_s += busy
+        self._last_batch_ms = latency * 1000.0
         self._last_batch_size = len(entries)
         self._progress()
 

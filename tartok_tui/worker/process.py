@@ -43,6 +43,8 @@ class WorkerOptions:
     input_dir: Path
     threads: int
     decode_workers: int
+    streams: int
+    """Batches run at once; 0: the tokenizer's default (one per thread on the CPU)."""
     batch_seconds: float
     max_duration: float
     audio_exts: tuple[str, ...]
@@ -58,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerOptions:
     p.add_argument("--input-dir", type=Path, required=True)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--decode-workers", type=int, default=0, help="0: from --threads")
+    p.add_argument("--streams", type=int, default=0, help="0: the tokenizer's default")
     p.add_argument("--batch-seconds", type=float, default=240.0)
     p.add_argument("--max-duration", type=float, default=60.0)
     p.add_argument("--audio-exts", nargs="+", default=list(DEFAULT_AUDIO_EXTS))
@@ -75,6 +78,7 @@ def parse_args(argv: list[str] | None = None) -> WorkerOptions:
         input_dir=a.input_dir,
         threads=threads,
         decode_workers=decode_workers,
+        streams=max(0, a.streams),
         batch_seconds=a.batch_seconds,
         max_duration=a.max_duration,
         audio_exts=tuple(ext.lstrip(".").lower() for ext in a.audio_exts),
@@ -201,6 +205,10 @@ def gpu_resources(device: str) -> m.Resources:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from tartok_tui.codec.allocator import keep_freed_memory
+
+    # Before any thread allocates, so the model's streams share the one untrimmed heap.
+    keep_freed_memory()
     msg_fd = redirect_stdout_to_stderr()
     logging.basicConfig(
         level=logging.INFO,
