@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import torch
 
+from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer
 from tartok_tui.shards.reader import Sample, iter_samples
@@ -57,9 +58,12 @@ def build_data(root: Path, minutes: float, seed: int) -> tuple[Path, list[Sample
 
 
 def bench_reference(model_dir: Path, samples: list[Sample]) -> float:
+    import contextlib
+
     from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
 
-    ref = Reference(str(model_dir), torch.device("cpu"))
+    with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
+        ref = Reference(str(model_dir), torch.device("cpu"))
     ref.tokenize(io.BytesIO(samples[0].audio))  # warm-up, not timed
     start = time.perf_counter()
     for s in samples:
@@ -68,7 +72,10 @@ def bench_reference(model_dir: Path, samples: list[Sample]) -> float:
 
 
 def bench_engine(model_dir: Path, samples: list[Sample]) -> float:
+    # As in a worker: freed memory kept (set after (a), which runs as the old script did).
+    keep_freed_memory()
     tok = BiCodecTokenizer.load(model_dir)
+    print(f"(b) engine: {tok.streams} stream(s) x {tok.threads_per_stream} thread(s)", flush=True)
     wavs = [tok.prepare(s.audio) for s in samples]
     tok.tokenize_many(wavs[:1])  # warm-up, not timed
     start = time.perf_counter()

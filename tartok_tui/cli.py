@@ -116,24 +116,27 @@ def main_callback(
 
 
 def make_supervisor(
-    config: RunConfig, on_event: Callable[[Event], None] | None
+    config: RunConfig,
+    on_event: Callable[[Event], None] | None,
+    tars: list[Path] | None = None,
 ) -> SupervisorControl:
-    """The real supervisor; tests replace this with a fake."""
+    """The real supervisor, given the tars validation found; tests replace this with a fake."""
     from tartok_tui.supervisor.supervisor import Supervisor
 
-    return Supervisor(config, tars=None, on_event=on_event)
+    return Supervisor(config, tars=tars, on_event=on_event)
 
 
-def validate_config(config: RunConfig) -> RunConfig:
+def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
     """Check the whole config before any worker starts; raises ConfigError.
 
-    A Hugging Face repo id is downloaded (or found in the cache) here, and the
-    config returned names the local directory, so the run does not resolve it again.
+    Returns the config to run and the tars found. A Hugging Face repo id is downloaded (or
+    found in the cache) here, and the config returned names the local directory, so the
+    run resolves neither the model nor the tar list again.
     """
     from tartok_tui.supervisor.supervisor import validate
 
     validated = validate(config)
-    return replace(config, model_dir=str(validated.model_dir))
+    return replace(config, model_dir=str(validated.model_dir)), validated.tars
 
 
 def run_pipeline(
@@ -150,7 +153,7 @@ def run_pipeline(
     """
     console = console if console is not None else Console(highlight=False)
     try:
-        config = validate_config(config)
+        config, tars = validate_config(config)
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         return ExitCode.BAD_ARGS
@@ -164,12 +167,12 @@ def run_pipeline(
         from tartok_tui.tui.app import run_dashboard
 
         context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
-        return run_dashboard(make_supervisor(config, None), console=console, context=context)
+        return run_dashboard(make_supervisor(config, None, tars), console=console, context=context)
 
     from tartok_tui.progress import HeadlessPrinter, run_headless
 
     printer = HeadlessPrinter(console, interval=progress_interval)
-    supervisor = make_supervisor(config, printer.on_event)
+    supervisor = make_supervisor(config, printer.on_event, tars)
     return asyncio.run(run_headless(supervisor, printer))
 
 

@@ -188,11 +188,11 @@ def test_a_validation_error_is_reported_and_exits_2(monkeypatch):
 
 
 def use_fake(monkeypatch, **fake_kwargs) -> None:
-    monkeypatch.setattr(cli, "validate_config", lambda config: config)
+    monkeypatch.setattr(cli, "validate_config", lambda config: (config, None))
     monkeypatch.setattr(
         cli,
         "make_supervisor",
-        lambda config, on_event: FakeSupervisor(on_event=on_event, **fake_kwargs),
+        lambda config, on_event, tars: FakeSupervisor(on_event=on_event, **fake_kwargs),
     )
 
 
@@ -223,8 +223,8 @@ NO_TEXTUAL = textwrap.dedent(
     from tartok_tui import cli
     from tartok_tui.fake_supervisor import FakeSupervisor
 
-    cli.validate_config = lambda config: config
-    cli.make_supervisor = lambda config, on_event: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
+    cli.validate_config = lambda config: (config, None)
+    cli.make_supervisor = lambda config, on_event, tars: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
     try:
         cli.app(["run", "-i", "in", "-o", "out", "-m", "m", "--no-tui"])
     except SystemExit as exc:

@@ -68,6 +68,67 @@ def test_cuda_without_a_gpu_is_a_config_error() -> None:
         plan_slots(_config(device="cuda"), n_visible_gpus=0, cores=2, parent_env={})
 
 
+class _FakeDriver:
+    def __init__(self, init: int, count: int) -> None:
+        self.init, self.count = init, count
+
+    def cuInit(self, flags: int) -> int:
+        return self.init
+
+    def cuDeviceGetCount(self, out) -> int:
+        out._obj.value = self.count
+        return 0
+
+
+@pytest.mark.parametrize(("init", "count", "expected"), [(0, 3, 3), (100, 0, 0), (0, 0, 0)])
+def test_gpus_are_counted_with_the_cuda_driver(monkeypatch, init, count, expected) -> None:
+    from tartok_tui.supervisor import placement
+
+    tried: list[str] = []
+
+    def cdll(name: str):
+        tried.append(name)
+        if name != "libcuda.so":
+            raise OSError(f"{name}: cannot open shared object file")
+        return _FakeDriver(init, count)
+
+    monkeypatch.setattr(placement.ctypes, "CDLL", cdll)
+    assert placement.visible_gpu_count() == expected
+    assert tried == ["libcuda.so.1", "libcuda.so"]
+
+
+def test_no_cuda_driver_means_no_gpu(monkeypatch) -> None:
+    from tartok_tui.supervisor import placement
+
+    def cdll(name: str):
+        raise OSError(name)
+
+    monkeypatch.setattr(placement.ctypes, "CDLL", cdll)
+    assert placement.visible_gpu_count() == 0
+
+
+def test_validating_and_placing_a_run_never_imports_torch(tmp_path: Path, tiny_model_dir) -> None:
+    # The supervisor process runs no model: torch would cost it ~0.5 GB and seconds.
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "EN-B000000.tar").write_bytes(b"")
+    code = f"""
+import sys
+from pathlib import Path
+from tartok_tui.config import RunConfig
+from tartok_tui.supervisor.supervisor import Supervisor, validate
+from tartok_tui.supervisor.placement import plan_slots, visible_gpu_count
+cfg = RunConfig(input_dir=Path({str(tmp_path / "in")!r}), output_dir=Path({str(tmp_path / "out")!r}),
+                model_dir={str(tiny_model_dir)!r}, device="auto")
+validated = validate(cfg)
+assert len(validated.tars) == 1 and validated.placements
+visible_gpu_count()
+Supervisor(cfg, tars=validated.tars)
+print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_backoff_doubles_until_capped_and_resets_after_progress() -> None:
     policy = RestartPolicy(initial_s=1.0, max_s=5.0, window_s=100.0, limit=10)
     delays = []

@@ -8,8 +8,9 @@ convolution: a clip's valid frames then see exactly the zeros a lone clip sees.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from tartok_tui.codec.wav2vec import gelu_
 
 
 def _masked(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -30,7 +31,7 @@ class ConvNeXtBlock(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """(B, C, T), mask (B, 1, T) or None -> (B, C, T)."""
         y = self.dwconv(_masked(x, mask)).transpose(1, 2)
-        y = self.pwconv2(F.gelu(self.pwconv1(self.norm(y))))
+        y = self.pwconv2(gelu_(self.pwconv1(self.norm(y))))
         return x + (self.gamma * y).transpose(1, 2)
 
 

@@ -15,9 +15,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
 import yaml
+
+if TYPE_CHECKING:  # torch is imported where tensors are loaded: the supervisor reads
+    import torch  # configs only and never pays for it
 
 BICODEC_DIR = "BiCodec"
 WAV2VEC2_DIR = "wav2vec2-large-xlsr-53"
@@ -133,6 +136,8 @@ def read_config(root: Path) -> ModelDirConfig:
 
 def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Replace `X.weight_g` + `X.weight_v` (or the parametrized names) by plain `X.weight`."""
+    import torch
+
     out: dict[str, torch.Tensor] = {}
     pairs = {
         ".weight_g": ".weight_v",
@@ -211,6 +216,8 @@ def _check_wav2vec2_shapes(weights: Path, config, num_layers: int) -> None:
     """Compare tensor shapes with what the config implies, naming the first wrong key.
 
     (transformers reports a mismatch with the submodule-local name only.)"""
+    import torch
+
     from tartok_tui.codec.wav2vec import SemanticFeatures
 
     try:

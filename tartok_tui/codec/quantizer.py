@@ -24,10 +24,9 @@ class FactorizedVQ(nn.Module):
         enc = F.normalize(latents.transpose(1, 2).reshape(-1, latents.shape[1]))
         codes = F.normalize(self.codebook.weight)
         # The full squared distance (not just the dot product) keeps near-ties resolving as
-        # they do in the official model: the same sums round the same way.
-        dist = (
-            enc.pow(2).sum(1, keepdim=True)
-            - 2 * enc @ codes.t()
-            + codes.pow(2).sum(1, keepdim=True).t()
-        )
-        return (-dist).max(1)[1].view(b, -1)
+        # they do in the official model: the same sums round the same way. It is built in
+        # one (frames x codes) buffer: e2 + (-2 * dot) equals e2 - 2 * dot exactly (scaling
+        # by -2 is exact), and the first smallest distance is the first largest -distance.
+        dist = torch.addmm(enc.pow(2).sum(1, keepdim=True), enc, codes.t(), alpha=-2)
+        dist.add_(codes.pow(2).sum(1, keepdim=True).t())
+        return dist.argmin(1).view(b, -1)

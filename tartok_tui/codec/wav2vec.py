@@ -17,6 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def gelu_(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU in place, on a buffer the caller owns: same values as F.gelu."""
+    return torch.ops.aten.gelu_(x)
+
+
 def conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
     """Frames after a stack of unpadded convolutions."""
     for k, s in zip(kernels, strides, strict=True):
@@ -65,8 +70,9 @@ class _ConvLayer(nn.Module):
             y = torch.addmm(self.conv.bias, windows.reshape(-1, self.kernel * c), weight)
         else:
             y = windows.reshape(-1, self.kernel * c) @ weight
-        y = self.layer_norm(y.view(b, t_out, -1))
-        return F.gelu(y)
+        # In place: the LayerNorm output is ours alone, and a fresh buffer of this size
+        # (tens of MiB for the first layers) costs more than the GELU itself.
+        return gelu_(self.layer_norm(y.view(b, t_out, -1)))
 
 
 class FeatureEncoder(nn.Module):
@@ -114,7 +120,7 @@ class _PositionalConv(nn.Module):
         y = self.conv(x.transpose(1, 2))
         if self.remove_last:
             y = y[:, :, :-1]
-        return F.gelu(y).transpose(1, 2)
+        return gelu_(y).transpose(1, 2)
 
 
 class _Attention(nn.Module):
@@ -161,7 +167,7 @@ class _FeedForward(nn.Module):
         self.output_dense = nn.Linear(inner, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_dense(F.gelu(self.intermediate_dense(x)))
+        return self.output_dense(gelu_(self.intermediate_dense(x)))
 
 
 class _Layer(nn.Module):

@@ -8,6 +8,7 @@ so it can never allocate a context on a neighbour's GPU.
 
 from __future__ import annotations
 
+import ctypes
 import os
 from dataclasses import dataclass, field
 
@@ -35,12 +36,26 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def visible_gpu_count() -> int:
-    """GPUs torch can see in this process, 0 without CUDA."""
-    # Imported lazily: a CPU-only run or `--help` should not pay for torch here.
-    import torch
+CUDA_DRIVER_LIBS = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+def visible_gpu_count() -> int:
+    """GPUs the CUDA driver shows this process (CUDA_VISIBLE_DEVICES applies), 0 without one.
+
+    Asked of the driver library directly: importing torch for this would cost the supervisor
+    ~0.5 GB and seconds, and it never runs a model itself.
+    """
+    for name in CUDA_DRIVER_LIBS:
+        try:
+            lib = ctypes.CDLL(name)
+        except OSError:
+            continue
+        count = ctypes.c_int(0)
+        # cuInit fails (100: no device, 999: unknown) on machines without a usable GPU.
+        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+            return 0
+        return max(0, count.value)
+    return 0
 
 
 def select_gpus(device: str, n_visible: int) -> list[int]:
