@@ -6,6 +6,11 @@
   (c) ``tartok-tui run --no-tui`` end to end (tar reading, MP3 decoding,
       resampling, batching, writing, pipes), start-up reported separately.
 
+The three take turns tar by tar (one ``run`` per tar, its start-up excluded and
+reported), so a shared machine's changing load falls on all of them alike. (a)
+runs in this process as the old script ran; (b) in a process set up as a worker
+is (freed memory kept).
+
 Full-size architecture with random weights (the real weights cannot be fetched
 here; speed does not depend on the weight values). Needs the dev dependency
 ``spark-tts-lib`` for (a).
@@ -24,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -31,60 +37,75 @@ import torch
 
 from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
-from tartok_tui.codec.tokenizer import BiCodecTokenizer
+from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens
 from tartok_tui.shards.reader import Sample, iter_samples
 from tartok_tui.testing_data import write_emilia_tar
 
 
-def build_data(root: Path, minutes: float, seed: int) -> tuple[Path, list[Sample], float]:
-    """Tars of 5-15 s MP3 clips at 24 kHz until ``minutes`` of audio."""
-    input_dir = root / "input"
-    input_dir.mkdir(parents=True, exist_ok=True)
+def build_data(root: Path, minutes: float, seed: int) -> tuple[list[Path], float]:
+    """Tars of 5-15 s MP3 clips at 24 kHz until ``minutes`` of audio; each in a folder of
+    its own, so that (c) can run on one tar at a time."""
     per_tar = 24
+    tars: list[Path] = []
     total, t = 0.0, 0
     while total < minutes * 60:
-        written = write_emilia_tar(
-            input_dir / f"EN-B{t:06d}.tar", per_tar, seed=seed + t, min_s=5.0, max_s=15.0, batch=t
+        folder = root / "input" / f"part{t}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tar = folder / f"EN-B{t:06d}.tar"
+        if not tar.exists():
+            write_emilia_tar(tar, per_tar, seed=seed + t, min_s=5.0, max_s=15.0, batch=t)
+        total += sum(
+            s.meta["duration"] for s in iter_samples(tar) if isinstance(s, Sample) and s.meta
         )
-        total += sum(s.duration for s in written)
+        tars.append(tar)
         t += 1
-    samples = [
-        s
-        for tar in sorted(input_dir.glob("*.tar"))
-        for s in iter_samples(tar)
-        if isinstance(s, Sample)
-    ]
-    return input_dir, samples, total
+    return tars, total
 
 
-def bench_reference(model_dir: Path, samples: list[Sample]) -> float:
+def samples_of(tar: Path) -> list[Sample]:
+    return [s for s in iter_samples(tar) if isinstance(s, Sample)]
+
+
+def reference_loop(model_dir: Path) -> Callable[[list[Sample]], float]:
+    """(a): the reference tokenizer, one clip at a time from its bytes; returns seconds."""
     import contextlib
 
     from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
 
     with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
         ref = Reference(str(model_dir), torch.device("cpu"))
-    ref.tokenize(io.BytesIO(samples[0].audio))  # warm-up, not timed
-    start = time.perf_counter()
-    for s in samples:
-        ref.tokenize(io.BytesIO(s.audio))
-    return time.perf_counter() - start
+    warmed = False
+
+    def run(samples: list[Sample]) -> float:
+        nonlocal warmed
+        if not warmed:
+            ref.tokenize(io.BytesIO(samples[0].audio))  # not timed
+            warmed = True
+        start = time.perf_counter()
+        for s in samples:
+            ref.tokenize(io.BytesIO(s.audio))
+        return time.perf_counter() - start
+
+    return run
 
 
-def bench_engine(model_dir: Path, samples: list[Sample]) -> float:
-    # As in a worker: freed memory kept (set after (a), which runs as the old script did).
+def engine_server(model_dir: Path) -> None:
+    """(b) in a process of its own, set up as a worker is (freed memory kept); for each tar
+    path on stdin, decode its clips (not timed), tokenize them, print the seconds."""
     keep_freed_memory()
     tok = BiCodecTokenizer.load(model_dir)
-    print(f"(b) engine: {tok.streams} stream(s) x {tok.threads_per_stream} thread(s)", flush=True)
-    wavs = [tok.prepare(s.audio) for s in samples]
-    tok.tokenize_many(wavs[:1])  # warm-up, not timed
-    start = time.perf_counter()
-    results = tok.tokenize_many(wavs)
-    elapsed = time.perf_counter() - start
-    bad = [r for r in results if isinstance(r, Exception)]
-    if bad:
-        raise SystemExit(f"engine failed on {len(bad)} clips: {bad[0]}")
-    return elapsed
+    print(f"{tok.streams} {tok.threads_per_stream}", flush=True)
+    warmed = False
+    for line in sys.stdin:
+        wavs = [tok.prepare(s.audio) for s in samples_of(Path(line.strip()))]
+        if not warmed:
+            tok.tokenize_many(wavs[: tok.streams])  # not timed
+            warmed = True
+        start = time.perf_counter()
+        results = tok.tokenize_many(wavs)
+        elapsed = time.perf_counter() - start
+        bad = [r for r in results if not isinstance(r, Tokens)]
+        print(f"error {bad[0]}" if bad else f"{elapsed}", flush=True)
 
 
 def bench_cli(
@@ -149,46 +170,78 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--engine-server", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.engine_server is not None:
+        engine_server(args.engine_server)
+        return
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tartok-bench-"))
     print(f"workdir {root}; torch threads {torch.get_num_threads()}; cores {os.cpu_count()}")
     model_dir = root / "model"
     if not (model_dir / "BiCodec" / "model.safetensors").exists():
         write_random_model(model_dir, "full", seed=args.seed)
-    input_dir, samples, audio_s = build_data(root, args.minutes, args.seed)
-    print(f"{len(samples)} clips, {audio_s / 60:.1f} min of audio (MP3, 24 kHz, 5-15 s)\n")
-
-    rows: list[tuple[str, float]] = []
-    if not args.skip_reference:
-        t = bench_reference(model_dir, samples)
-        rows.append(("(a) reference, one clip at a time", audio_s / t))
-        print(
-            f"(a) reference per-clip loop     {t:8.1f} s  {audio_s / t:6.2f}x real time", flush=True
-        )
-    t = bench_engine(model_dir, samples)
-    rows.append(("(b) engine on decoded audio", audio_s / t))
-    print(f"(b) engine, pre-decoded audio   {t:8.1f} s  {audio_s / t:6.2f}x real time", flush=True)
-    out = root / "output"
-    res = bench_cli(model_dir, input_dir, out, args.num_proc)
-    steady = res["wall"] - res["startup"]
+    tars, audio_s = build_data(root, args.minutes, args.seed)
+    n_clips = sum(len(samples_of(t)) for t in tars)
     print(
-        f"(c) tartok-tui run --no-tui     {res['wall']:8.1f} s  {audio_s / res['wall']:6.2f}x real time "
-        f"overall; start-up {res['startup']:.1f} s; {audio_s / steady:6.2f}x after start-up",
-        flush=True,
+        f"{n_clips} clips, {audio_s / 60:.1f} min of audio (MP3, 24 kHz, 5-15 s), {len(tars)} tars"
+    )
+    print("(a), (b) and (c) take turns tar by tar, so the machine's load falls on all alike.\n")
+
+    reference = None if args.skip_reference else reference_loop(model_dir)
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--engine-server", str(model_dir)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdin is not None and server.stdout is not None
+    streams, threads = server.stdout.readline().split()
+    print(f"(b) engine: {streams} stream(s) x {threads} thread(s)", flush=True)
+
+    totals = {"a": 0.0, "b": 0.0, "c_wall": 0.0, "c_startup": 0.0, "sup_cpu": 0.0}
+    peak_rss = 0.0
+    for i, tar in enumerate(tars):
+        samples = samples_of(tar)
+        tar_audio = sum(s.meta["duration"] for s in samples if s.meta)
+        if reference is not None:
+            totals["a"] += reference(samples)
+        server.stdin.write(f"{tar}\n")
+        server.stdin.flush()
+        answer = server.stdout.readline().strip()
+        if not answer or answer.startswith("error"):
+            raise SystemExit(f"engine failed: {answer or 'no answer'}")
+        totals["b"] += float(answer)
+        res = bench_cli(model_dir, tar.parent, root / "output" / f"part{i}", args.num_proc)
+        totals["c_wall"] += res["wall"]
+        totals["c_startup"] += res["startup"]
+        totals["sup_cpu"] += res["supervisor_cpu_s"]
+        peak_rss = max(peak_rss, res["supervisor_peak_rss_mb"])
+        print(f"  tar {i + 1}/{len(tars)} ({tar_audio:.0f} s of audio) done", flush=True)
+    server.stdin.close()
+    server.wait()
+
+    print()
+    b = audio_s / totals["b"]
+    steady = totals["c_wall"] - totals["c_startup"]
+    c = audio_s / steady
+    if reference is not None:
+        a = audio_s / totals["a"]
+        print(f"(a) reference per-clip loop     {totals['a']:8.1f} s  {a:6.2f}x real time")
+    print(f"(b) engine, pre-decoded audio   {totals['b']:8.1f} s  {b:6.2f}x real time")
+    print(
+        f"(c) tartok-tui run --no-tui     {steady:8.1f} s  {c:6.2f}x real time after start-up; "
+        f"start-up {totals['c_startup'] / len(tars):.1f} s per run ({len(tars)} runs), "
+        f"{audio_s / totals['c_wall']:.2f}x with it"
     )
     print()
-    b = audio_s / t
-    c = audio_s / steady
-    if rows and rows[0][0].startswith("(a)"):
-        a = rows[0][1]
+    if reference is not None:
         print(f"(c) / (a) = {c / a:.2f}   (target >= 1.5)")
         print(f"(b) / (a) = {b / a:.2f}")
     print(f"(c) / (b) = {c / b:.1%}  (target >= 90 %)")
     print(
-        f"supervisor: {res['supervisor_cpu_s']:.1f} CPU s over {res['wall']:.0f} s "
-        f"({res['supervisor_cpu_s'] / res['wall']:.1%} of one core), peak RSS "
-        f"{res['supervisor_peak_rss_mb']:.0f} MiB"
+        f"supervisor: {totals['sup_cpu']:.1f} CPU s over {totals['c_wall']:.0f} s "
+        f"({totals['sup_cpu'] / totals['c_wall']:.1%} of one core), peak RSS {peak_rss:.0f} MiB"
     )
 
 

@@ -358,3 +358,31 @@ def test_commit_syncs_data_then_renames_errors_before_the_jsonl(
         ("replace", "sub"),
         ("fsync", "sub"),
     ]
+
+
+def test_stale_partials_of_dead_writers_on_this_host_are_removed_only(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from tartok_tui.output.paths import remove_stale_partials
+
+    host = socket.gethostname().split(".")[0] or "host"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    paths = tar_output_paths(tmp_path / "out", tmp_path / "in", tmp_path / "in" / "sub" / "X.tar")
+    stale = [
+        paths.partial_jsonl(f"{host}-{dead.pid}-3.part"),
+        paths.partial_errors(f"{host}-{dead.pid}-3.part"),
+    ]
+    kept = [
+        paths.partial_jsonl(f"{host}-{os.getpid()}-4.part"),  # a live writer here
+        paths.partial_jsonl(f"otherhost-{dead.pid}-5.part"),  # another machine's: unknowable
+        paths.journal,  # the isolation journal is read by the next attempt
+    ]
+    for path in stale + kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("{}\n")
+    assert sorted(remove_stale_partials(tmp_path / "out")) == sorted(stale)
+    assert [p.exists() for p in stale + kept] == [False, False, True, True, True]
+    assert remove_stale_partials(tmp_path / "nothing-here") == []

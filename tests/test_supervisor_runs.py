@@ -188,6 +188,8 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
     assert sum(w.restarts for w in view.workers) >= len(killed)
     assert all(w.state == WorkerState.DONE for w in view.workers)
     _assert_exactly_once(out, good)
+    # The killed workers' partial files were swept at the end of the run.
+    assert not list((out / ".partial").rglob("*.part"))
 
     _, errors = _read_outputs(out)
     by_key = {e["key"]: e for e in errors["EN-B000100"]}

@@ -42,10 +42,49 @@ def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixP
     return PurePosixPath(rel.as_posix())
 
 
+def _host() -> str:
+    return socket.gethostname().split(".")[0] or "host"
+
+
 def partial_suffix(lease_id: int | str = 0) -> str:
     """A partial-file suffix unique to this process and lease."""
-    host = socket.gethostname().split(".")[0] or "host"
-    return f"{host}-{os.getpid()}-{lease_id}.part"
+    return f"{_host()}-{os.getpid()}-{lease_id}.part"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def remove_stale_partials(output_dir: Path | str) -> list[Path]:
+    """Delete partial files left by dead writers of this host; returns what was removed.
+
+    A worker killed mid-tar leaves its partial file (its tar is redone from the start, so
+    nothing is lost). Only files whose suffix names this host and a process that no longer
+    exists are removed: a live process here, or any process on another machine sharing the
+    output directory, may still be writing its own.
+    """
+    root = Path(output_dir) / PARTIAL_DIR
+    host = _host()
+    removed = []
+    for sub in ("out", "errors"):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        for path in base.rglob("*.part"):
+            owner = path.name.rsplit(".", 2)[-2]  # "<host>-<pid>-<lease>"
+            parts = owner.rsplit("-", 2)
+            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+                continue
+            if not _pid_alive(int(parts[1])):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,12 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.control import ExitCode
-from tartok_tui.output.paths import relative_tar_path, summary_path, tar_output_paths
+from tartok_tui.output.paths import (
+    relative_tar_path,
+    remove_stale_partials,
+    summary_path,
+    tar_output_paths,
+)
 from tartok_tui.supervisor.memory import MemoryGuard, tree_memory
 from tartok_tui.supervisor.placement import Placement, plan_slots
 from tartok_tui.supervisor.restart import RestartPolicy
@@ -228,6 +233,7 @@ class Supervisor:
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
+        self._sweep_partials("an earlier run")
         for tar in validated.tars:
             state = _TarState()
             if tar_output_paths(self.config.output_dir, self.config.input_dir, tar).jsonl.exists():
@@ -270,6 +276,7 @@ class Supervisor:
                 await monitor
         if self._stop_timer is not None:
             self._stop_timer.cancel()
+        self._sweep_partials("workers killed in this run")
         summary = self._summary()
         self._finished = True
         self._exit_reason = summary.exit_reason
@@ -284,6 +291,15 @@ class Supervisor:
             # The outputs are committed either way; a missing summary must not hide the result.
             self._event("error", None, f"could not write the run summary: {exc}")
         return summary
+
+    def _sweep_partials(self, whose: str) -> None:
+        try:
+            removed = remove_stale_partials(self.config.output_dir)
+        except OSError as exc:
+            self._event("warning", None, f"could not clean stale partial files: {exc}")
+            return
+        if removed:
+            self._event("info", None, f"removed {len(removed)} partial files left by {whose}")
 
     async def _wait_slots(self) -> None:
         # A restart of a finished (DONE/FATAL) slot adds a new task, so loop until none run.
