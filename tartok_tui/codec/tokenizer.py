@@ -102,9 +102,8 @@ def _is_oom(exc: BaseException) -> bool:
 
 def default_streams(device: torch.device, threads: int | None = None) -> int:
     """Batches run at once: one single-threaded stream per torch thread on the CPU, where a
-    clip on one core runs its GEMMs near that core's peak while a clip split over several
-    cores waits at every op's barrier (measured on 2 cores: 2 streams x 1 thread 4.98x real
-    time, 1 stream x 2 threads 4.34x); one on a GPU, which batching already fills."""
+    clip on one core needs no barrier between cores at every op (on 2 cores about even with
+    one clip over both: benchmarks/bench_runtime.py); one on a GPU, which batching fills."""
     if device.type != "cpu":
         return 1
     return max(1, threads if threads is not None else torch.get_num_threads())
