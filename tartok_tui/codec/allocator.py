@@ -2,8 +2,9 @@
 
 glibc hands allocations above a threshold (at most 32 MiB) to mmap and returns them to the
 kernel on free, and trims the heap's top beyond 128 KiB. The model allocates and frees
-buffers of tens of MiB for every clip, so each clip pays for fresh zeroed pages again: on
-2 cores that was ~1.2 million page faults and 3 s of kernel time per 100 s of audio.
+buffers of tens of MiB for every clip, so each clip pays for fresh zeroed pages again
+(benchmarks/bench_runtime.py on 2 cores, 157 s of audio: 1.24 million page faults and
+2.4 s of kernel time by default, 0.10 million and 0.2 s kept).
 keep_freed_memory() makes glibc serve everything from one heap that it does not trim;
 release_free_memory() gives the free part back when memory is wanted (the worker's memory
 guard asks for it). Elsewhere than glibc both do nothing.

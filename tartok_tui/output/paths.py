@@ -20,6 +20,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import psutil
+
 ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
@@ -51,16 +53,6 @@ def partial_suffix(lease_id: int | str = 0) -> str:
     return f"{_host()}-{os.getpid()}-{lease_id}.part"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, someone else's
-        return True
-    return True
-
-
 def remove_stale_partials(output_dir: Path | str) -> list[Path]:
     """Delete partial files left by dead writers of this host; returns what was removed.
 
@@ -81,7 +73,7 @@ def remove_stale_partials(output_dir: Path | str) -> list[Path]:
             parts = owner.rsplit("-", 2)
             if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
                 continue
-            if not _pid_alive(int(parts[1])):
+            if not psutil.pid_exists(int(parts[1])):
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
