@@ -309,7 +309,9 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
     for key, tensor in model.state_dict().items():
         if "parametrizations" in key or key in unused:
             continue
-        state[key] = tensor
+        # A copy of our own: the loader may leave tensors mapped from the file, and a run
+        # must not depend on the file staying unchanged under it.
+        state[key] = tensor.detach().clone()
     state["encoder.pos_conv_embed.conv.weight"] = (
         model.encoder.pos_conv_embed.conv.weight.detach().clone()
     )

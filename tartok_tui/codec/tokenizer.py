@@ -178,7 +178,10 @@ class BiCodecTokenizer:
 
         w2v_config, w2v_state = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
         try:
-            semantic = SemanticFeatures(w2v_config)
+            # Built without storage (random init of 300M parameters costs seconds) and
+            # given the loaded tensors themselves: strict, so every parameter is set.
+            with torch.device("meta"):
+                semantic = SemanticFeatures(w2v_config)
         except ValueError as exc:
             raise ModelDirError(
                 str(exc), cfg.root / "wav2vec2-large-xlsr-53" / "config.json"
@@ -189,7 +192,7 @@ class BiCodecTokenizer:
                 cfg.root / "BiCodec" / "config.yaml",
                 "audio_tokenizer.encoder.input_channels",
             )
-        semantic.load_state_dict(w2v_state, strict=True)
+        semantic.load_state_dict(w2v_state, strict=True, assign=True)
 
         for module in (semantic, bicodec):
             module.eval().requires_grad_(False).to(dev)

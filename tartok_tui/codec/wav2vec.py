@@ -30,12 +30,20 @@ def conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[in
 
 
 class _ConvLayer(nn.Module):
-    """Conv -> LayerNorm over channels -> GELU, run channels-last as unfold + GEMM.
+    """Conv -> LayerNorm over channels -> GELU, run channels-last as GEMMs on the frames.
 
     An unpadded strided conv over channels-last frames is a GEMM over (kernel * C_in)-wide
-    windows; windows are cut from the contiguous (T, C) buffer, so no transposes are needed
-    and the LayerNorm runs on the GEMM output directly.
+    windows cut from the contiguous (T, C) buffer, so no transposes are needed and the
+    LayerNorm runs on the GEMM output directly. When the kernel is wider than the stride
+    the windows overlap and cannot be one GEMM operand without copying them all; then the
+    taps are taken `stride` at a time: each group is a plain strided view of the buffer
+    (rows `stride * C_in` apart, non-overlapping), and the groups' GEMMs accumulate into
+    one output.
     """
+
+    COPY_BELOW = 64
+    """Input channels under which the windows are copied instead (the first layer: one
+    channel, so the copy is tiny and one K=kernel GEMM beats several thin ones)."""
 
     def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, bias: bool) -> None:
         super().__init__()
@@ -44,35 +52,74 @@ class _ConvLayer(nn.Module):
         self.kernel = kernel
         self.stride = stride
         self._gemm_weight: torch.Tensor | None = None
+        self._tap_groups: list[tuple[int, torch.Tensor]] = []
+        """(first tap, weight rows of the taps from it to the next group's first)."""
 
     def prepare(self) -> None:
         """Cache the conv weight as a (kernel * C_in, C_out) GEMM operand, window-major."""
         w = self.conv.weight.detach()  # (C_out, C_in, K)
+        c_in = w.shape[1]
         self._gemm_weight = w.permute(2, 1, 0).reshape(-1, w.shape[0]).contiguous()
+        self._tap_groups = []
+        if self.kernel > self.stride and c_in >= self.COPY_BELOW:
+            self._tap_groups = [
+                (tap, self._gemm_weight[tap * c_in : (tap + self.stride) * c_in])
+                for tap in range(0, self.kernel, self.stride)
+            ]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, C_in) channels-last -> (B, T', C_out)."""
         x = x.contiguous()  # the windows below are cut from the flat (T, C) buffer
         b, t, c = x.shape
         t_out = (t - self.kernel) // self.stride + 1
-        if self.kernel == self.stride:
-            windows = x[:, : t_out * self.stride].reshape(b, t_out, self.kernel * c)
-        else:
-            windows = x.as_strided(
-                (b, t_out, self.kernel * c), (x.stride(0), self.stride * c, 1), x.storage_offset()
-            )
         weight = self._gemm_weight
         if weight is None or weight.device != x.device:
             self.prepare()
             weight = self._gemm_weight
         assert weight is not None
-        if self.conv.bias is not None:
-            y = torch.addmm(self.conv.bias, windows.reshape(-1, self.kernel * c), weight)
+        if self._tap_groups and not torch.is_autocast_enabled(x.device.type):
+            # (Under autocast the one-GEMM path below, whose ops autocast casts.)
+            y = self._grouped_taps(x, t_out)
         else:
-            y = windows.reshape(-1, self.kernel * c) @ weight
+            if self.kernel == self.stride:
+                windows = x[:, : t_out * self.stride].reshape(b, t_out, self.kernel * c)
+            else:
+                windows = x.as_strided(
+                    (b, t_out, self.kernel * c),
+                    (x.stride(0), self.stride * c, 1),
+                    x.storage_offset(),
+                )
+            if self.conv.bias is not None:
+                y = torch.addmm(self.conv.bias, windows.reshape(-1, self.kernel * c), weight)
+            else:
+                y = windows.reshape(-1, self.kernel * c) @ weight
         # In place: the LayerNorm output is ours alone, and a fresh buffer of this size
         # (tens of MiB for the first layers) costs more than the GELU itself.
         return gelu_(self.layer_norm(y.view(b, t_out, -1)))
+
+    def _grouped_taps(self, x: torch.Tensor, t_out: int) -> torch.Tensor:
+        """(B, T, C_in) contiguous -> (B * T', C_out): one GEMM per group of `stride` taps.
+
+        Clip by clip, the same GEMMs whatever the batch: a clip's frames come out the same
+        alone or in a batch."""
+        b, t, c = x.shape
+        c_out = self.conv.out_channels
+        bias = self.conv.bias
+        y = x.new_empty((b, t_out, c_out))
+        for i in range(b):
+            out = y[i]
+            for n, (tap, weight) in enumerate(self._tap_groups):
+                width = weight.shape[0]  # the last group may hold fewer taps
+                rows = x.as_strided(
+                    (t_out, width), (self.stride * c, 1), x.storage_offset() + i * t * c + tap * c
+                )
+                if n > 0:
+                    out.addmm_(rows, weight)
+                elif bias is not None:
+                    torch.addmm(bias, rows, weight, out=out)
+                else:
+                    torch.mm(rows, weight, out=out)
+        return y.view(b * t_out, c_out)
 
 
 class FeatureEncoder(nn.Module):

@@ -89,6 +89,120 @@ class _ReaderFailed:
 _END = object()
 
 
+_STREAM_FREE = object()
+"""From _Feed.next(): a stream is free and decoded clips wait in the window."""
+
+
+class _RunningBatches:
+    """Batches running on the tokenizer's streams (at most one per stream); each is
+    recorded and written as soon as it ends.
+
+    Pause, abort and cleanup act between submissions: a pause or a cleanup first lets
+    the running batches end, so "paused" means no batch running and cleanup frees the
+    most.
+    """
+
+    def __init__(self, runner: LeaseRunner, writer: TarWriter) -> None:
+        self.runner = runner
+        self.writer = writer
+        self.running: dict[Future, tuple[list[_Entry], float]] = {}
+        # Model wall time is counted once however many batches run at once: from the
+        # last accounting mark, while at least one batch is running.
+        self._mark = 0.0
+
+    def free(self) -> bool:
+        return len(self.running) < self.runner.tokenizer.streams
+
+    def submit(self, entries: list[_Entry]) -> None:
+        runner = self.runner
+        while not self.free():
+            self.collect(block=True)
+        if runner.control.paused.is_set() or runner.control.cleanup.is_set():
+            self.drain()
+        runner._checkpoint()
+        runner.faults.before_batch(e.key for e in entries)
+        now = time.monotonic()
+        if not self.running:
+            self._mark = now
+        self.running[runner.tokenizer.submit([e.wav for e in entries])] = (entries, now)
+
+    def collect(self, block: bool) -> None:
+        """Record and write the batches that have ended (waiting for one if `block`)."""
+        if not self.running:
+            return
+        done, _ = wait(
+            list(self.running), timeout=None if block else 0, return_when=FIRST_COMPLETED
+        )
+        if not done:
+            return
+        now = time.monotonic()
+        busy = now - self._mark
+        self._mark = now
+        for future in done:
+            entries, submitted = self.running.pop(future)
+            self.runner._record(entries, future.result(), now - submitted, busy)
+            busy = 0.0
+            for entry in entries:
+                self.runner._write(entry, self.writer)
+
+    def drain(self) -> None:
+        while self.running:
+            self.collect(block=True)
+
+    def abandon(self) -> None:
+        """Drop the batches still running (an aborted or failed lease): wait for them to
+        end, write nothing."""
+        running, self.running = list(self.running), {}
+        for future in running:
+            future.cancel()
+        wait(running)
+
+
+class _Feed:
+    """The reader's (sample, decode future) items, taken in tar order; while waiting for
+    the next one it writes batches that end and says when a stream would idle."""
+
+    POLL_S = 0.01
+    """How often to look for a batch that ended while the reader's queue is empty
+    (input slower than the model; the queue has no way to wake us)."""
+
+    def __init__(self, prefetch: queue.Queue, batches: _RunningBatches) -> None:
+        self.prefetch = prefetch
+        self.batches = batches
+        self._head: Any = None
+        self._has_head = False
+
+    def next(self, window_waiting: bool) -> Any:
+        """The next item once it is decoded, or _STREAM_FREE when `window_waiting` and a
+        stream has nothing to run."""
+        batches = self.batches
+        while True:
+            batches.collect(block=False)
+            if not self._has_head:
+                try:
+                    self._head = self.prefetch.get_nowait()
+                    self._has_head = True
+                except queue.Empty:
+                    if window_waiting and batches.free():
+                        return _STREAM_FREE
+                    try:
+                        self._head = self.prefetch.get(
+                            timeout=self.POLL_S if batches.running else None
+                        )
+                        self._has_head = True
+                    except queue.Empty:
+                        continue
+            future = self._head[1] if isinstance(self._head, tuple) else None
+            if future is None or future.done():
+                self._has_head = False
+                item, self._head = self._head, None
+                return item
+            if window_waiting and batches.free():
+                return _STREAM_FREE
+            # Wake when the clip is decoded or a batch ends, whichever comes first.
+            wait([future, *batches.running], return_when=FIRST_COMPLETED)
+
+
 class LeaseRunner:
     """Processes leases one after another with one loaded tokenizer."""
 
@@ -197,18 +311,26 @@ class LeaseRunner:
             daemon=True,
         )
         reader.start()
+        batches = _RunningBatches(self, writer)
+        feed = _Feed(prefetch, batches)
         window: list[_Entry] = []
         window_seconds = 0.0
         seconds_cap = WINDOW_BATCHES * self.opts.batch_seconds
         try:
             while True:
-                item = prefetch.get()
+                item = feed.next(window_waiting=bool(window))
+                if item is _STREAM_FREE:
+                    # A stream would idle: hand it what is decoded rather than wait for a
+                    # full window (which only sorts batches by length).
+                    self._submit_window(window, batches, writer)
+                    window, window_seconds = [], 0.0
+                    continue
                 if item is _END:
                     break
                 if isinstance(item, _ReaderFailed) and item.unreadable:
                     raise OSError(item.reason)
                 if isinstance(item, (TarDamage, _ReaderFailed)):
-                    self._flush(window, writer)
+                    self._submit_window(window, batches, writer)
                     window, window_seconds = [], 0.0
                     self._tar_error(writer, item.reason)
                     continue
@@ -218,10 +340,14 @@ class LeaseRunner:
                 if entry.wav is not None:
                     window_seconds += len(entry.wav) / SAMPLE_RATE
                 if len(window) >= WINDOW_MAX_SAMPLES or window_seconds >= seconds_cap:
-                    self._flush(window, writer)
+                    self._submit_window(window, batches, writer)
                     window, window_seconds = [], 0.0
-            self._flush(window, writer)
+            self._submit_window(window, batches, writer)
+            batches.drain()
         finally:
+            # Aborted or failed: what is running cannot be interrupted; let it end before
+            # the lease is given up, so no stream is still busy with a dropped tar.
+            batches.abandon()
             stop_reading.set()
             # Unblock a reader waiting on a full queue so it sees the stop flag.
             while reader.is_alive():
@@ -281,71 +407,21 @@ class LeaseRunner:
                 entry.error = ("decode", f"{type(exc).__name__}: {exc}")
         return entry
 
-    def _flush(self, window: list[_Entry], writer: TarWriter) -> None:
-        """Tokenize a window batch by batch; the writer puts results back in sample order,
-        so each batch is handed over as soon as it is done (live per-sample progress)."""
+    def _submit_window(
+        self, window: list[_Entry], batches: _RunningBatches, writer: TarWriter
+    ) -> None:
+        """Plan a window's clips into length-sorted batches and start them on the streams
+        (each as soon as one is free); returns once the last is running, so the next
+        window is gathered while the model works. Samples without audio are written now;
+        the writer puts everything back in sample order."""
         good = [e for e in window if e.wav is not None]
         for entry in window:
             if entry.wav is None:
                 self._write(entry, writer)
         if not good:
             return
-        plan = self.tokenizer.plan_batches([len(e.wav) for e in good])
-        batches = [[good[i] for i in batch] for batch in plan]
-        if self.tokenizer.streams <= 1:
-            for entries in batches:
-                self._tokenize(entries)
-                for entry in entries:
-                    self._write(entry, writer)
-        else:
-            self._flush_streams(batches, writer)
-
-    def _flush_streams(self, batches: list[list[_Entry]], writer: TarWriter) -> None:
-        """Keep every stream of the tokenizer busy: a new batch as soon as one is done.
-
-        Pause, abort and cleanup act between submissions; batches already running finish.
-        """
-        in_flight: dict[Future, tuple[list[_Entry], float]] = {}
-        # Model wall time is counted once however many batches run: from the last
-        # accounting mark, while at least one batch is in flight.
-        mark = 0.0
-        try:
-            for entries in batches:
-                while len(in_flight) >= self.tokenizer.streams:
-                    mark = self._collect(in_flight, writer, mark)
-                if self.control.paused.is_set() or self.control.cleanup.is_set():
-                    # Paused means no batch running, and cleanup frees the most when idle.
-                    while in_flight:
-                        mark = self._collect(in_flight, writer, mark)
-                self._checkpoint()
-                self.faults.before_batch(e.key for e in entries)
-                now = time.monotonic()
-                if not in_flight:
-                    mark = now
-                in_flight[self.tokenizer.submit([e.wav for e in entries])] = (entries, now)
-            while in_flight:
-                mark = self._collect(in_flight, writer, mark)
-        finally:
-            # Aborted or failed: what is running cannot be interrupted; let it end before
-            # the lease is given up, so no stream is still busy with a dropped tar.
-            for future in in_flight:
-                future.cancel()
-            wait(list(in_flight))
-
-    def _collect(
-        self, in_flight: dict[Future, tuple[list[_Entry], float]], writer: TarWriter, mark: float
-    ) -> float:
-        """Wait for a batch to end, record and write it; returns the new accounting mark."""
-        done, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-        now = time.monotonic()
-        busy = now - mark
-        for future in done:
-            entries, submitted = in_flight.pop(future)
-            self._record(entries, future.result(), now - submitted, busy)
-            busy = 0.0
-            for entry in entries:
-                self._write(entry, writer)
-        return now
+        for batch in self.tokenizer.plan_batches([len(e.wav) for e in good]):
+            batches.submit([good[i] for i in batch])
 
     # ------------------------------------------------------------------ isolation mode
 
