@@ -481,3 +481,34 @@ def test_default_streams_are_one_per_cpu_thread_and_one_on_a_gpu() -> None:
     assert default_streams(torch.device("cpu"), threads=0) == 1
     assert default_streams(torch.device("cuda", 0), threads=16) == 1
     assert default_streams(torch.device("cpu")) == torch.get_num_threads()
+
+
+def test_warm_up_tokenizes_on_every_stream_and_rejects_a_model_that_cannot_run(
+    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tok = BiCodecTokenizer.load(tiny_model_dir, streams=2)
+    seen: list[int] = []
+    real = tok.tokenize
+
+    def counting(wavs):
+        seen.extend(len(w) for w in wavs)
+        return real(wavs)
+
+    monkeypatch.setattr(tok, "tokenize", counting)
+    tok.warm_up(seconds=0.5)
+    assert seen == [8000, 8000]  # one clip per stream
+
+    def broken(samples, lengths=None):
+        raise RuntimeError("kernel not available")
+
+    monkeypatch.setattr(tok.semantic, "forward", broken)
+    with pytest.raises(RuntimeError, match="self-test clip failed: model: .*kernel not available"):
+        tok.warm_up(seconds=0.5)
+
+    def short(wavs):
+        return [Tokens(global_tokens=[1] * 32, semantic_tokens=[1]) for _ in wavs]
+
+    monkeypatch.setattr(tok, "tokenize", short)
+    with pytest.raises(RuntimeError, match="1 semantic and 32 global tokens for 8000 samples"):
+        tok.warm_up(seconds=0.5)
+    tok.close()

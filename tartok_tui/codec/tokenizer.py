@@ -204,6 +204,30 @@ class BiCodecTokenizer:
             streams = default_streams(dev)
         return cls(cfg, semantic, bicodec, dev, precision, batch_seconds, streams)
 
+    def warm_up(self, seconds: float = 2.0) -> None:
+        """Tokenize a synthetic clip on every stream and check the tokens' shape and range.
+
+        A model that cannot run (a broken install, a device that fails) is found here,
+        before it is given any data; and the first real clips do not pay for the stream
+        threads, kernel set-up and first memory the runtime needs. RuntimeError if it fails.
+        """
+        n = max(MIN_SAMPLES, int(seconds * self.sample_rate))
+        t = np.arange(n, dtype=np.float64) / self.sample_rate
+        rng = np.random.default_rng(0)
+        wav = 0.3 * np.sin(2 * np.pi * (150 + 200 * t) * t) + 0.05 * rng.standard_normal(n)
+        wavs = [wav.astype(np.float32)] * self.streams
+        codes = self.bicodec.quantizer.codebook.num_embeddings
+        for result in self.tokenize_many(wavs):
+            if not isinstance(result, Tokens):
+                raise RuntimeError(f"self-test clip failed: {result}")
+            if len(result.semantic_tokens) != token_count(n) or not result.global_tokens:
+                raise RuntimeError(
+                    f"self-test clip gave {len(result.semantic_tokens)} semantic and "
+                    f"{len(result.global_tokens)} global tokens for {n} samples"
+                )
+            if not all(0 <= c < codes for c in result.semantic_tokens):
+                raise RuntimeError("self-test clip gave semantic tokens outside the codebook")
+
     # -- preparation -------------------------------------------------------------------------
 
     def prepare(self, data: bytes, max_seconds: float | None = None) -> np.ndarray:

@@ -56,13 +56,16 @@ def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
     import torch
 
     torch.set_num_threads(opts.threads)
-    return BiCodecTokenizer.load(
+    tokenizer = BiCodecTokenizer.load(
         opts.model_dir,
         device=opts.device,
         precision=opts.precision,
         batch_seconds=opts.batch_seconds,
         streams=opts.streams or None,
     )
+    # Part of loading: a worker whose model cannot run says so before it takes a tar.
+    tokenizer.warm_up()
+    return tokenizer
 
 
 @dataclass
