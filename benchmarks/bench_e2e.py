@@ -24,6 +24,7 @@ import argparse
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,10 @@ def bench_cli(
     num_proc: int,
     extra: list[str] | None = None,
 ) -> dict:
-    """Run the CLI as a user would; sample the supervisor's own CPU and memory."""
+    """Run the CLI as a user would, into an empty output dir (a finished tar would be
+    skipped); sample the supervisor's own CPU and memory."""
+    if output_dir.exists():
+        shutil.rmtree(output_dir)
     cmd = [
         sys.executable, "-m", "tartok_tui", "run", "--no-tui",
         "-i", str(input_dir), "-o", str(output_dir), "-m", str(model_dir),
@@ -199,7 +203,7 @@ def main() -> None:
     streams, threads = server.stdout.readline().split()
     print(f"(b) engine: {streams} stream(s) x {threads} thread(s)", flush=True)
 
-    totals = {"a": 0.0, "b": 0.0, "c_wall": 0.0, "c_startup": 0.0, "sup_cpu": 0.0}
+    totals = {"a": 0.0, "b": 0.0, "c_wall": 0.0, "c_startup": 0.0, "c_tars": 0.0, "sup_cpu": 0.0}
     peak_rss = 0.0
     for i, tar in enumerate(tars):
         samples = samples_of(tar)
@@ -215,6 +219,7 @@ def main() -> None:
         res = bench_cli(model_dir, tar.parent, root / "output" / f"part{i}", args.num_proc)
         totals["c_wall"] += res["wall"]
         totals["c_startup"] += res["startup"]
+        totals["c_tars"] += sum(t["wall_seconds"] for t in res["summary"]["tars"])
         totals["sup_cpu"] += res["supervisor_cpu_s"]
         peak_rss = max(peak_rss, res["supervisor_peak_rss_mb"])
         print(f"  tar {i + 1}/{len(tars)} ({tar_audio:.0f} s of audio) done", flush=True)
@@ -233,6 +238,11 @@ def main() -> None:
         f"(c) tartok-tui run --no-tui     {steady:8.1f} s  {c:6.2f}x real time after start-up; "
         f"start-up {totals['c_startup'] / len(tars):.1f} s per run ({len(tars)} runs), "
         f"{audio_s / totals['c_wall']:.2f}x with it"
+    )
+    exit_s = steady - totals["c_tars"]
+    print(
+        f"    of which in the tars (lease to commit) {totals['c_tars']:.1f} s "
+        f"({audio_s / totals['c_tars']:.2f}x), between tars and exiting {exit_s:.1f} s"
     )
     print()
     if reference is not None:

@@ -512,3 +512,23 @@ def test_warm_up_tokenizes_on_every_stream_and_rejects_a_model_that_cannot_run(
     with pytest.raises(RuntimeError, match="1 semantic and 32 global tokens for 8000 samples"):
         tok.warm_up(seconds=0.5)
     tok.close()
+
+
+@pytest.mark.parametrize("frames", [1, 7, 128, 129, 130, 500, 777])
+def test_the_fft_positional_conv_matches_the_direct_grouped_conv(frames: int) -> None:
+    from tartok_tui.codec.wav2vec import _PositionalConv
+
+    torch.manual_seed(frames)
+    conv = _PositionalConv(1024, 128, 16).eval()  # xlsr-53's shape
+    x = torch.randn(2, frames, 1024)
+    with torch.inference_mode():
+        direct = torch.nn.functional.gelu(conv.conv(x.transpose(1, 2))[:, :, :-1]).transpose(1, 2)
+        fft = conv(x)
+        alone = conv(x[:1, : max(1, frames // 2)])
+        padded = x[:1].clone()
+        padded[:, max(1, frames // 2) :] = 0
+        in_batch = conv(torch.cat([padded, x[1:]]))[:1, : max(1, frames // 2)]
+    assert fft.shape == direct.shape
+    torch.testing.assert_close(fft, direct, rtol=0, atol=2e-5 * direct.abs().max().item())
+    # A clip's frames do not depend on what else is in the batch (padding is zeroed).
+    assert torch.equal(alone, in_batch)

@@ -200,6 +200,7 @@ class BiCodecTokenizer:
             layer.prepare()
         for layer in semantic.encoder.layers:
             layer.attention.prepare()
+        semantic.encoder.pos_conv_embed.prepare()
         if streams is None:
             streams = default_streams(dev)
         return cls(cfg, semantic, bicodec, dev, precision, batch_seconds, streams)
