@@ -502,7 +502,7 @@ def test_warm_up_tokenizes_on_every_stream_and_rejects_a_model_that_cannot_run(
         raise RuntimeError("kernel not available")
 
     monkeypatch.setattr(tok.semantic, "forward", broken)
-    with pytest.raises(RuntimeError, match="self-test clip failed: model: .*kernel not available"):
+    with pytest.raises(RuntimeError, match=r"self-test clip failed: model: .*kernel not available"):
         tok.warm_up(seconds=0.5)
 
     def short(wavs):
@@ -532,3 +532,68 @@ def test_the_fft_positional_conv_matches_the_direct_grouped_conv(frames: int) ->
     torch.testing.assert_close(fft, direct, rtol=0, atol=2e-5 * direct.abs().max().item())
     # A clip's frames do not depend on what else is in the batch (padding is zeroed).
     assert torch.equal(alone, in_batch)
+
+
+def test_wav2vec2_loads_to_the_bit_what_transformers_loads(tiny_model_dir: Path) -> None:
+    from transformers import Wav2Vec2Model
+
+    from tartok_tui.codec.model_dir import load_wav2vec2, read_config
+
+    settings, state = load_wav2vec2(read_config(tiny_model_dir), 16)
+    oracle = Wav2Vec2Model.from_pretrained(tiny_model_dir / "wav2vec2-large-xlsr-53")
+    theirs = oracle.state_dict()
+    theirs["encoder.pos_conv_embed.conv.weight"] = oracle.encoder.pos_conv_embed.conv.weight
+    for key, tensor in state.items():
+        assert torch.equal(tensor, theirs[key]), key
+    # All but the pre-training mask embedding; the weight norm comes folded.
+    assert set(state) == {
+        k for k in theirs if "parametrizations" not in k and k != "masked_spec_embed"
+    }
+    assert settings.hidden_size == oracle.config.hidden_size
+    assert settings.conv_kernel == tuple(oracle.config.conv_kernel)
+
+
+def test_wav2vec2_weights_load_under_any_of_the_saved_names(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    """Saved from a pre-training model (prefixed, old weight-norm names) or from a plain
+    model with parametrized names, in either file format: the same weights."""
+    from tartok_tui.codec.model_dir import load_wav2vec2, read_config
+
+    _, expected = load_wav2vec2(read_config(tiny_model_dir), 16)
+    root = _copy(tiny_model_dir, tmp_path / "model")
+    w2v = root / "wav2vec2-large-xlsr-53"
+    state = torch.load(w2v / "pytorch_model.bin", weights_only=True)
+    renamed = {}
+    for key, tensor in state.items():
+        key = key.removeprefix("wav2vec2.")
+        key = key.replace(".weight_g", ".parametrizations.weight.original0")
+        key = key.replace(".weight_v", ".parametrizations.weight.original1")
+        renamed[key] = tensor.contiguous()
+    (w2v / "pytorch_model.bin").unlink()
+    save_file(renamed, w2v / "model.safetensors")
+    _, loaded = load_wav2vec2(read_config(root), 16)
+    assert loaded.keys() == expected.keys()
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+
+
+@pytest.mark.parametrize(
+    ("edit", "key"),
+    [
+        ({"hidden_act": "relu"}, "hidden_act"),
+        ({"conv_bias": "yes"}, "conv_bias"),
+        ({"num_hidden_layers": "many"}, "num_hidden_layers"),
+        ({"do_stable_layer_norm": False}, "do_stable_layer_norm"),
+    ],
+)
+def test_a_bad_wav2vec2_config_is_a_model_dir_error_naming_the_field(
+    tiny_model_dir: Path, tmp_path: Path, edit: dict, key: str
+) -> None:
+    import json
+
+    root = _copy(tiny_model_dir, tmp_path / "model")
+    path = root / "wav2vec2-large-xlsr-53" / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **edit}))
+    with pytest.raises(ModelDirError) as err:
+        BiCodecTokenizer.load(root)
+    assert err.value.key == key and err.value.file == str(path)

@@ -12,8 +12,7 @@ a ModelDirError naming the file and the key: a partly random model would tokeniz
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,6 +133,13 @@ def read_config(root: Path) -> ModelDirConfig:
     return cfg
 
 
+def _weight_norm_dim(magnitude: torch.Tensor) -> int:
+    """The dim a weight norm keeps: the one axis where the magnitude is not 1 (BiCodec's
+    convs: 0; wav2vec2's positional conv: 2, one magnitude per kernel tap)."""
+    kept = [d for d, n in enumerate(magnitude.shape) if n != 1]
+    return kept[0] if len(kept) == 1 else 0
+
+
 def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Replace `X.weight_g` + `X.weight_v` (or the parametrized names) by plain `X.weight`."""
     import torch
@@ -152,7 +158,9 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
                 if v_key not in state:
                     raise ModelDirError("weight-norm magnitude without direction", None, key)
                 # Same kernel the official model uses to rebuild the weight, so bits match.
-                out[base + ".weight"] = torch._weight_norm(state[v_key], tensor, 0)
+                out[base + ".weight"] = torch._weight_norm(
+                    state[v_key], tensor, _weight_norm_dim(tensor)
+                )
                 consumed.update((key, v_key))
     for key, tensor in state.items():
         if key in consumed:
@@ -212,107 +220,136 @@ def load_bicodec_state(
     )
 
 
-def _check_wav2vec2_shapes(weights: Path, config, num_layers: int) -> None:
-    """Compare tensor shapes with what the config implies, naming the first wrong key.
+@dataclass(frozen=True)
+class Wav2Vec2Settings:
+    """The fields of wav2vec2's config.json the tokenizer's model is built from; a missing
+    field takes the default of the original implementation's config."""
 
-    (transformers reports a mismatch with the submodule-local name only.)"""
+    conv_dim: tuple[int, ...] = (512,) * 7
+    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
+    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
+    conv_bias: bool = False
+    feat_extract_norm: str = "group"
+    feat_extract_activation: str = "gelu"
+    do_stable_layer_norm: bool = False
+    hidden_size: int = 768
+    hidden_act: str = "gelu"
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    layer_norm_eps: float = 1e-5
+    num_conv_pos_embeddings: int = 128
+    num_conv_pos_embedding_groups: int = 16
+
+    @classmethod
+    def read(cls, path: Path) -> Wav2Vec2Settings:
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelDirError(f"cannot read the wav2vec2 config: {exc}", path) from exc
+        if not isinstance(raw, dict):
+            raise ModelDirError("cannot read the wav2vec2 config: not a JSON object", path)
+        values = {}
+        for f in fields(cls):
+            if f.name not in raw:
+                continue
+            value = raw[f.name]
+            default = f.default
+            try:
+                if isinstance(default, tuple):
+                    value = tuple(int(v) for v in value)
+                elif isinstance(default, bool):
+                    if not isinstance(value, bool):
+                        raise TypeError("expected true or false")
+                elif isinstance(default, (int, float)):
+                    value = type(default)(value)
+                elif not isinstance(value, str):
+                    raise TypeError("expected a string")
+            except (TypeError, ValueError) as exc:
+                raise ModelDirError(f"bad value {value!r}: {exc}", path, f.name) from exc
+            values[f.name] = value
+        settings = cls(**values)
+        if not len(settings.conv_dim) == len(settings.conv_kernel) == len(settings.conv_stride):
+            raise ModelDirError("conv_dim, conv_kernel and conv_stride differ in length", path)
+        for name in ("hidden_act", "feat_extract_activation"):
+            if getattr(settings, name) != "gelu":
+                raise ModelDirError("only gelu is supported", path, name)
+        return settings
+
+
+def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
+    """All tensors of a wav2vec2 weights file, mapped from the file (not yet copied)."""
+    import torch
+
+    try:
+        if weights.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(weights)
+        state = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as exc:  # a corrupt file fails in many ways; all mean "unreadable"
+        raise ModelDirError(f"cannot read weights: {exc}", weights) from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ModelDirError("cannot read weights: not a dict of tensors", weights)
+    return state
+
+
+def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
+    """(settings, state dict) of wav2vec2's first `num_layers` layers, read from the files.
+
+    The official file was saved from a pre-training model: names carry a `wav2vec2.`
+    prefix, the pre-training heads are dropped, and the positional conv's weight norm
+    (old `weight_g`/`weight_v` or parametrized names) is folded with the kernel the
+    original model rebuilds it with, so the weight is the same to the bit.
+    """
     import torch
 
     from tartok_tui.codec.wav2vec import SemanticFeatures
 
-    try:
-        if weights.suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(weights, "pt") as f:
-                shapes = {k: torch.Size(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
-        else:
-            state = torch.load(weights, map_location="cpu", mmap=True, weights_only=True)
-            shapes = {k: v.shape for k, v in state.items()}
-    except Exception as exc:  # a corrupt file fails in many ways; all mean "unreadable"
-        raise ModelDirError(f"cannot read weights: {exc}", weights) from exc
-    with torch.device("meta"):
-        expected = {k: v.shape for k, v in SemanticFeatures(config).state_dict().items()}
-    for key, shape in shapes.items():
-        name = key.removeprefix("wav2vec2.").replace(".weight_v", ".weight")
-        name = name.replace(".parametrizations.weight.original1", ".weight")
-        if name in expected and expected[name] != shape:
-            raise ModelDirError(
-                f"shape {tuple(shape)} != expected {tuple(expected[name])}", weights, name
-            )
-
-
-def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
-    """(transformers config, state dict) of wav2vec2's first `num_layers` layers.
-
-    Loaded through `Wav2Vec2Model.from_pretrained`, which also reads the official file (saved
-    from a pre-training model, old-style weight-norm names); the positional conv weight is
-    returned folded.
-    """
-    from transformers import Wav2Vec2Config, Wav2Vec2Model
-    from transformers.utils import logging as hf_logging
-
     path = cfg.root / WAV2VEC2_DIR
     config_path = path / "config.json"
-    try:
-        config = Wav2Vec2Config.from_pretrained(path)
-    except (OSError, ValueError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"cannot read the wav2vec2 config: {exc}", config_path) from exc
-    if not config.do_stable_layer_norm or config.feat_extract_norm != "layer":
+    settings = Wav2Vec2Settings.read(config_path)
+    if not settings.do_stable_layer_norm or settings.feat_extract_norm != "layer":
         raise ModelDirError(
             "expected the stable-layer-norm wav2vec2 (xlsr-53) architecture",
             config_path,
             "do_stable_layer_norm",
         )
-    if config.num_hidden_layers < num_layers:
+    if settings.num_hidden_layers < num_layers:
         raise ModelDirError(
-            f"{config.num_hidden_layers} layers, the tokenizer reads hidden state {num_layers}",
+            f"{settings.num_hidden_layers} layers, the tokenizer reads hidden state {num_layers}",
             config_path,
             "num_hidden_layers",
         )
     weights = next(path / n for n in WAV2VEC2_WEIGHTS if (path / n).is_file())
-    _check_wav2vec2_shapes(weights, config, num_layers)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # unused pre-training heads are expected; checked below
-    try:
-        model, info = Wav2Vec2Model.from_pretrained(
-            path,
-            num_hidden_layers=num_layers,
-            output_loading_info=True,
-            attn_implementation="sdpa",
-        )
-    except (OSError, RuntimeError, ValueError) as exc:
-        found = re.search(r"size mismatch for ([\w.]+)", str(exc))
-        key = found.group(1) if found else None
-        raise ModelDirError(f"cannot load wav2vec2: {exc}", weights, key) from exc
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    if info.get("mismatched_keys"):
-        key, *_ = info["mismatched_keys"][0]
-        raise ModelDirError("tensor has the wrong shape", weights, key)
-    # The final layer norm is read only when the model has no layer beyond the last one used.
-    unused = {"masked_spec_embed"}
-    if config.num_hidden_layers > num_layers:
-        unused |= {"encoder.layer_norm.weight", "encoder.layer_norm.bias"}
-    needed_missing = [k for k in info.get("missing_keys", []) if k not in unused]
-    for key in info.get("unexpected_keys", []):
+    raw: dict[str, torch.Tensor] = {}
+    for key, tensor in _read_tensors(weights).items():
         if key.startswith(PRETRAINING_HEADS):
             continue
-        parts = key.split(".")
-        if key.startswith("encoder.layers.") and int(parts[2]) >= num_layers:
+        name = key.removeprefix("wav2vec2.")
+        parts = name.split(".")
+        if (
+            name.startswith("encoder.layers.")
+            and parts[2].isdigit()
+            and int(parts[2]) >= num_layers
+        ):
             continue  # layers past the last hidden state the tokenizer reads
-        raise ModelDirError("unexpected tensor (not part of wav2vec2)", weights, key)
-    if needed_missing:
-        raise ModelDirError("tensor is missing", weights, sorted(needed_missing)[0])
-    model.config.num_hidden_layers = config.num_hidden_layers
-    state = {}
-    for key, tensor in model.state_dict().items():
-        if "parametrizations" in key or key in unused:
-            continue
-        # A copy of our own: the loader may leave tensors mapped from the file, and a run
-        # must not depend on the file staying unchanged under it.
-        state[key] = tensor.detach().clone()
-    state["encoder.pos_conv_embed.conv.weight"] = (
-        model.encoder.pos_conv_embed.conv.weight.detach().clone()
-    )
-    return model.config, state
+        raw[name] = tensor
+    try:
+        state = fold_weight_norm(raw)
+    except ModelDirError as exc:
+        raise ModelDirError(exc.message, weights, exc.key) from exc
+    with torch.device("meta"):
+        try:
+            expected_model = SemanticFeatures(settings)
+        except ValueError as exc:
+            raise ModelDirError(str(exc), config_path) from exc
+        expected = {k: v.shape for k, v in expected_model.state_dict().items()}
+    # The final layer norm is read only when the model has no layer beyond the last one used.
+    unused: tuple[str, ...] = ("masked_spec_embed",)
+    if settings.num_hidden_layers > num_layers:
+        unused += ("encoder.layer_norm.",)
+    state = check_state(expected, state, weights, unused_prefixes=unused)
+    # Copies of our own: the file is mapped, and a run must not depend on it staying
+    # unchanged under it.
+    return settings, {k: v.detach().to(torch.float32, copy=True) for k, v in state.items()}
