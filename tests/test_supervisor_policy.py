@@ -11,7 +11,7 @@ import pytest
 
 from tartok_tui import messages as m
 from tartok_tui.config import ConfigError, RunConfig
-from tartok_tui.supervisor.memory import MemoryGuard, tree_memory
+from tartok_tui.supervisor.memory import PSS_EVERY_S, MemoryGuard, needs_pss, tree_memory
 from tartok_tui.supervisor.placement import plan_slots, select_gpus
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.worker.faults import Faults
@@ -177,6 +177,16 @@ def test_tree_memory_reads_this_process() -> None:
     mem = tree_memory(os.getpid())
     assert mem is not None and mem.rss > 10 * 2**20
     assert mem.used > 0
+    cheap = tree_memory(os.getpid(), pss=False)
+    assert cheap is not None and cheap.pss is None and cheap.used == cheap.rss > 10 * 2**20
+
+
+def test_pss_is_read_only_over_the_limit_by_rss_or_to_refresh_the_total() -> None:
+    gib = 2**30
+    assert not needs_pss(90 * gib, 100 * gib, since_last_pss_s=1.0)
+    assert needs_pss(101 * gib, 100 * gib, since_last_pss_s=1.0)
+    assert needs_pss(1 * gib, 100 * gib, since_last_pss_s=PSS_EVERY_S)
+    assert needs_pss(1 * gib, 100 * gib, since_last_pss_s=float("inf"))  # the first check
 
 
 def test_fault_injection_is_off_unless_asked_for() -> None:

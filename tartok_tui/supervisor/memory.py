@@ -19,31 +19,44 @@ class TreeMemory:
         return self.pss if self.pss is not None else self.rss
 
 
-def tree_memory(pid: int) -> TreeMemory | None:
-    """RSS (and PSS where readable) of a process and all its descendants; None if gone."""
+PSS_EVERY_S = 30.0
+"""How often the total shown is refreshed from PSS when RSS alone says the workers are
+under the limit (reading PSS walks every page of a process: ~20 ms for a loaded worker)."""
+
+
+def needs_pss(rss_total: int, limit_bytes: int, since_last_pss_s: float) -> bool:
+    """Whether a check must read PSS. PSS <= RSS, so while the RSS total is under the limit
+    the PSS total is too and the guard's decision is the same without it; the total shown
+    is refreshed from PSS every PSS_EVERY_S."""
+    return rss_total > limit_bytes or since_last_pss_s >= PSS_EVERY_S
+
+
+def tree_memory(pid: int, pss: bool = True) -> TreeMemory | None:
+    """RSS (and PSS where readable and asked for) of a process and all its descendants;
+    None if gone. RSS alone costs a small read per process."""
     try:
         root = psutil.Process(pid)
         procs = [root, *root.children(recursive=True)]
     except psutil.NoSuchProcess:
         return None
     rss = 0
-    pss: int | None = 0
+    pss_total: int | None = 0 if pss else None
     for proc in procs:
         try:
-            if pss is not None:
+            if pss_total is not None:
                 try:
                     info = proc.memory_full_info()
                     rss += info.rss
-                    pss += info.pss
+                    pss_total += info.pss
                     continue
                 except psutil.AccessDenied:
                     # smaps unreadable (hardened /proc): fall back to RSS for the whole tree,
                     # mixing PSS and RSS would make the total meaningless.
-                    pss = None
+                    pss_total = None
             rss += proc.memory_info().rss
         except psutil.NoSuchProcess:
             continue  # a child that exited between listing and reading holds no memory
-    return TreeMemory(rss=rss, pss=pss)
+    return TreeMemory(rss=rss, pss=pss_total)
 
 
 @dataclass(frozen=True)

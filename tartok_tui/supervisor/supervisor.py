@@ -33,7 +33,7 @@ from tartok_tui.output.paths import (
     summary_path,
     tar_output_paths,
 )
-from tartok_tui.supervisor.memory import MemoryGuard, tree_memory
+from tartok_tui.supervisor.memory import MemoryGuard, needs_pss, tree_memory
 from tartok_tui.supervisor.placement import Placement, plan_slots
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.summary import RunSummary, TarResult, write_summary
@@ -220,6 +220,8 @@ class Supervisor:
         self._stop_timer: asyncio.TimerHandle | None = None
         self._memory = MemoryGuard(int(config.memory_limit_gb * 2**30))
         self._memory_total = 0
+        """Workers' memory as the limit counts it (PSS where readable), last measured."""
+        self._last_pss = float("-inf")
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -613,7 +615,17 @@ class Supervisor:
         """Measure every worker tree; cleanup, then recycle the biggest, when over the limit."""
         alive = [s for s in self._slots if s.alive and s.pid is not None]
         pids = {s.placement.slot: s.pid for s in alive}
-        usage = await asyncio.to_thread(lambda: {n: tree_memory(pid) for n, pid in pids.items()})
+        usage = await asyncio.to_thread(
+            lambda: {n: tree_memory(pid, pss=False) for n, pid in pids.items()}
+        )
+        rss_total = sum(mem.rss for mem in usage.values() if mem is not None)
+        now = time.monotonic()
+        if needs_pss(rss_total, self._memory.limit_bytes, now - self._last_pss):
+            self._last_pss = now
+            usage = await asyncio.to_thread(
+                lambda: {n: tree_memory(pid) for n, pid in pids.items()}
+            )
+            self._memory_total = sum(mem.used for mem in usage.values() if mem is not None)
         used: dict[int, int] = {}
         for slot in alive:
             mem = usage.get(slot.placement.slot)
@@ -622,7 +634,6 @@ class Supervisor:
             )  # the view shows RSS; the limit uses PSS
             if mem is not None:
                 used[slot.placement.slot] = mem.used
-        self._memory_total = sum(used.values())
         busy = {s.placement.slot for s in alive if s.lease is not None and not s.exiting}
         action = self._memory.check(used, busy)
         if action is None:
