@@ -3,10 +3,13 @@
 Samples flow through three stages. A reader thread walks the tar and hands
 each sample's audio to a small decode pool, queueing (sample, future) pairs in
 a bounded queue so decoding runs ahead of the model without holding the whole
-tar in memory. The lease thread takes a window of decoded samples, lets the
-tokenizer plan length-sorted batches inside it and tokenizes batch by batch
-(pause, abort and cleanup requests take effect between batches); the TarWriter
-puts the results back in the tar's sample order.
+tar in memory. The lease thread gathers a window of decoded samples, lets the
+tokenizer plan length-sorted batches inside it and starts each on a free stream
+of the tokenizer (pause, abort and cleanup requests take effect between
+batches). There is no barrier between windows: the next window gathers while
+the last batches of one run, and a stream that would idle takes the clips
+decoded so far. Batches are written as they end; the TarWriter puts the
+results back in the tar's sample order.
 """
 
 from __future__ import annotations
