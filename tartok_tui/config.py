@@ -41,9 +41,9 @@ class RunConfig:
     threads_per_worker: int | None = None
     """Torch threads per worker; None: CPU cores shared evenly among CPU workers."""
     decode_workers: int | None = None
+    """Decode threads per worker; None: chosen from the cores a worker owns."""
     streams: int | None = None
     """Batches each worker runs at once; None: one per torch thread on the CPU, 1 on a GPU."""
-    """Decode threads per worker; None: chosen from the cores a worker owns."""
     # restart policy
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0

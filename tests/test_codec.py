@@ -539,7 +539,8 @@ def test_wav2vec2_loads_to_the_bit_what_transformers_loads(tiny_model_dir: Path)
 
     from tartok_tui.codec.model_dir import load_wav2vec2, read_config
 
-    settings, state = load_wav2vec2(read_config(tiny_model_dir), 16)
+    settings, model = load_wav2vec2(read_config(tiny_model_dir), 16)
+    state = model.state_dict()
     oracle = Wav2Vec2Model.from_pretrained(tiny_model_dir / "wav2vec2-large-xlsr-53")
     theirs = oracle.state_dict()
     theirs["encoder.pos_conv_embed.conv.weight"] = oracle.encoder.pos_conv_embed.conv.weight
@@ -560,7 +561,7 @@ def test_wav2vec2_weights_load_under_any_of_the_saved_names(
     model with parametrized names, in either file format: the same weights."""
     from tartok_tui.codec.model_dir import load_wav2vec2, read_config
 
-    _, expected = load_wav2vec2(read_config(tiny_model_dir), 16)
+    expected = load_wav2vec2(read_config(tiny_model_dir), 16)[1].state_dict()
     root = _copy(tiny_model_dir, tmp_path / "model")
     w2v = root / "wav2vec2-large-xlsr-53"
     state = torch.load(w2v / "pytorch_model.bin", weights_only=True)
@@ -572,7 +573,7 @@ def test_wav2vec2_weights_load_under_any_of_the_saved_names(
         renamed[key] = tensor.contiguous()
     (w2v / "pytorch_model.bin").unlink()
     save_file(renamed, w2v / "model.safetensors")
-    _, loaded = load_wav2vec2(read_config(root), 16)
+    loaded = load_wav2vec2(read_config(root), 16)[1].state_dict()
     assert loaded.keys() == expected.keys()
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
 

@@ -295,7 +295,8 @@ def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
 
 
 def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
-    """(settings, state dict) of wav2vec2's first `num_layers` layers, read from the files.
+    """(settings, SemanticFeatures loaded) for wav2vec2's first `num_layers` layers, read
+    from the files.
 
     The official file was saved from a pre-training model: names carry a `wav2vec2.`
     prefix, the pre-training heads are dropped, and the positional conv's weight norm
@@ -339,12 +340,14 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
         state = fold_weight_norm(raw)
     except ModelDirError as exc:
         raise ModelDirError(exc.message, weights, exc.key) from exc
+    # Built without storage (random init of 300M parameters costs seconds), then given
+    # the checked tensors themselves: strict, so every parameter is set.
     with torch.device("meta"):
         try:
-            expected_model = SemanticFeatures(settings)
+            model = SemanticFeatures(settings)
         except ValueError as exc:
             raise ModelDirError(str(exc), config_path) from exc
-        expected = {k: v.shape for k, v in expected_model.state_dict().items()}
+    expected = {k: v.shape for k, v in model.state_dict().items()}
     # The final layer norm is read only when the model has no layer beyond the last one used.
     unused: tuple[str, ...] = ("masked_spec_embed",)
     if settings.num_hidden_layers > num_layers:
@@ -352,4 +355,6 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
     state = check_state(expected, state, weights, unused_prefixes=unused)
     # Copies of our own: the file is mapped, and a run must not depend on it staying
     # unchanged under it.
-    return settings, {k: v.detach().to(torch.float32, copy=True) for k, v in state.items()}
+    owned = {k: v.detach().to(torch.float32, copy=True) for k, v in state.items()}
+    model.load_state_dict(owned, strict=True, assign=True)
+    return settings, model

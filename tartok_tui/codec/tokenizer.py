@@ -176,23 +176,13 @@ class BiCodecTokenizer:
         state = load_bicodec_state(cfg, expected)
         bicodec.load_state_dict(state, strict=False)  # strictness enforced by check_state
 
-        w2v_config, w2v_state = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
-        try:
-            # Built without storage (random init of 300M parameters costs seconds) and
-            # given the loaded tensors themselves: strict, so every parameter is set.
-            with torch.device("meta"):
-                semantic = SemanticFeatures(w2v_config)
-        except ValueError as exc:
-            raise ModelDirError(
-                str(exc), cfg.root / "wav2vec2-large-xlsr-53" / "config.json"
-            ) from exc
+        w2v_config, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
         if w2v_config.hidden_size != cfg.audio_tokenizer["encoder"]["input_channels"]:
             raise ModelDirError(
                 f"encoder input_channels != wav2vec2 hidden_size {w2v_config.hidden_size}",
                 cfg.root / "BiCodec" / "config.yaml",
                 "audio_tokenizer.encoder.input_channels",
             )
-        semantic.load_state_dict(w2v_state, strict=True, assign=True)
 
         for module in (semantic, bicodec):
             module.eval().requires_grad_(False).to(dev)

@@ -212,7 +212,7 @@ class _PositionalConv(nn.Module):
         # Into a contiguous buffer: GELU rounds differently on a strided one, and a clip
         # must get the same frames alone and in a batch.
         y = torch.add(y, self.conv.bias, out=torch.empty((b, t, c), dtype=y.dtype, device=y.device))
-        return gelu_(y.to(x.dtype) if y.dtype != x.dtype else y)
+        return gelu_(y.to(x.dtype))  # (a new buffer only under autocast)
 
 
 class _Attention(nn.Module):

@@ -176,7 +176,7 @@ class _Feed:
         self.prefetch = prefetch
         self.batches = batches
         self._head: Any = None
-        self._has_head = False
+        """The item taken from the queue and not yet returned (items are never None)."""
 
     def next(self, window_waiting: bool) -> Any:
         """The next item once it is decoded, or _STREAM_FREE when `window_waiting` and a
@@ -184,10 +184,9 @@ class _Feed:
         batches = self.batches
         while True:
             batches.collect(block=False)
-            if not self._has_head:
+            if self._head is None:
                 try:
                     self._head = self.prefetch.get_nowait()
-                    self._has_head = True
                 except queue.Empty:
                     if window_waiting and batches.free():
                         return _STREAM_FREE
@@ -195,12 +194,10 @@ class _Feed:
                         self._head = self.prefetch.get(
                             timeout=self.POLL_S if batches.running else None
                         )
-                        self._has_head = True
                     except queue.Empty:
                         continue
             future = self._head[1] if isinstance(self._head, tuple) else None
             if future is None or future.done():
-                self._has_head = False
                 item, self._head = self._head, None
                 return item
             if window_waiting and batches.free():
