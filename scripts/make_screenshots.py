@@ -18,7 +18,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from tartok_tui.control import ExitCode
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.fake_supervisor import FakeSupervisor, fleet_view
 from tartok_tui.progress import HeadlessPrinter
 from tartok_tui.tui.app import TartokApp

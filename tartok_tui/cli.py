@@ -24,7 +24,8 @@ from rich.text import Text
 
 from tartok_tui import __version__
 from tartok_tui.config import DEFAULT_AUDIO_EXTS, ConfigError, RunConfig
-from tartok_tui.control import ExitCode, SupervisorControl
+from tartok_tui.control import SupervisorControl
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.supervisor.views import Event
 
 if TYPE_CHECKING:

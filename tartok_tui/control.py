@@ -1,4 +1,4 @@
-"""The supervisor's control surface as the views see it, and the exit codes.
+"""The supervisor's control surface as the views see it.
 
 The dashboard and the headless printer are written against ``SupervisorControl``
 rather than the concrete ``Supervisor`` so they can be driven by a scripted fake
@@ -8,27 +8,11 @@ in tests and screenshots. Nothing here imports textual.
 from __future__ import annotations
 
 import asyncio
-import enum
 import inspect
 from collections.abc import Awaitable
 from typing import Any, Protocol, runtime_checkable
 
 from tartok_tui.supervisor.views import RunView
-
-
-class ExitCode(enum.IntEnum):
-    """Process exit codes of ``tartok-tui run``."""
-
-    OK = 0
-    """Every tar in the range is done."""
-    INCOMPLETE = 1
-    """Some tars failed or were left unfinished."""
-    BAD_ARGS = 2
-    """Bad arguments or configuration; no worker was started."""
-    ALL_FATAL = 3
-    """Every worker slot gave up (crash loop or model load failure)."""
-    INTERRUPTED = 130
-    """Stopped by the user (Ctrl+C / quit); the run can be resumed."""
 
 
 class RunResult(Protocol):

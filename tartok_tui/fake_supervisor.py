@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from tartok_tui.control import ExitCode
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.formatting import ALIVE_STATES, GIB
 from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
 

@@ -10,13 +10,32 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
+
+_BY_TYPE: dict[str, type[Message]] = {}
+_M = TypeVar("_M", bound="type[Message]")
+
+
+class Message:
+    """Base of every message; ``TYPE`` is its tag on the wire."""
+
+    TYPE: ClassVar[str]
+
+
+def message(cls: _M) -> _M:
+    """Register a message class under its ``TYPE`` (the one list of known messages)."""
+    if cls.TYPE in _BY_TYPE:
+        raise TypeError(f"message type {cls.TYPE!r} registered twice")
+    _BY_TYPE[cls.TYPE] = cls
+    return cls
+
 
 # ---------------------------------------------------------------- supervisor -> worker
 
 
+@message
 @dataclass(frozen=True)
-class Lease:
+class Lease(Message):
     """Process one tar and commit its output. ``isolate``: one sample at a time,
     journalled, so a sample that kills the process is identified on the next try."""
 
@@ -29,34 +48,39 @@ class Lease:
     the sample it died in is retried instead of being blamed."""
 
 
+@message
 @dataclass(frozen=True)
-class Pause:
+class Pause(Message):
     """Take no new batch until resumed."""
 
     TYPE: ClassVar[str] = "pause"
 
 
+@message
 @dataclass(frozen=True)
-class Resume:
+class Resume(Message):
     TYPE: ClassVar[str] = "resume"
 
 
+@message
 @dataclass(frozen=True)
-class Stop:
+class Stop(Message):
     """Finish the current tar (if any), then exit 0."""
 
     TYPE: ClassVar[str] = "stop"
 
 
+@message
 @dataclass(frozen=True)
-class Abort:
+class Abort(Message):
     """Exit as soon as possible without committing the current tar."""
 
     TYPE: ClassVar[str] = "abort"
 
 
+@message
 @dataclass(frozen=True)
-class Cleanup:
+class Cleanup(Message):
     """Free what can be freed now: gc, allocator caches."""
 
     TYPE: ClassVar[str] = "cleanup"
@@ -65,8 +89,9 @@ class Cleanup:
 # ---------------------------------------------------------------- worker -> supervisor
 
 
+@message
 @dataclass(frozen=True)
-class Hello:
+class Hello(Message):
     """First line a worker writes, before loading the model."""
 
     TYPE: ClassVar[str] = "hello"
@@ -74,8 +99,9 @@ class Hello:
     device: str
 
 
+@message
 @dataclass(frozen=True)
-class Ready:
+class Ready(Message):
     """Model loaded; the worker takes leases now."""
 
     TYPE: ClassVar[str] = "ready"
@@ -84,24 +110,27 @@ class Ready:
     precision: str
 
 
+@message
 @dataclass(frozen=True)
-class LoadFailed:
+class LoadFailed(Message):
     """The model could not be loaded; the worker exits non-zero after this."""
 
     TYPE: ClassVar[str] = "load_failed"
     reason: str
 
 
+@message
 @dataclass(frozen=True)
-class TarStarted:
+class TarStarted(Message):
     TYPE: ClassVar[str] = "tar_started"
     lease_id: int
     tar_path: str
     samples_expected: int | None = None
 
 
+@message
 @dataclass(frozen=True)
-class Progress:
+class Progress(Message):
     """Cumulative counts for the current lease, sent at most a few times a second."""
 
     TYPE: ClassVar[str] = "progress"
@@ -118,8 +147,9 @@ class Progress:
     """The tar's sample count once known (counted alongside, so work starts at once)."""
 
 
+@message
 @dataclass(frozen=True)
-class TarDone:
+class TarDone(Message):
     """The tar's output is committed (fsynced and renamed)."""
 
     TYPE: ClassVar[str] = "tar_done"
@@ -132,19 +162,32 @@ class TarDone:
     model_seconds: float
 
 
+@message
 @dataclass(frozen=True)
-class TarFailed:
-    """The tar could not be processed (e.g. its output could not be written); nothing
-    was committed. The worker stays up and takes the next lease."""
+class TarFailed(Message):
+    """The tar could not be processed; nothing was committed. The worker stays up and
+    takes the next lease.
+
+    ``kind`` says what the supervisor does with the tar:
+
+    - ``"tar"``: this tar cannot be done in this run (e.g. too many model errors in it);
+      it is marked failed, and the next run tries it again.
+    - ``"input"``: the input could not be read (I/O or network error, after retries);
+      not the tar's fault: it goes back to the queue.
+    - ``"output"``: the output cannot take more (no space, quota exceeded, read-only);
+      the run stops leasing and exits with ``ExitCode.OUTPUT_UNAVAILABLE``.
+    """
 
     TYPE: ClassVar[str] = "tar_failed"
     lease_id: int
     tar_path: str
     reason: str
+    kind: str = "tar"
 
 
+@message
 @dataclass(frozen=True)
-class SampleError:
+class SampleError(Message):
     """A sample (or the tar itself, key None) got an error record."""
 
     TYPE: ClassVar[str] = "sample_error"
@@ -155,74 +198,49 @@ class SampleError:
     reason: str
 
 
+@message
 @dataclass(frozen=True)
-class Resources:
+class Resources(Message):
     """Memory as the worker sees it; sent periodically and after cleanup."""
 
     TYPE: ClassVar[str] = "resources"
-    gpu_allocated_mb: float = 0.0
     gpu_reserved_mb: float = 0.0
+    """Memory the worker's CUDA caching allocator holds (0 on the CPU)."""
 
 
+@message
 @dataclass(frozen=True)
-class StateChanged:
-    """Worker-side state changes the supervisor cannot infer (paused, idle)."""
+class StateChanged(Message):
+    """Worker-side state changes the supervisor cannot infer: "paused" (no batch is
+    running and none will start until resumed), "running", "idle"."""
 
     TYPE: ClassVar[str] = "state"
     state: str
 
 
+@message
 @dataclass(frozen=True)
-class Log:
+class Heartbeat(Message):
+    """Sent every few seconds by a thread of its own, whatever the worker is doing.
+
+    A message of any kind says the process is alive; ``progress`` says whether its work
+    moves: a counter that only the pipeline advances (a sample read or decoded, a batch
+    finished, a record written). A heartbeat with the same counter as the last one means
+    alive but not progressing (a hung device call, a read that never returns).
+    """
+
+    TYPE: ClassVar[str] = "heartbeat"
+    progress: int
+
+
+@message
+@dataclass(frozen=True)
+class Log(Message):
     """A notable event for the event log (not for routine chatter)."""
 
     TYPE: ClassVar[str] = "log"
     level: str
     message: str
-
-
-Message = (
-    Lease
-    | Pause
-    | Resume
-    | Stop
-    | Abort
-    | Cleanup
-    | Hello
-    | Ready
-    | LoadFailed
-    | TarStarted
-    | Progress
-    | TarDone
-    | TarFailed
-    | SampleError
-    | Resources
-    | StateChanged
-    | Log
-)
-
-_BY_TYPE: dict[str, type] = {
-    cls.TYPE: cls
-    for cls in (
-        Lease,
-        Pause,
-        Resume,
-        Stop,
-        Abort,
-        Cleanup,
-        Hello,
-        Ready,
-        LoadFailed,
-        TarStarted,
-        Progress,
-        TarDone,
-        TarFailed,
-        SampleError,
-        Resources,
-        StateChanged,
-        Log,
-    )
-}
 
 
 class ProtocolError(ValueError):

@@ -19,7 +19,8 @@ from rich.table import Table
 from rich.text import Text
 
 from tartok_tui import formatting as fmt
-from tartok_tui.control import ExitCode, SupervisorControl
+from tartok_tui.control import SupervisorControl
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 
 EXIT_MEANINGS: dict[int, str] = {

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from tartok_tui import __version__, cli
 from tartok_tui.config import ConfigError, RunConfig
-from tartok_tui.control import ExitCode
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.fake_supervisor import FakeSupervisor
 
 REPO = Path(__file__).resolve().parents[1]

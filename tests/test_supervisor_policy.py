@@ -208,7 +208,8 @@ def test_worker_stdout_carries_only_messages_even_when_libraries_print() -> None
     script = (
         "import os\n"
         "from tartok_tui import messages as m\n"
-        "from tartok_tui.worker.process import Channel, redirect_stdout_to_stderr\n"
+        "from tartok_tui.worker.channel import Channel\n"
+        "from tartok_tui.worker.process import redirect_stdout_to_stderr\n"
         "fd = redirect_stdout_to_stderr()\n"
         "print('a library talking')\n"
         "os.write(1, b'C code writing to fd 1\\n')\n"

@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 from svg_snapshot import assert_svg_snapshot
 
-from tartok_tui.control import ExitCode, SupervisorControl
+from tartok_tui.control import SupervisorControl
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.fake_supervisor import FakeSupervisor, fleet_view, mid_run_view, worker
 from tartok_tui.supervisor.views import Event, WorkerState
 from tartok_tui.tui.app import TartokApp

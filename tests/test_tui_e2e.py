@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tartok_tui.config import RunConfig
-from tartok_tui.control import ExitCode
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.output.scan import verify
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import RunView, WorkerState

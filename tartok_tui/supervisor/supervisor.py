@@ -26,7 +26,7 @@ from pathlib import Path
 
 from tartok_tui import messages as m
 from tartok_tui.config import ConfigError, RunConfig
-from tartok_tui.control import ExitCode
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.output.paths import (
     relative_tar_path,
     remove_stale_partials,
@@ -38,6 +38,7 @@ from tartok_tui.supervisor.placement import Placement, plan_slots
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.summary import RunSummary, TarResult, write_summary
 from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
+from tartok_tui.worker.options import WorkerOptions
 
 MAX_EVENTS = 500
 MAX_TAR_KILLS_EXTRA = 5
@@ -380,21 +381,14 @@ class Supervisor:
         """Start one worker process and talk to it until it exits; returns its exit code."""
         p = slot.placement
         cfg = self.config
-        args = [
-            sys.executable, "-m", "tartok_tui.worker",
-            "--slot", str(p.slot),
-            "--device", p.worker_device,
-            "--precision", cfg.precision,
-            "--model-dir", str(self._model_dir),
-            "--output-dir", str(cfg.output_dir),
-            "--input-dir", str(cfg.input_dir),
-            "--threads", str(p.threads),
-            "--decode-workers", str(cfg.decode_workers or 0),
-            "--streams", str(cfg.streams or 0),
-            "--batch-seconds", str(cfg.batch_seconds),
-            "--max-duration", str(cfg.max_duration),
-            "--audio-exts", *cfg.audio_exts,
-        ]  # fmt: skip
+        options = WorkerOptions.for_slot(
+            cfg,
+            slot=p.slot,
+            device=p.worker_device,
+            threads=p.threads,
+            model_dir=self._model_dir,
+        )
+        args = [sys.executable, "-m", "tartok_tui.worker", "--options", options.to_json()]
         env = {**os.environ, **cfg.extra_worker_env, **p.env}
         slot.hello = slot.ready = slot.exiting = False
         slot.load_failed = None

@@ -19,7 +19,8 @@ from textual.binding import Binding, BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Footer
 
-from tartok_tui.control import ExitCode, RunResult, SupervisorControl, fire
+from tartok_tui.control import RunResult, SupervisorControl, fire
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.formatting import ALIVE_STATES
 from tartok_tui.supervisor.views import RunView
 from tartok_tui.tui.screens import ConfirmScreen, HelpScreen

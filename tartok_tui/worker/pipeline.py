@@ -30,14 +30,9 @@ from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample, TarDamage, count_samples, iter_samples
+from tartok_tui.worker.channel import RESOURCES_EVERY_S, Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
-from tartok_tui.worker.process import (
-    RESOURCES_EVERY_S,
-    Channel,
-    Control,
-    WorkerOptions,
-    gpu_resources,
-)
+from tartok_tui.worker.options import WorkerOptions
 
 log = logging.getLogger("tartok_tui.worker")
 
@@ -48,7 +43,6 @@ WINDOW_BATCHES = 4
 """A window holds about this many model batches of audio, so planning by length
 has choice without buffering much (4 x 240 s of 16 kHz float32 is ~60 MB)."""
 SAMPLE_RATE = 16000
-WORKER_CRASH_STAGE = "worker_crash"
 
 
 class LeaseAborted(Exception):
@@ -223,7 +217,9 @@ class LeaseRunner:
         self.channel = channel
         self.faults = faults
         self._last_resources = 0.0
-        self.pool = ThreadPoolExecutor(max_workers=opts.decode_workers, thread_name_prefix="decode")
+        self.pool = ThreadPoolExecutor(
+            max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
+        )
 
     # ------------------------------------------------------------------ per lease
 
@@ -305,7 +301,7 @@ class LeaseRunner:
     def _run_streaming(self, tar_path: Path, writer: TarWriter) -> None:
         # Deep enough that a GPU batch's worth of clips is decoded while the model runs
         # the previous one; bounded so a tar of long clips cannot fill memory.
-        prefetch: queue.Queue = queue.Queue(maxsize=max(16, 8 * self.opts.decode_workers))
+        prefetch: queue.Queue = queue.Queue(maxsize=max(16, 8 * self.opts.resolved_decode_workers))
         stop_reading = threading.Event()
         reader = threading.Thread(
             target=self._read_tar,

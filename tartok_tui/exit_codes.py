@@ -1,0 +1,21 @@
+"""Process exit codes of ``tartok-tui run`` (and of ``verify``: 0 ok, 1 problems, 2 bad args)."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    """Every tar in the range is done."""
+    INCOMPLETE = 1
+    """Some tars failed or were left unfinished."""
+    BAD_ARGS = 2
+    """Bad arguments or configuration; no worker was started."""
+    ALL_FATAL = 3
+    """Every worker slot gave up (crash loop or model load failure)."""
+    OUTPUT_UNAVAILABLE = 4
+    """The output took no more (no space, quota exceeded, read-only): the run stopped
+    leasing and returned its tars uncommitted. Free space and run the same command."""
+    INTERRUPTED = 130
+    """Stopped by the user (Ctrl+C / quit / SIGTERM); the run can be resumed."""

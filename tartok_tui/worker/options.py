@@ -1,0 +1,91 @@
+"""A worker's options: derived from the run's ``RunConfig`` plus its slot's placement.
+
+The supervisor builds them (``for_slot``) and hands them to the worker as one JSON
+argument, so no option is spelled a second time in an argument parser of the worker.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from tartok_tui.config import RunConfig
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    slot: int
+    device: str
+    """As the worker sees it: "cpu" or "cuda:0" (its only visible GPU)."""
+    model_dir: Path
+    """A local directory (a Hub repo id is resolved by the supervisor first)."""
+    threads: int
+    """Torch intra-op threads."""
+    output_dir: Path
+    input_dir: Path
+    precision: str = "fp32"
+    decode_workers: int = 0
+    """Decode threads; 0: chosen from ``threads``."""
+    streams: int = 0
+    """Batches run at once; 0: the tokenizer's default (one per thread on the CPU)."""
+    batch_seconds: float = 240.0
+    max_duration: float = 60.0
+    audio_exts: tuple[str, ...] = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
+
+    @classmethod
+    def for_slot(
+        cls,
+        config: RunConfig,
+        *,
+        slot: int,
+        device: str,
+        threads: int,
+        model_dir: Path,
+    ) -> WorkerOptions:
+        """Every field named like a RunConfig field takes the config's value (None -> 0)."""
+        given: dict[str, Any] = {
+            "slot": slot,
+            "device": device,
+            "threads": threads,
+            "model_dir": Path(model_dir),
+        }
+        config_values = {f.name: getattr(config, f.name) for f in fields(config)}
+        for f in fields(cls):
+            if f.name in given or f.name not in config_values:
+                continue
+            value = config_values[f.name]
+            given[f.name] = 0 if value is None else value
+        return cls(**given)
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, Path):
+                data[key] = str(value)
+            elif isinstance(value, tuple):
+                data[key] = list(value)
+        return json.dumps(data, ensure_ascii=False, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> WorkerOptions:
+        data = json.loads(text)
+        known = {f.name: f for f in fields(cls)}
+        unknown = set(data) - set(known)
+        if unknown:
+            raise ValueError(f"unknown worker options {sorted(unknown)}")
+        for key, value in data.items():
+            if key in ("model_dir", "output_dir", "input_dir"):
+                data[key] = Path(value)
+            elif isinstance(value, list):
+                data[key] = tuple(value)
+        return cls(**data)
+
+    @property
+    def resolved_decode_workers(self) -> int:
+        if self.decode_workers > 0:
+            return self.decode_workers
+        # Decoding is cheap next to the model on a CPU (1,000x real time vs ~10x): a
+        # couple of threads keep the model fed without stealing its cores.
+        return max(1, min(4, self.threads // 2))
