@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -138,6 +138,9 @@ class BiCodecTokenizer:
         self.batch_seconds = batch_seconds
         self.streams = streams
         self.threads_per_stream = max(1, torch.get_num_threads() // streams)
+        self.fault_hook: Callable[[int], None] | None = None
+        """Called on the stream thread at the start of every model call with the batch size
+        (fault injection in tests); what it raises is handled like a model error."""
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._in_stream = threading.local()
@@ -264,6 +267,8 @@ class BiCodecTokenizer:
         """One batch of prepared clips (each float32 (N_i,), 16 kHz) -> tokens per clip."""
         if not wavs:
             return []
+        if self.fault_hook is not None:
+            self.fault_hook(len(wavs))
         lengths = [int(w.shape[0]) for w in wavs]
         for n in lengths:
             if n < MIN_SAMPLES:
