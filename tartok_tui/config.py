@@ -34,6 +34,14 @@ class RunConfig:
     max_duration: float = 60.0
     """Clips longer than this (seconds) get an error record instead of tokens."""
     audio_exts: tuple[str, ...] = DEFAULT_AUDIO_EXTS
+    max_json_mib: float = 64.0
+    """A sample's JSON member larger than this gets an error record (read no further)."""
+    max_audio_mib: float = 2048.0
+    """A sample's audio member larger than this gets an error record (read no further)."""
+    output_format: str = "jsonl"
+    """jsonl | parquet: one file per input tar in this format."""
+    storage_options: dict[str, object] = field(default_factory=dict)
+    """Extra fsspec options for URLs (endpoint, profile, ...); never logged."""
     memory_limit_gb: float = 100.0
     memory_check_s: float = 2.0
     """Seconds between checks of the workers' memory against memory_limit_gb."""
@@ -54,6 +62,9 @@ class RunConfig:
     """A tar that killed this many workers is re-run in isolation, sample by sample."""
     stop_timeout_s: float = 30.0
     """After a stop request, workers still alive after this long are killed."""
+    stall_timeout_s: float = 600.0
+    """A worker holding a lease with no progress for this long is killed and replaced
+    (loading the model gets max(this, 1800) s)."""
     log_dir: Path | None = None
     """Worker logs; default OUTPUT_DIR/logs."""
     extra_worker_env: dict[str, str] = field(default_factory=dict)

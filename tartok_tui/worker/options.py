@@ -7,7 +7,7 @@ argument, so no option is spelled a second time in an argument parser of the wor
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,10 @@ class WorkerOptions:
     batch_seconds: float = 240.0
     max_duration: float = 60.0
     audio_exts: tuple[str, ...] = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
+    max_json_mib: float = 64.0
+    max_audio_mib: float = 2048.0
+    output_format: str = "jsonl"
+    storage_options: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def for_slot(
