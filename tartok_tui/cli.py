@@ -134,7 +134,7 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
     found in the cache) here, and the config returned names the local directory, so the
     run resolves neither the model nor the tar list again.
     """
-    from tartok_tui.supervisor.supervisor import validate
+    from tartok_tui.supervisor.preflight import validate
 
     validated = validate(config)
     return replace(config, model_dir=str(validated.model_dir)), validated.tars
@@ -380,7 +380,7 @@ def run(
         poison_threshold=poison_threshold,
         stop_timeout_s=stop_timeout_s,
         log_dir=log_dir,
-        extra_worker_env=_parse_env(worker_env or []),
+        worker_env=_parse_env(worker_env or []),
     )
     raise typer.Exit(run_pipeline(config, tui=not no_tui, progress_interval=progress_interval))
 

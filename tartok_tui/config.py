@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_AUDIO_EXTS: tuple[str, ...] = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
+
+
+class Precision(enum.StrEnum):
+    """Model precision: fp32 is exact; bf16/fp16 are faster on GPUs, not bit-identical."""
+
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
 
 
 class ConfigError(ValueError):
@@ -67,7 +76,8 @@ class RunConfig:
     (loading the model gets max(this, 1800) s)."""
     log_dir: Path | None = None
     """Worker logs; default OUTPUT_DIR/logs."""
-    extra_worker_env: dict[str, str] = field(default_factory=dict)
+    worker_env: dict[str, str] = field(default_factory=dict)
+    """Extra environment for the workers."""
 
     @property
     def logs_path(self) -> Path:

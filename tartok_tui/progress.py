@@ -205,7 +205,7 @@ async def run_headless(
     """
     remove_handlers: Callable[[], None] | None = None
     if handle_signals:
-        from tartok_tui.supervisor.supervisor import install_signal_handlers
+        from tartok_tui.supervisor.signals import install_signal_handlers
 
         remove_handlers = install_signal_handlers(supervisor)
     try:

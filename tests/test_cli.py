@@ -117,7 +117,7 @@ def test_options_map_onto_the_config(captured):
     assert not tui
     assert config.recursive and config.device == "cuda:0,1" and config.precision == "bf16"
     assert config.audio_exts == ("flac", "wav")
-    assert config.extra_worker_env == {"A": "1", "B": "x=y"}
+    assert config.worker_env == {"A": "1", "B": "x=y"}
     assert config.crash_limit == 7 and config.log_dir == Path("logs")
     # Untouched options keep RunConfig's defaults.
     defaults = RunConfig(Path("in"), Path("out"), "org/model")

@@ -115,7 +115,8 @@ def test_validating_and_placing_a_run_never_imports_torch(tmp_path: Path, tiny_m
 import sys
 from pathlib import Path
 from tartok_tui.config import RunConfig
-from tartok_tui.supervisor.supervisor import Supervisor, validate
+from tartok_tui.supervisor.preflight import validate
+from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.placement import plan_slots, visible_gpu_count
 cfg = RunConfig(input_dir=Path({str(tmp_path / "in")!r}), output_dir=Path({str(tmp_path / "out")!r}),
                 model_dir={str(tiny_model_dir)!r}, device="auto")

@@ -24,7 +24,8 @@ import pytest
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.output.paths import summary_path
 from tartok_tui.shards.reader import Sample, iter_samples
-from tartok_tui.supervisor.supervisor import Supervisor, validate
+from tartok_tui.supervisor.preflight import validate
+from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import Event, WorkerState
 from tartok_tui.testing_data import (
     GeneratedSample,
@@ -154,7 +155,7 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
         max_duration=3.0,
         stats_every=10,
         poison_threshold=20,
-        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"},
+        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"},
     )
     sup = Supervisor(cfg, on_event=events.append)
     rng = random.Random(7)
@@ -224,10 +225,11 @@ _SUPERVISOR_SCRIPT = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from tartok_tui.config import RunConfig
-    from tartok_tui.supervisor.supervisor import Supervisor, install_signal_handlers
+    from tartok_tui.supervisor.signals import install_signal_handlers
+    from tartok_tui.supervisor.supervisor import Supervisor
     inp, out, model = sys.argv[1:4]
     cfg = RunConfig(input_dir=Path(inp), output_dir=Path(out), model_dir=model, num_proc=2,
-                    device="cpu", extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
+                    device="cpu", worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"})
     async def main():
         sup = Supervisor(cfg)
         install_signal_handlers(sup)
@@ -314,7 +316,7 @@ async def test_a_model_that_fails_to_load_makes_every_slot_fatal_quickly(
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     _good_tars(inp, n_tars=1, n_samples=2)
-    cfg = _config(inp, out, model_dir, extra_worker_env={"TARTOK_FAULT_INJECT": "load_fail"})
+    cfg = _config(inp, out, model_dir, worker_env={"TARTOK_FAULT_INJECT": "load_fail"})
     started = time.monotonic()
     summary = await _run(Supervisor(cfg), timeout=120)
     assert summary.exit_code == 3
@@ -338,7 +340,7 @@ async def test_a_worker_that_keeps_crashing_makes_its_slot_fatal_with_the_reason
         num_proc=1,
         crash_limit=2,
         poison_threshold=5,
-        extra_worker_env={"TARTOK_FAULT_INJECT": "kill_after=1"},
+        worker_env={"TARTOK_FAULT_INJECT": "kill_after=1"},
     )
     sup = Supervisor(cfg)
     summary = await _run(sup, timeout=180)
@@ -378,7 +380,7 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
         num_proc=1,
         crash_limit=10,
         poison_threshold=2,
-        extra_worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
+        worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
     )
     # And a listed tar that vanished before its turn fails without an output of its own.
     listed = [*sorted(inp.glob("*.tar")), inp / "EN-B000009.tar"]
@@ -420,7 +422,7 @@ async def test_a_tiny_memory_limit_cleans_up_then_recycles_without_losing_sample
         num_proc=1,
         memory_limit_gb=0.001,
         memory_check_s=0.3,
-        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
+        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
     )
     sup = Supervisor(cfg, on_event=events.append)
     seen: list[tuple[int, int]] = []
@@ -468,7 +470,7 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
         threads_per_worker=2,
         streams=2,  # pause and stop wait for the batches in flight
         crash_limit=2,
-        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
+        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=150"},
     )
     sup = Supervisor(cfg)
     run = asyncio.create_task(_run(sup))
@@ -481,8 +483,9 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     )
     await _wait_for(lambda: worker().tar_samples_expected == 6, 10, "the tar's sample count")
     sup.pause(0)
-    await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "the worker to pause")
-    assert worker().state == WorkerState.PAUSED
+    # "pausing" until the worker acknowledges; "paused" only once no batch runs.
+    assert worker().state == WorkerState.PAUSING
+    await _wait_for(lambda: worker().state == WorkerState.PAUSED, 10, "the worker to pause")
     done_at_pause = worker().samples_done
     await asyncio.sleep(1.0)
     assert worker().samples_done == done_at_pause  # no batch while paused
@@ -490,10 +493,9 @@ async def test_pause_resume_restart_kill_and_stop_show_in_the_worker_state(
     await _wait_for(lambda: worker().samples_done > done_at_pause, 10, "progress after resume")
     assert worker().state == WorkerState.RUNNING
     sup.pause_all()
-    await _wait_for(lambda: sup._slots[0].worker_state == "paused", 10, "pause_all")
-    assert worker().state == WorkerState.PAUSED
+    await _wait_for(lambda: worker().state == WorkerState.PAUSED, 10, "pause_all")
     sup.resume_all()
-    await _wait_for(lambda: sup._slots[0].worker_state != "paused", 10, "resume_all")
+    await _wait_for(lambda: worker().state != WorkerState.PAUSED, 10, "resume_all")
     assert worker().state in (WorkerState.RUNNING, WorkerState.IDLE)
 
     pid = worker().pid
@@ -534,7 +536,7 @@ async def test_request_stop_aborts_and_a_second_request_kills(
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     _good_tars(inp, n_tars=4, n_samples=6)
-    cfg = _config(inp, out, model_dir, extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})
+    cfg = _config(inp, out, model_dir, worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})
     sup = Supervisor(cfg)
     run = asyncio.create_task(_run(sup))
     await _wait_for(

@@ -49,7 +49,7 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
         device="cpu",
         threads_per_worker=1,
         # Slow batches (about a second per tar here) leave time to press keys mid-run.
-        extra_worker_env={"TARTOK_FAULT_INJECT": "slow_ms=800"},
+        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=800"},
     )
     app = TartokApp(Supervisor(config))
     async with app.run_test(size=(160, 40)) as pilot:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import psutil
 
@@ -103,3 +105,79 @@ class MemoryGuard:
         """The recycled worker is back: allow another recycle if still over."""
         self._recycle_pending = False
         self._over_since_cleanup = False
+
+
+class MemoryControls(Protocol):
+    """What the memory watch may do: the same public controls the dashboard has."""
+
+    def cleanup_all(self) -> None: ...
+
+    def recycle(self, slot: int) -> None: ...
+
+    def report(self, level: str, slot: int | None, message: str) -> None: ...
+
+
+class MeasuredWorker(Protocol):
+    """A slot as the memory watch sees it."""
+
+    n: int
+    mem_bytes: int
+
+    @property
+    def recyclable(self) -> bool:
+        """In the middle of a tar and not already on its way out."""
+        ...
+
+    async def measure(self, pss: bool) -> TreeMemory | None: ...
+
+
+class MemoryWatch:
+    """Measures the workers, keeps the totals shown, and acts through the controls:
+    cleanup above the limit, then a recycle of the biggest worker if still above."""
+
+    def __init__(self, limit_bytes: int, controls: MemoryControls) -> None:
+        self.guard = MemoryGuard(limit_bytes)
+        self.controls = controls
+        self.total_bytes = 0
+        """Workers' memory as the limit counts it (PSS where read), last measured."""
+        self._last_pss = float("-inf")
+
+    @property
+    def limit_bytes(self) -> int:
+        return self.guard.limit_bytes
+
+    async def check(self, workers: Sequence[MeasuredWorker], now: float) -> None:
+        usage = {w.n: await w.measure(pss=False) for w in workers}
+        rss_total = sum(mem.rss for mem in usage.values() if mem is not None)
+        if needs_pss(rss_total, self.limit_bytes, now - self._last_pss):
+            self._last_pss = now
+            usage = {w.n: await w.measure(pss=True) for w in workers}
+            self.total_bytes = sum(mem.used for mem in usage.values() if mem is not None)
+        used: dict[int, int] = {}
+        for worker in workers:
+            mem = usage.get(worker.n)
+            worker.mem_bytes = mem.rss if mem is not None else 0  # shown: RSS; limit: PSS
+            if mem is not None:
+                used[worker.n] = mem.used
+        action = self.guard.check(used, {w.n for w in workers if w.recyclable})
+        if action is None:
+            return
+        gib = self.total_bytes / 2**30
+        limit_gib = self.limit_bytes / 2**30
+        if action.kind == "cleanup":
+            self.controls.report(
+                "warning",
+                None,
+                f"workers use {gib:.1f} GiB > limit {limit_gib:g} GiB: asking all to free memory",
+            )
+            self.controls.cleanup_all()
+        elif action.kind == "recycle" and action.slot is not None:
+            self.controls.report(
+                "warning",
+                action.slot,
+                f"still {gib:.1f} GiB after cleanup: recycling this worker after its current tar",
+            )
+            self.controls.recycle(action.slot)
+
+    def recycle_finished(self) -> None:
+        self.guard.recycle_finished()

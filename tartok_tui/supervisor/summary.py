@@ -8,6 +8,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from tartok_tui.exit_codes import ExitCode
+
 
 @dataclass
 class TarResult:
@@ -28,7 +30,7 @@ class TarResult:
 @dataclass
 class RunSummary:
     exit_code: int
-    """0 all done, 1 some tars failed or unfinished, 3 every slot fatal, 130 interrupted."""
+    """See ``tartok_tui.exit_codes.ExitCode``."""
     exit_reason: str
     started_at: float
     finished_at: float
@@ -68,3 +70,24 @@ def write_summary(summary: RunSummary, path: Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def decide_exit(
+    *,
+    interrupted: bool,
+    halted: tuple[int, str] | None,
+    all_fatal: bool,
+    fatal_reason: str | None,
+    failed: int,
+    unfinished: int,
+) -> tuple[int, str]:
+    """The run's exit code and reason (see ``ExitCode``)."""
+    if halted is not None:
+        return halted
+    if interrupted:
+        return ExitCode.INTERRUPTED, "interrupted by a stop request"
+    if all_fatal and unfinished:
+        return ExitCode.ALL_FATAL, fatal_reason or "every worker slot is fatal"
+    if failed or unfinished:
+        return ExitCode.INCOMPLETE, f"{failed} tars failed, {unfinished} unfinished"
+    return ExitCode.OK, "all tars done"

@@ -11,15 +11,56 @@ from dataclasses import dataclass
 
 
 class WorkerState(enum.StrEnum):
+    """A worker slot's phase: the one place its lifecycle is kept.
+
+    Transitions (anything alive may also go to STALLED or, when its process ends,
+    to BACKOFF / FATAL / DONE / STARTING as the supervisor decides):
+
+    - PENDING -> STARTING: the slot could be placed (cluster mode: resources appeared).
+    - STARTING -> LOADING: the worker said hello.
+    - LOADING -> IDLE: model loaded and self-tested (ready); -> PAUSING if a pause is wanted.
+    - IDLE <-> RUNNING: a lease is given / the lease ends (committed, failed).
+    - IDLE/RUNNING -> PAUSING: pause sent; PAUSING -> PAUSED: the worker acknowledged (no
+      batch runs now); PAUSING/PAUSED -> RUNNING or IDLE: resumed.
+    - any alive -> STOPPING: told to stop after its tar, or to abort.
+    - RUNNING/PAUSING/STOPPING/LOADING -> STALLED: no progress past its allowance; its
+      process is killed, and the slot shows STALLED until it restarts.
+    - process ended -> BACKOFF (crashed; restarts after a delay) -> STARTING,
+      -> FATAL (crash loop or model load failure; only a user restart revives it),
+      -> DONE (no more work, or stopped by the user), or -> STARTING (user kill/restart,
+      recycle).
+    """
+
+    PENDING = "pending"  # waiting for resources to be placed (cluster mode)
     STARTING = "starting"  # process spawned, no hello yet
     LOADING = "loading"  # loading the model
     IDLE = "idle"  # ready, waiting for a lease
     RUNNING = "running"  # processing a tar
-    PAUSED = "paused"
-    STOPPING = "stopping"  # finishing its tar, then exits
+    PAUSING = "pausing"  # asked to pause; the worker has not acknowledged yet
+    PAUSED = "paused"  # the worker acknowledged: no batch runs until resumed
+    STOPPING = "stopping"  # finishing its tar (or aborting it), then exits
+    STALLED = "stalled"  # no progress past the stall timeout: killed, restarts
     BACKOFF = "backoff"  # died; waiting before restart
     FATAL = "fatal"  # gave up on this slot
     DONE = "done"  # exited cleanly, no more work
+
+    @property
+    def alive(self) -> bool:
+        """Whether a worker process exists (or is being started) in this phase."""
+        return self in _ALIVE
+
+
+_ALIVE = frozenset(
+    {
+        WorkerState.STARTING,
+        WorkerState.LOADING,
+        WorkerState.IDLE,
+        WorkerState.RUNNING,
+        WorkerState.PAUSING,
+        WorkerState.PAUSED,
+        WorkerState.STOPPING,
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -48,6 +89,26 @@ class WorkerView:
     restarts: int
     last_error: str | None
     backoff_until: float | None = None
+    progress_age_s: float | None = None
+    """Seconds since the worker last made progress on its lease (or on loading); None when
+    it has nothing to progress on (idle, paused, not running)."""
+    node: str = "local"
+    """The machine the worker runs on ("local" without a cluster)."""
+
+
+@dataclass(frozen=True)
+class GpuView:
+    """One GPU as NVML reports it; None where NVML does not say."""
+
+    device: str
+    """"cuda:K", as the workers' device column names it."""
+    name: str
+    utilization_pct: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int | None
+    power_w: float | None
+    temperature_c: float | None
+    node: str = "local"
 
 
 @dataclass(frozen=True)
@@ -70,6 +131,8 @@ class RunView:
     tars_failed: int
     samples_done: int
     samples_expected: int | None
+    """Samples in this run's tars: counted ones, plus an estimate for tars not opened yet
+    (see ``samples_expected_is_estimate``); None before any tar has been counted."""
     errors: int
     audio_seconds: float
     memory_bytes: int
@@ -80,6 +143,12 @@ class RunView:
     finished: bool
     stopping: bool
     exit_reason: str | None = None
+    samples_expected_is_estimate: bool = False
+    """True while some tars' counts are estimated from the tars counted so far."""
+    throughput: tuple[float, ...] = ()
+    """x real time over the last minutes, one value per interval, oldest first."""
+    gpus: tuple[GpuView, ...] = ()
+    nodes_alive: int = 1
 
     @property
     def elapsed(self) -> float:

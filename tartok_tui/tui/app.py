@@ -102,7 +102,7 @@ class TartokApp(App[int]):
         if self.handle_signals:
             # SIGTERM (kill, a batch system) stops the run cleanly as q does; the
             # terminal is in raw mode, so Ctrl+C arrives as a key, not as SIGINT.
-            from tartok_tui.supervisor.supervisor import install_signal_handlers
+            from tartok_tui.supervisor.signals import install_signal_handlers
 
             self._remove_signal_handlers = install_signal_handlers(self.supervisor)
         self.refresh_view()

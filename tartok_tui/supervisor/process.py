@@ -1,0 +1,187 @@
+"""How a worker is started and talked to: the interface, and local subprocesses over pipes.
+
+The supervisor decides (leases, restarts, stalls, memory); a ``WorkerProcess`` only
+carries out: it sends messages, yields the worker's messages until its output ends,
+kills it, waits for its exit and measures its memory. ``LocalLauncher`` starts one
+subprocess per slot in a session of its own (so a kill takes its whole process group);
+a cluster launcher implements the same two protocols for workers on other machines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from tartok_tui import messages as m
+from tartok_tui.supervisor.memory import TreeMemory, tree_memory
+from tartok_tui.worker.options import WorkerOptions
+
+STREAM_LIMIT = 2**22
+"""Longest message line accepted from a worker (an error record's reason is bounded far below)."""
+
+Warn = Callable[[str], None]
+
+
+class WorkerStartError(RuntimeError):
+    """The worker could not be started at all (not a crash of a started worker)."""
+
+
+class NoResources(WorkerStartError):
+    """The worker cannot be placed now (a cluster without a free GPU/CPU share): the slot
+    waits ("pending") without counting it as a failure."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What a launcher needs to start a slot's worker."""
+
+    slot: int
+    options: WorkerOptions
+    env: dict[str, str]
+    """Environment overrides (thread counts, CUDA_VISIBLE_DEVICES, the user's --worker-env)."""
+    log_path: Path
+    """Where the worker's stderr (its log) goes."""
+
+
+class WorkerProcess(Protocol):
+    """One started worker."""
+
+    pid: int | None
+    node: str
+    """The machine it runs on ("local" for a subprocess of the supervisor)."""
+
+    def send(self, msg: m.Message) -> bool:
+        """Queue a message for the worker; False if it can no longer receive."""
+        ...
+
+    def messages(self, warn: Warn) -> AsyncIterator[m.Message]:
+        """The worker's messages until its output ends; bad lines go to ``warn``."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started, now."""
+        ...
+
+    async def wait(self) -> int:
+        """Its exit code once it has exited (negative: killed by that signal)."""
+        ...
+
+    async def memory(self) -> TreeMemory | None:
+        """RSS of the worker's process tree (PSS is read separately when needed)."""
+        ...
+
+    async def memory_pss(self) -> TreeMemory | None: ...
+
+
+class WorkerLauncher(Protocol):
+    async def start(self, spec: WorkerSpec) -> WorkerProcess:
+        """Start a worker; raises WorkerStartError (or NoResources) if it cannot."""
+        ...
+
+    def describe(self, spec: WorkerSpec) -> str:
+        """Where the worker will run, for the event log."""
+        ...
+
+
+def killpg(pid: int) -> None:
+    """SIGKILL a worker's process group (workers lead their own session: pgid == pid)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def describe_exit(rc: int) -> str:
+    if rc < 0:
+        try:
+            return f"killed by {signal.Signals(-rc).name}"
+        except ValueError:
+            return f"killed by signal {-rc}"
+    return f"exit code {rc}"
+
+
+class LocalWorkerProcess:
+    """A worker subprocess of this supervisor, talking JSON lines over its stdin/stdout."""
+
+    node = "local"
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self.pid: int | None = proc.pid
+
+    def send(self, msg: m.Message) -> bool:
+        stdin = self._proc.stdin
+        if self._proc.returncode is not None or stdin is None or stdin.is_closing():
+            return False
+        try:
+            stdin.write(m.encode(msg))
+        except (BrokenPipeError, ConnectionResetError):
+            # The worker is exiting; its exit is handled where its stdout ends.
+            return False
+        return True
+
+    async def messages(self, warn: Warn) -> AsyncIterator[m.Message]:
+        stdout = self._proc.stdout
+        assert stdout is not None
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:
+                # Over the stream limit: not a message we sent; skip what we can.
+                warn("oversized line from the worker ignored")
+                continue
+            if not line:
+                return
+            try:
+                yield m.decode(line)
+            except m.ProtocolError as exc:
+                warn(f"bad line from the worker: {exc}")
+
+    def kill(self) -> None:
+        if self._proc.returncode is None and self.pid is not None:
+            killpg(self.pid)
+
+    async def wait(self) -> int:
+        return await self._proc.wait()
+
+    async def memory(self) -> TreeMemory | None:
+        return await self._tree(pss=False)
+
+    async def memory_pss(self) -> TreeMemory | None:
+        return await self._tree(pss=True)
+
+    async def _tree(self, pss: bool) -> TreeMemory | None:
+        if self._proc.returncode is not None or self.pid is None:
+            return None
+        pid = self.pid
+        return await asyncio.to_thread(tree_memory, pid, pss)
+
+
+class LocalLauncher:
+    """Workers as subprocesses of the supervisor (the default, one machine)."""
+
+    def describe(self, spec: WorkerSpec) -> str:
+        return spec.options.device
+
+    async def start(self, spec: WorkerSpec) -> WorkerProcess:
+        args = [sys.executable, "-m", "tartok_tui.worker", "--options", spec.options.to_json()]
+        env = {**os.environ, **spec.env}
+        try:
+            with open(spec.log_path, "ab") as log_file:
+                proc = await asyncio.create_subprocess_exec(
+                    *args,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=log_file,
+                    env=env,
+                    start_new_session=True,
+                    limit=STREAM_LIMIT,
+                )
+        except OSError as exc:
+            raise WorkerStartError(f"could not start the worker: {exc}") from exc
+        return LocalWorkerProcess(proc)

@@ -1,0 +1,259 @@
+"""The tar queue: which tar each lease gets, and what becomes of a tar when its lease ends.
+
+Pure bookkeeping: no processes, files or clocks, so every exactly-once rule is tested in
+milliseconds. The rules:
+
+- A tar is leased to at most one worker at a time, and a lease ends exactly once:
+  committed (the tar is done), failed (given up for this run; the next run tries again),
+  or returned (back to the *front* of the queue, uncommitted: it is older work than
+  anything still waiting).
+- A return caused by the worker dying or stalling counts against the tar. After
+  ``poison_threshold`` such kills the tar is leased in isolation (sample by sample,
+  journalled, so that the sample that kills is found); after ``max_kills`` it is failed.
+- A return the user or the run caused (a kill, a restart, a stop, a recycle) does not
+  count; an isolated tar returned that way retries the sample it was in instead of
+  blaming it.
+- A tar whose input could not be read (I/O or network, after the worker's own retries)
+  is returned; after ``input_retries`` such returns it is failed.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import Counter, deque
+from collections.abc import Hashable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+T = TypeVar("T", bound=Hashable)
+
+KILLS_EXTRA = 5
+"""An isolated tar may kill this many more workers (one poison sample each) before it is
+given up: each isolated crash marks one sample, so a tar needing more is likely killing
+workers for another reason."""
+INPUT_RETRIES = 3
+
+
+class TarStatus(enum.StrEnum):
+    PENDING = "pending"
+    LEASED = "leased"
+    DONE = "done"
+    SKIPPED = "skipped"
+    """Complete before this run started."""
+    FAILED = "failed"
+
+
+class ReturnCause(enum.StrEnum):
+    """Why a lease came back uncommitted."""
+
+    CRASH = "crash"
+    """The worker died (or lost its device) while holding it: counts against the tar."""
+    STALL = "stall"
+    """The worker stopped making progress and was killed: counts against the tar."""
+    INTENDED = "intended"
+    """Killed, restarted, stopped or recycled on purpose: not the tar's fault."""
+    INPUT = "input"
+    """The input could not be read: retried a few times, then failed."""
+
+
+@dataclass
+class TarEntry:
+    status: TarStatus = TarStatus.PENDING
+    kills: int = 0
+    input_failures: int = 0
+    isolated: bool = False
+    retry_crashed: bool = False
+    """The last isolated attempt was killed on purpose: do not blame its sample."""
+    samples: int = 0
+    errors: int = 0
+    audio_s: float = 0.0
+    wall_s: float = 0.0
+    expected: int | None = None
+    """Samples in the tar, once a worker has counted them."""
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Grant(Generic[T]):
+    lease_id: int
+    tar: T
+    isolate: bool
+    retry_crashed: bool
+    newly_isolated: bool
+    """This lease is the tar's first in isolation (worth telling the user)."""
+    kills: int
+
+
+@dataclass(frozen=True)
+class Returned:
+    requeued: bool
+    """Back in the queue; False when the tar was given up (see ``reason``)."""
+    reason: str | None = None
+
+
+class TarQueue(Generic[T]):
+    """Tars of one run, in order. ``done``: tars complete before the run (skipped)."""
+
+    def __init__(
+        self,
+        tars: Iterable[T],
+        done: Iterable[T] = (),
+        *,
+        poison_threshold: int = 2,
+        max_kills: int | None = None,
+        input_retries: int = INPUT_RETRIES,
+    ) -> None:
+        if poison_threshold < 1:
+            raise ValueError("poison_threshold must be at least 1")
+        self.poison_threshold = poison_threshold
+        self.max_kills = max_kills if max_kills is not None else poison_threshold + KILLS_EXTRA
+        self.input_retries = input_retries
+        skipped = set(done)
+        self._entries: dict[T, TarEntry] = {}
+        self._pending: deque[T] = deque()
+        for tar in tars:
+            if tar in self._entries:
+                raise ValueError(f"tar listed twice: {tar!r}")
+            entry = TarEntry()
+            if tar in skipped:
+                entry.status = TarStatus.SKIPPED
+            else:
+                self._pending.append(tar)
+            self._entries[tar] = entry
+        self._leases: dict[int, T] = {}
+        self._next_id = 0
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def __contains__(self, tar: object) -> bool:
+        return tar in self._entries
+
+    def __iter__(self) -> Iterator[tuple[T, TarEntry]]:
+        return iter(self._entries.items())
+
+    def entry(self, tar: T) -> TarEntry:
+        return self._entries[tar]
+
+    def counts(self) -> Counter[TarStatus]:
+        return Counter(e.status for e in self._entries.values())
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    @property
+    def leased(self) -> int:
+        return len(self._leases)
+
+    def work_remaining(self) -> bool:
+        """Whether any tar still waits for a lease or is leased."""
+        return bool(self._pending) or bool(self._leases)
+
+    def tar_of(self, lease_id: int) -> T | None:
+        return self._leases.get(lease_id)
+
+    # -- leasing ----------------------------------------------------------------------------
+
+    def lease(self) -> Grant[T] | None:
+        """The next tar for a worker, or None when nothing waits."""
+        if not self._pending:
+            return None
+        tar = self._pending.popleft()
+        entry = self._entries[tar]
+        self._next_id += 1
+        isolate = entry.kills >= self.poison_threshold
+        newly = isolate and not entry.isolated
+        entry.isolated = entry.isolated or isolate
+        retry = isolate and entry.retry_crashed
+        entry.retry_crashed = False
+        entry.status = TarStatus.LEASED
+        self._leases[self._next_id] = tar
+        return Grant(self._next_id, tar, isolate, retry, newly, entry.kills)
+
+    def _end(self, lease_id: int) -> tuple[T, TarEntry]:
+        tar = self._leases.pop(lease_id, None)
+        if tar is None:
+            raise KeyError(f"lease {lease_id} is not active")
+        return tar, self._entries[tar]
+
+    def set_expected(self, lease_id: int, samples: int) -> None:
+        tar = self._leases.get(lease_id)
+        if tar is not None:
+            self._entries[tar].expected = samples
+
+    def commit(
+        self,
+        lease_id: int,
+        *,
+        samples: int = 0,
+        errors: int = 0,
+        audio_s: float = 0.0,
+        wall_s: float = 0.0,
+    ) -> T:
+        """The worker committed the tar's output: done."""
+        tar, entry = self._end(lease_id)
+        entry.status = TarStatus.DONE
+        entry.samples, entry.errors, entry.audio_s, entry.wall_s = samples, errors, audio_s, wall_s
+        entry.reason = None
+        return tar
+
+    def fail(self, lease_id: int, reason: str) -> T:
+        """The tar cannot be done in this run."""
+        tar, entry = self._end(lease_id)
+        entry.status = TarStatus.FAILED
+        entry.reason = reason
+        return tar
+
+    def give_back(self, lease_id: int, cause: ReturnCause) -> Returned:
+        """The lease ended uncommitted: requeue the tar at the front, or give it up."""
+        tar, entry = self._end(lease_id)
+        if cause in (ReturnCause.CRASH, ReturnCause.STALL):
+            entry.kills += 1
+            if entry.kills >= self.max_kills:
+                what = "killed" if cause == ReturnCause.CRASH else "stalled"
+                entry.status = TarStatus.FAILED
+                entry.reason = f"{what} {entry.kills} workers, even sample by sample"
+                return Returned(False, entry.reason)
+        elif cause == ReturnCause.INPUT:
+            entry.input_failures += 1
+            if entry.input_failures >= self.input_retries:
+                entry.status = TarStatus.FAILED
+                entry.reason = f"input unreadable {entry.input_failures} times"
+                return Returned(False, entry.reason)
+        elif entry.isolated:
+            entry.retry_crashed = True
+        entry.status = TarStatus.PENDING
+        self._pending.appendleft(tar)
+        return Returned(True)
+
+    def committed_elsewhere(self, lease_id: int) -> T:
+        """The output exists although the worker did not report it (it died between the
+        commit and its message): the tar is done."""
+        tar, entry = self._end(lease_id)
+        entry.status = TarStatus.DONE
+        return tar
+
+    # -- sample totals ----------------------------------------------------------------------
+
+    def samples_expected(self) -> tuple[int | None, bool]:
+        """(samples in this run's tars, whether part of it is an estimate).
+
+        Tars done in this run count what their worker wrote, tars a worker has counted
+        their count; the rest are estimated at the mean of those. None before any tar of
+        this run has been counted.
+        """
+        known: list[int] = []
+        unknown = 0
+        for entry in self._entries.values():
+            if entry.status == TarStatus.SKIPPED:
+                continue
+            if entry.status == TarStatus.DONE:
+                known.append(entry.samples)
+            elif entry.expected is not None:
+                known.append(entry.expected)
+            else:
+                unknown += 1
+        if not known:
+            return None, False
+        estimate = round(sum(known) / len(known) * unknown) if unknown else 0
+        return sum(known) + estimate, unknown > 0
