@@ -8,12 +8,11 @@ imported only when it is shown, so ``--no-tui`` never loads textual.
 
 from __future__ import annotations
 
-import asyncio
-import enum
+import inspect
 import json
-import sys
-from collections.abc import Callable
-from dataclasses import MISSING, fields, replace
+import typing
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,10 +22,9 @@ from rich.table import Table
 from rich.text import Text
 
 from tartok_tui import __version__
-from tartok_tui.config import DEFAULT_AUDIO_EXTS, ConfigError, RunConfig
-from tartok_tui.control import SupervisorControl
+from tartok_tui.config import CliSpec, ConfigError, DisplayOptions, RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.supervisor.views import Event
+from tartok_tui.run import run_pipeline
 
 if TYPE_CHECKING:
     from tartok_tui.output.scan import OutputStatus, VerifyReport
@@ -65,36 +63,6 @@ app = typer.Typer(
 err_console = Console(stderr=True, highlight=False)
 
 
-class Precision(enum.StrEnum):
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-def _default(name: str) -> Any:
-    """The RunConfig default, so the CLI and the config cannot drift apart."""
-    field = next(f for f in fields(RunConfig) if f.name == name)
-    if field.default is not MISSING:
-        return field.default
-    if field.default_factory is not MISSING:
-        return field.default_factory()
-    raise KeyError(f"RunConfig.{name} has no default")
-
-
-DEFAULT_PRECISION = Precision(_default("precision"))
-
-
-def _opt(name: str, help: str, *short: str, **kwargs: Any) -> Any:
-    """A ``run`` option: ``--kebab-name``, the ``--snake_name`` alias, ``TARTOK_NAME``."""
-    decls = [f"--{name.replace('_', '-')}"]
-    if "_" in name:
-        decls.append(f"--{name}")
-    # Square brackets are rich markup in help text; "[default: ...]" must show as written.
-    return typer.Option(
-        *decls, *short, help=help.replace("[", r"\["), envvar=f"TARTOK_{name.upper()}", **kwargs
-    )
-
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tartok-tui {__version__}")
@@ -113,276 +81,109 @@ def main_callback(
     """Tokenize tar-sharded speech datasets into Spark-TTS BiCodec tokens on many GPUs, with a live dashboard."""
 
 
+# --------------------------------------------------------------------------- options
+
+
+def _declared(cls: type, names: Iterable[str] | None = None) -> list[tuple[str, Any, CliSpec, Any]]:
+    """(name, field type, CLI spec, default) of a config dataclass's declared options."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in fields(cls):
+        spec = f.metadata.get("cli")
+        if spec is None or (names is not None and f.name not in names):
+            continue
+        if spec.required:
+            default = ...
+        elif f.default is MISSING or spec.cli_type is not None:
+            # Not given on the command line: the dataclass's own default applies.
+            default = None
+        else:
+            default = f.default
+        out.append((f.name, hints[f.name], spec, default))
+    return out
+
+
+def _parameter(name: str, kind: Any, spec: CliSpec, default: Any) -> inspect.Parameter:
+    """A Typer option for a declared field: --kebab, --snake, short names, TARTOK_NAME."""
+    decls = [f"--{name.replace('_', '-')}"]
+    if "_" in name:
+        decls.append(f"--{name}")
+    decls += [*spec.aliases, *spec.short]
+    text = spec.help
+    if spec.default_text is not None:
+        text += f" [default: {spec.default_text}]"
+    extra: dict[str, Any] = {}
+    if spec.min is not None:
+        extra["min"] = spec.min
+    if spec.default_text is not None:
+        extra["show_default"] = False
+    # Square brackets are rich markup in help text; "[default: ...]" must show as written.
+    opt = typer.Option(
+        default, *decls, help=text.replace("[", r"\["), envvar=f"TARTOK_{name.upper()}", **extra
+    )
+    annotation = spec.cli_type if spec.cli_type is not None else kind
+    return inspect.Parameter(
+        name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=annotation
+    )
+
+
+def _build_config(cls: type, values: dict[str, Any]) -> Any:
+    """The config dataclass from parsed command-line values (ConfigError on bad values)."""
+    kwargs = {}
+    for name, _, spec, _ in _declared(cls):
+        if name not in values:
+            continue
+        value = values[name]
+        if value is None:
+            continue  # not given: the dataclass default
+        if spec.parse is not None:
+            value = spec.parse(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def declared_command(impl: Callable[..., None], *classes: type) -> Callable[..., None]:
+    """A Typer command whose options are the declared fields of ``classes``."""
+    return with_signature(impl, [_parameter(*d) for cls in classes for d in _declared(cls)])
+
+
+def with_signature(
+    impl: Callable[..., None], params: list[inspect.Parameter]
+) -> Callable[..., None]:
+    """``impl`` as a Typer command taking exactly ``params``."""
+
+    def command(**values: Any) -> None:
+        impl(**values)
+
+    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params}
+    command.__doc__ = impl.__doc__
+    command.__name__ = impl.__name__
+    return command
+
+
 # --------------------------------------------------------------------------- run
 
 
-def make_supervisor(
-    config: RunConfig,
-    on_event: Callable[[Event], None] | None,
-    tars: list[Path] | None = None,
-) -> SupervisorControl:
-    """The real supervisor, given the tars validation found; tests replace this with a fake."""
-    from tartok_tui.supervisor.supervisor import Supervisor
-
-    return Supervisor(config, tars=tars, on_event=on_event)
-
-
-def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
-    """Check the whole config before any worker starts; raises ConfigError.
-
-    Returns the config to run and the tars found. A Hugging Face repo id is downloaded (or
-    found in the cache) here, and the config returned names the local directory, so the
-    run resolves neither the model nor the tar list again.
-    """
-    from tartok_tui.supervisor.preflight import validate
-
-    validated = validate(config)
-    return replace(config, model_dir=str(validated.model_dir)), validated.tars
-
-
-def run_pipeline(
-    config: RunConfig,
-    tui: bool,
-    *,
-    progress_interval: float | None = None,
-    console: Console | None = None,
-) -> int:
-    """Validate, then run to the end with the dashboard or the headless printer.
-
-    Returns the process exit code (see ``ExitCode``). Reusable by any command
-    that builds a RunConfig (``demo`` does).
-    """
-    console = console if console is not None else Console(highlight=False)
-    try:
-        config, tars = validate_config(config)
-    except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
-        return ExitCode.BAD_ARGS
-    if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
-        err_console.print(
-            "[yellow]not a terminal: showing plain progress instead of the dashboard[/]"
-        )
-        tui = False
-    if tui:
-        # Imported here so that the headless path never loads textual.
-        from tartok_tui.tui.app import run_dashboard
-
-        context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
-        return run_dashboard(make_supervisor(config, None, tars), console=console, context=context)
-
-    from tartok_tui.progress import HeadlessPrinter, run_headless
-
-    printer = HeadlessPrinter(console, interval=progress_interval)
-    supervisor = make_supervisor(config, printer.on_event, tars)
-    return asyncio.run(run_headless(supervisor, printer))
-
-
-def _parse_env(pairs: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise typer.BadParameter(f"expected KEY=VALUE, got {pair!r}", param_hint="--worker-env")
-        env[key] = value
-    return env
-
-
-def _parse_exts(value: str) -> tuple[str, ...]:
-    exts = tuple(e.strip().lstrip(".").lower() for e in value.split(",") if e.strip())
-    if not exts:
-        raise typer.BadParameter("give at least one extension", param_hint="--audio-exts")
-    return exts
-
-
-@app.command(epilog=EXAMPLES)
-def run(
-    input_dir: Annotated[Path, _opt("input_dir", "Directory holding the input .tar shards.", "-i")],
-    output_dir: Annotated[
-        Path, _opt("output_dir", "Where the per-tar JSONL files go; a rerun resumes here.", "-o")
-    ],
-    model_dir: Annotated[
-        str,
-        _opt(
-            "model_dir",
-            "Spark-TTS model: a local directory in the official layout, or a Hugging Face repo id.",
-            "-m",
-        ),
-    ],
-    from_index: Annotated[
-        int, _opt("from_index", "First tar (index in the sorted list).", min=0)
-    ] = _default("from_index"),
-    to_index: Annotated[
-        int | None,
-        _opt("to_index", "End of the tar range, exclusive [default: the last tar].", min=0),
-    ] = None,
-    recursive: Annotated[
-        bool, _opt("recursive", "Look for tars in subdirectories too.")
-    ] = _default("recursive"),
-    num_proc: Annotated[
-        int | None,
-        _opt(
-            "num_proc",
-            "Worker processes in all [default: procs-per-gpu per GPU, or 1 without a GPU].",
-            "-n",
-            min=1,
-        ),
-    ] = None,
-    procs_per_gpu: Annotated[
-        int, _opt("procs_per_gpu", "Workers per GPU when --num-proc is not given.", min=1)
-    ] = _default("procs_per_gpu"),
-    device: Annotated[
-        str, _opt("device", "auto | cpu | cuda | cuda:0,1 (the GPUs to use).", "-d")
-    ] = _default("device"),
-    precision: Annotated[
-        Precision, _opt("precision", "Model precision; bf16/fp16 are faster but not bit-identical.")
-    ] = DEFAULT_PRECISION,
-    batch_seconds: Annotated[
-        float, _opt("batch_seconds", "Audio seconds per model batch, padding included.", min=1.0)
-    ] = _default("batch_seconds"),
-    max_duration: Annotated[
-        float,
-        _opt("max_duration", "Clips longer than this many seconds get an error record.", min=0.1),
-    ] = _default("max_duration"),
-    audio_exts: Annotated[
-        str, _opt("audio_exts", "Audio member extensions, comma separated.")
-    ] = ",".join(DEFAULT_AUDIO_EXTS),
-    memory_limit_gb: Annotated[
-        float,
-        _opt(
-            "memory_limit_gb",
-            "Total worker memory (GB) before workers are cleaned up or recycled.",
-            min=0.1,
-        ),
-    ] = _default("memory_limit_gb"),
-    memory_check_s: Annotated[
-        float, _opt("memory_check_s", "Seconds between memory checks.", min=0.1)
-    ] = _default("memory_check_s"),
-    stats_every: Annotated[
-        int, _opt("stats_every", "Log throughput stats every N samples.", min=1)
-    ] = _default("stats_every"),
-    threads_per_worker: Annotated[
-        int | None,
-        _opt(
-            "threads_per_worker",
-            "Torch threads per worker [default: CPU cores shared among CPU workers].",
-            min=1,
-        ),
-    ] = None,
-    decode_workers: Annotated[
-        int | None,
-        _opt(
-            "decode_workers",
-            "Audio decode threads per worker [default: from the worker's cores].",
-            min=1,
-        ),
-    ] = None,
-    streams: Annotated[
-        int | None,
-        _opt(
-            "streams",
-            "Batches each worker runs at once, sharing its threads "
-            "[default: one per thread on the CPU, 1 on a GPU].",
-            min=1,
-        ),
-    ] = None,
-    backoff_initial_s: Annotated[
-        float, _opt("backoff_initial_s", "First restart delay after a worker dies.", min=0.0)
-    ] = _default("backoff_initial_s"),
-    backoff_max_s: Annotated[
-        float, _opt("backoff_max_s", "Longest restart delay.", min=0.0)
-    ] = _default("backoff_max_s"),
-    crash_window_s: Annotated[
-        float,
-        _opt(
-            "crash_window_s",
-            "Window (s) in which --crash-limit failures make a slot fatal.",
-            min=0.0,
-        ),
-    ] = _default("crash_window_s"),
-    crash_limit: Annotated[
-        int, _opt("crash_limit", "Failures within --crash-window-s before a slot gives up.", min=1)
-    ] = _default("crash_limit"),
-    poison_threshold: Annotated[
-        int,
-        _opt(
-            "poison_threshold",
-            "A tar that killed this many workers is re-run sample by sample.",
-            min=1,
-        ),
-    ] = _default("poison_threshold"),
-    stop_timeout_s: Annotated[
-        float,
-        _opt(
-            "stop_timeout_s", "After a stop request, workers alive this long are killed.", min=0.0
-        ),
-    ] = _default("stop_timeout_s"),
-    log_dir: Annotated[
-        Path | None, _opt("log_dir", "Worker logs [default: OUTPUT_DIR/logs].")
-    ] = None,
-    worker_env: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--worker-env",
-            "--extra-worker-env",
-            "--extra_worker_env",
-            help="Extra environment for the workers, KEY=VALUE; repeatable.",
-            envvar="TARTOK_EXTRA_WORKER_ENV",
-        ),
-    ] = None,
-    no_tui: Annotated[
-        bool,
-        typer.Option(
-            "--no-tui",
-            "--no_tui",
-            help="Plain progress output instead of the dashboard (never loads textual).",
-            envvar="TARTOK_NO_TUI",
-        ),
-    ] = False,
-    progress_interval: Annotated[
-        float | None,
-        typer.Option(
-            "--progress-interval",
-            "--progress_interval",
-            help=r"Seconds between --no-tui progress lines \[default: 0.5 on a terminal, 30 otherwise].",
-            envvar="TARTOK_PROGRESS_INTERVAL",
-            min=0.1,
-        ),
-    ] = None,
-) -> None:
+def run(**values: Any) -> None:
     """Tokenize every tar in INPUT_DIR (or a slice of them) into OUTPUT_DIR.
 
     Tars already complete in OUTPUT_DIR are skipped, so running the same command again resumes.
     """
-    config = RunConfig(
-        input_dir=input_dir,
-        output_dir=output_dir,
-        model_dir=model_dir,
-        from_index=from_index,
-        to_index=to_index,
-        recursive=recursive,
-        num_proc=num_proc,
-        procs_per_gpu=procs_per_gpu,
-        device=device,
-        precision=precision.value,
-        batch_seconds=batch_seconds,
-        max_duration=max_duration,
-        audio_exts=_parse_exts(audio_exts),
-        memory_limit_gb=memory_limit_gb,
-        memory_check_s=memory_check_s,
-        stats_every=stats_every,
-        threads_per_worker=threads_per_worker,
-        decode_workers=decode_workers,
-        streams=streams,
-        backoff_initial_s=backoff_initial_s,
-        backoff_max_s=backoff_max_s,
-        crash_window_s=crash_window_s,
-        crash_limit=crash_limit,
-        poison_threshold=poison_threshold,
-        stop_timeout_s=stop_timeout_s,
-        log_dir=log_dir,
-        worker_env=_parse_env(worker_env or []),
-    )
-    raise typer.Exit(run_pipeline(config, tui=not no_tui, progress_interval=progress_interval))
+    try:
+        display: DisplayOptions = _build_config(
+            DisplayOptions, {k: values.pop(k) for k in DISPLAY_OPTIONS}
+        )
+        config: RunConfig = _build_config(RunConfig, values)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        raise typer.Exit(ExitCode.BAD_ARGS) from exc
+    code = run_pipeline(config, tui=not display.no_tui, progress_interval=display.progress_interval)
+    raise typer.Exit(code)
+
+
+DISPLAY_OPTIONS = [f.name for f in fields(DisplayOptions)]
+app.command(name="run", epilog=EXAMPLES)(declared_command(run, RunConfig, DisplayOptions))
 
 
 # --------------------------------------------------------------------------- status / verify
@@ -405,22 +206,8 @@ def status(
     print_status(result, Console(highlight=False))
 
 
-@app.command()
 def verify(
-    input_dir: Annotated[
-        Path, typer.Argument(help="The input directory of the run.", exists=True, file_okay=False)
-    ],
-    output_dir: Annotated[
-        Path, typer.Argument(help="Its output directory.", exists=True, file_okay=False)
-    ],
-    from_index: Annotated[
-        int, _opt("from_index", "First tar of the range that was run.", min=0)
-    ] = 0,
-    to_index: Annotated[
-        int | None, _opt("to_index", "End of that range, exclusive.", min=0)
-    ] = None,
-    recursive: Annotated[bool, _opt("recursive", "Tars in subdirectories too.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    ctx: typer.Context, input_dir: Path, output_dir: Path, as_json: bool = False, **values: Any
 ) -> None:
     """Check that every sample of every input tar appears exactly once in the output, as tokens or an error record.
 
@@ -429,16 +216,71 @@ def verify(
     from tartok_tui.output.scan import verify as verify_output
     from tartok_tui.shards.discover import InputError
 
+    from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
     try:
         report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
     except InputError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
+    if not report.tars:
+        err_console.print(
+            f"[bold red]error:[/] no tars in {input_dir} for range [{from_index}, "
+            f"{'end' if to_index is None else to_index})"
+            + ("" if recursive else " (subdirectories need --recursive)")
+        )
+        raise typer.Exit(ExitCode.BAD_ARGS)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
-        print_verify(report, Console(highlight=False))
+        console = Console(highlight=False)
+        console.print(_range_text(ctx, from_index, to_index, recursive, len(report.tars)))
+        print_verify(report, console)
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.INCOMPLETE)
+
+
+def _range_text(
+    ctx: typer.Context, from_index: int, to_index: int | None, recursive: bool, found: int
+) -> Text:
+    """Which tars verify checked, and where a narrowed range came from (a TARTOK_* variable
+    exported for ``run`` narrows ``verify`` too, which should never go unnoticed)."""
+    from_env = [
+        f"TARTOK_{name.upper()}"
+        for name in ("from_index", "to_index", "recursive")
+        if getattr(ctx.get_parameter_source(name), "name", None) == "ENVIRONMENT"
+    ]
+    end = "the end" if to_index is None else str(to_index)
+    text = f"range: tars [{from_index}, {end}) of the sorted list, {found:,} in range"
+    text += ", subdirectories included" if recursive else ""
+    if from_env:
+        text += f" (set by {', '.join(from_env)} in the environment)"
+    return Text(text, style="yellow" if from_env else "dim")
+
+
+_verify_params = [
+    inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+    inspect.Parameter(
+        "input_dir",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Path,
+        default=typer.Argument(
+            ..., help="The input directory of the run.", exists=True, file_okay=False
+        ),
+    ),
+    inspect.Parameter(
+        "output_dir",
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=Path,
+        default=typer.Argument(..., help="Its output directory.", exists=True, file_okay=False),
+    ),
+    *(_parameter(*d) for d in _declared(RunConfig, ("from_index", "to_index", "recursive"))),
+    inspect.Parameter(
+        "as_json",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=bool,
+        default=typer.Option(False, "--json", help="Machine-readable output."),
+    ),
+]
+app.command(name="verify")(with_signature(verify, _verify_params))
 
 
 MAX_LISTED = 20
@@ -532,7 +374,6 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     if not bad:
         return
     table = Table(title=f"Tars with problems ({len(bad)})", title_justify="left")
-    table.add_column("tar", no_wrap=True)
     for name, justify in (
         ("tar", "left"),
         ("expected", "right"),

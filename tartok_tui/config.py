@@ -1,10 +1,19 @@
-"""Run configuration: every option of ``tartok-tui run`` in one place."""
+"""Run configuration: every option of ``tartok-tui run`` declared once.
+
+Each field is the one place an option's name, default and help live. The command line
+is built from these declarations (``--kebab-name``, the old ``--snake_name`` spelling,
+``TARTOK_<NAME>`` in the environment), and the workers' options are derived from the
+same fields (``worker.options.WorkerOptions.for_slot``).
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+import json
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field
 from pathlib import Path
+from typing import Any
 
 DEFAULT_AUDIO_EXTS: tuple[str, ...] = ("wav", "flac", "mp3", "ogg", "opus", "m4a")
 
@@ -17,68 +26,236 @@ class Precision(enum.StrEnum):
     FP16 = "fp16"
 
 
+class OutputFormat(enum.StrEnum):
+    JSONL = "jsonl"
+    PARQUET = "parquet"
+
+
 class ConfigError(ValueError):
     """A bad option or argument, found before any worker starts (the CLI exits 2)."""
 
 
+# ---------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class CliSpec:
+    """How an option appears on the command line."""
+
+    help: str
+    short: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    """Further spellings (the kebab and snake ones are always there)."""
+    min: float | None = None
+    cli_type: Any = None
+    """What the command line takes, when it differs from the field's type."""
+    parse: Callable[[Any], Any] | None = None
+    """Command-line value -> field value (raises ConfigError)."""
+    default_text: str | None = None
+    """Shown as the default instead of the value (for None and computed defaults)."""
+    required: bool = False
+
+
+def option(
+    default: Any = MISSING,
+    *,
+    help: str,
+    short: tuple[str, ...] = (),
+    aliases: tuple[str, ...] = (),
+    min: float | None = None,
+    cli_type: Any = None,
+    parse: Callable[[Any], Any] | None = None,
+    default_text: str | None = None,
+    default_factory: Callable[[], Any] | Any = MISSING,
+) -> Any:
+    """A dataclass field carrying its command-line declaration."""
+    spec = CliSpec(
+        help=help,
+        short=short,
+        aliases=aliases,
+        min=min,
+        cli_type=cli_type,
+        parse=parse,
+        default_text=default_text,
+        required=default is MISSING and default_factory is MISSING,
+    )
+    if default_factory is not MISSING:
+        return field(default_factory=default_factory, metadata={"cli": spec})
+    return field(default=default, metadata={"cli": spec})
+
+
+def parse_exts(value: str | tuple[str, ...]) -> tuple[str, ...]:
+    items = value.split(",") if isinstance(value, str) else value
+    exts = tuple(e.strip().lstrip(".").lower() for e in items if e.strip())
+    if not exts:
+        raise ConfigError("--audio-exts: give at least one extension")
+    return exts
+
+
+def parse_env(pairs: list[str] | dict[str, str] | None) -> dict[str, str]:
+    if isinstance(pairs, dict):
+        return dict(pairs)
+    env: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--worker-env: expected KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+def parse_json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
+    if value is None or isinstance(value, dict):
+        return dict(value or {})
+    try:
+        obj = json.loads(value)
+    except json.JSONDecodeError as exc:
+        # The value may hold secrets: say where it is wrong, not what it says.
+        raise ConfigError(f"--storage-options: not valid JSON ({exc.msg} at {exc.pos})") from exc
+    if not isinstance(obj, dict):
+        raise ConfigError("--storage-options: expected a JSON object")
+    return obj
+
+
+# ---------------------------------------------------------------- the run
+
+
 @dataclass
 class RunConfig:
-    input_dir: Path
-    output_dir: Path
-    model_dir: str
-    """A local model directory in the official layout, or a Hugging Face repo id."""
-    from_index: int = 0
-    to_index: int | None = None
-    """Exclusive; None means up to the last tar."""
-    recursive: bool = False
-    num_proc: int | None = None
-    """None: procs_per_gpu per visible GPU, or 1 without a GPU."""
-    procs_per_gpu: int = 2
-    device: str = "auto"
-    """auto | cpu | cuda | cuda:0,1 (the GPUs to use)."""
-    precision: str = "fp32"
-    """fp32 | bf16 | fp16."""
-    batch_seconds: float = 240.0
-    """Audio seconds per model batch on the GPU (padding included)."""
-    max_duration: float = 60.0
-    """Clips longer than this (seconds) get an error record instead of tokens."""
-    audio_exts: tuple[str, ...] = DEFAULT_AUDIO_EXTS
-    max_json_mib: float = 64.0
-    """A sample's JSON member larger than this gets an error record (read no further)."""
-    max_audio_mib: float = 2048.0
-    """A sample's audio member larger than this gets an error record (read no further)."""
-    output_format: str = "jsonl"
-    """jsonl | parquet: one file per input tar in this format."""
-    storage_options: dict[str, object] = field(default_factory=dict)
-    """Extra fsspec options for URLs (endpoint, profile, ...); never logged."""
-    memory_limit_gb: float = 100.0
-    memory_check_s: float = 2.0
-    """Seconds between checks of the workers' memory against memory_limit_gb."""
-    stats_every: int = 1000
-    threads_per_worker: int | None = None
-    """Torch threads per worker; None: CPU cores shared evenly among CPU workers."""
-    decode_workers: int | None = None
-    """Decode threads per worker; None: chosen from the cores a worker owns."""
-    streams: int | None = None
-    """Batches each worker runs at once; None: one per torch thread on the CPU, 1 on a GPU."""
-    # restart policy
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    crash_window_s: float = 300.0
-    crash_limit: int = 5
-    """A slot failing this many times within crash_window_s becomes FATAL."""
-    poison_threshold: int = 2
-    """A tar that killed this many workers is re-run in isolation, sample by sample."""
-    stop_timeout_s: float = 30.0
-    """After a stop request, workers still alive after this long are killed."""
-    stall_timeout_s: float = 600.0
-    """A worker holding a lease with no progress for this long is killed and replaced
-    (loading the model gets max(this, 1800) s)."""
-    log_dir: Path | None = None
-    """Worker logs; default OUTPUT_DIR/logs."""
-    worker_env: dict[str, str] = field(default_factory=dict)
-    """Extra environment for the workers."""
+    input_dir: Path = option(help="Directory holding the input .tar shards.", short=("-i",))
+    output_dir: Path = option(
+        help="Where the per-tar output files go; a rerun resumes here.", short=("-o",)
+    )
+    model_dir: str = option(
+        help="Spark-TTS model: a local directory in the official layout, or a Hugging Face "
+        "repo id.",
+        short=("-m",),
+    )
+    from_index: int = option(0, help="First tar (index in the sorted list).", min=0)
+    to_index: int | None = option(
+        None, help="End of the tar range, exclusive.", min=0, default_text="the last tar"
+    )
+    recursive: bool = option(False, help="Look for tars in subdirectories too.")
+    num_proc: int | None = option(
+        None,
+        help="Worker processes in all.",
+        short=("-n",),
+        min=1,
+        default_text="procs-per-gpu per GPU, or 1 without a GPU",
+    )
+    procs_per_gpu: int = option(2, help="Workers per GPU when --num-proc is not given.", min=1)
+    device: str = option(
+        "auto", help="auto | cpu | cuda | cuda:0,1 (the GPUs to use).", short=("-d",)
+    )
+    precision: Precision = option(
+        Precision.FP32,
+        help="Model precision; bf16/fp16 are faster on GPUs but not bit-identical.",
+    )
+    batch_seconds: float = option(
+        240.0, help="Audio seconds per model batch on a GPU, padding included.", min=1.0
+    )
+    max_duration: float = option(
+        60.0, help="Clips longer than this many seconds get an error record.", min=0.1
+    )
+    audio_exts: tuple[str, ...] = option(
+        DEFAULT_AUDIO_EXTS,
+        help="Audio member extensions, comma separated, in order of preference.",
+        cli_type=str,
+        parse=parse_exts,
+        default_text=",".join(DEFAULT_AUDIO_EXTS),
+    )
+    max_json_mib: float = option(
+        64.0,
+        help="A sample's JSON member larger than this (MiB) gets an error record.",
+        min=0.001,
+    )
+    max_audio_mib: float = option(
+        2048.0,
+        help="A sample's audio member larger than this (MiB) gets an error record.",
+        min=0.001,
+    )
+    output_format: OutputFormat = option(
+        OutputFormat.JSONL, help="One file per input tar: jsonl or parquet."
+    )
+    storage_options: dict[str, Any] = option(
+        help="Extra options for s3://, gs://, hf:// URLs, as a JSON object (never logged).",
+        cli_type=str | None,
+        parse=parse_json_object,
+        default_text="none",
+        default_factory=dict,
+    )
+    memory_limit_gb: float = option(
+        100.0,
+        help="Total worker memory (GiB) before workers are cleaned up, then recycled.",
+        min=0.1,
+    )
+    memory_check_s: float = option(2.0, help="Seconds between memory checks.", min=0.1)
+    stats_every: int = option(
+        1000, help="Log total requests, total and average time every N samples.", min=1
+    )
+    threads_per_worker: int | None = option(
+        None,
+        help="Torch threads per worker.",
+        min=1,
+        default_text="CPU cores shared among CPU workers",
+    )
+    decode_workers: int | None = option(
+        None,
+        help="Audio decode threads per worker.",
+        min=1,
+        default_text="from the worker's cores",
+    )
+    streams: int | None = option(
+        None,
+        help="Batches each worker runs at once, sharing its threads.",
+        min=1,
+        default_text="one per thread on the CPU, 1 on a GPU",
+    )
+    backoff_initial_s: float = option(1.0, help="First restart delay after a worker dies.", min=0)
+    backoff_max_s: float = option(60.0, help="Longest restart delay.", min=0)
+    crash_window_s: float = option(
+        300.0, help="Window (s) in which --crash-limit failures make a slot fatal.", min=0
+    )
+    crash_limit: int = option(
+        5, help="Failures within --crash-window-s before a slot gives up.", min=1
+    )
+    poison_threshold: int = option(
+        2, help="A tar that killed this many workers is re-run sample by sample.", min=1
+    )
+    stop_timeout_s: float = option(
+        30.0, help="After a stop request, workers still alive this long are killed.", min=0
+    )
+    stall_timeout_s: float = option(
+        600.0,
+        help="A worker with no progress on its tar for this long is killed and replaced "
+        "(loading the model gets max(this, 1800) s).",
+        min=1,
+    )
+    log_dir: Path | None = option(None, help="Worker logs.", default_text="OUTPUT_DIR/logs")
+    worker_env: dict[str, str] = option(
+        help="Extra environment for the workers, KEY=VALUE; repeatable.",
+        aliases=("--extra-worker-env", "--extra_worker_env"),
+        cli_type=list[str] | None,
+        parse=parse_env,
+        default_text="none",
+        default_factory=dict,
+    )
 
     @property
     def logs_path(self) -> Path:
         return self.log_dir if self.log_dir is not None else self.output_dir / "logs"
+
+
+@dataclass
+class DisplayOptions:
+    """How a run is shown (not part of the run itself)."""
+
+    no_tui: bool = option(
+        False, help="Plain progress output instead of the dashboard (never loads textual)."
+    )
+    progress_interval: float | None = option(
+        None,
+        help="Seconds between --no-tui progress lines.",
+        min=0.1,
+        default_text="0.5 on a terminal, 30 otherwise",
+    )

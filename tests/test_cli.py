@@ -15,6 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from tartok_tui import __version__, cli
+from tartok_tui import run as pipeline
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.fake_supervisor import FakeSupervisor
@@ -57,9 +58,7 @@ def test_every_run_option_can_come_from_the_environment():
     for param in command.params:
         if param.name == "help":
             continue
-        assert param.envvar == f"TARTOK_{param.name.upper()}" or param.name == "worker_env", (
-            param.name
-        )
+        assert param.envvar == f"TARTOK_{param.name.upper()}", param.name
 
 
 def test_help_shows_examples_and_exit_codes():
@@ -72,11 +71,16 @@ def test_help_shows_examples_and_exit_codes():
     assert "[default: the last tar]" in result.output
 
 
-def test_top_level_help_lists_the_commands():
-    result = runner.invoke(cli.app, ["--help"])
+def test_the_commands_are_registered_and_listed_in_the_help():
+    group = typer.main.get_command(cli.app)
+    assert set(group.commands) == {"run", "status", "verify", "demo"}
+    result = runner.invoke(cli.app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
-    for command in ("run", "status", "verify"):
-        assert command in result.output
+    # The "Commands" panel lists each command with its one-line help (the examples text
+    # mentions the names too, so look for the help lines).
+    for name, command in group.commands.items():
+        first_line = (command.help or "").strip().splitlines()[0][:40]
+        assert first_line in result.output, name
 
 
 @pytest.mark.parametrize("flag", ["--version", "-V"])
@@ -158,7 +162,7 @@ def test_bad_arguments_exit_2(captured, args):
 
 def test_a_config_error_exits_2_before_any_worker(monkeypatch, tmp_path):
     started = []
-    monkeypatch.setattr(cli, "make_supervisor", lambda *a: started.append(a))
+    monkeypatch.setattr(pipeline, "make_supervisor", lambda *a: started.append(a))
     result = runner.invoke(
         cli.app,
         [
@@ -181,16 +185,16 @@ def test_a_validation_error_is_reported_and_exits_2(monkeypatch):
     def reject(config):
         raise ConfigError("--device cuda:7: no such GPU")
 
-    monkeypatch.setattr(cli, "validate_config", reject)
+    monkeypatch.setattr(pipeline, "validate_config", reject)
     result = runner.invoke(cli.app, ["run", "-i", "in", "-o", "out", "-m", "m", "--no-tui"])
     assert result.exit_code == ExitCode.BAD_ARGS
     assert "no such GPU" in result.output
 
 
 def use_fake(monkeypatch, **fake_kwargs) -> None:
-    monkeypatch.setattr(cli, "validate_config", lambda config: (config, None))
+    monkeypatch.setattr(pipeline, "validate_config", lambda config: (config, None))
     monkeypatch.setattr(
-        cli,
+        pipeline,
         "make_supervisor",
         lambda config, on_event, tars: FakeSupervisor(on_event=on_event, **fake_kwargs),
     )
@@ -221,10 +225,11 @@ NO_TEXTUAL = textwrap.dedent(
     """
     import sys
     from tartok_tui import cli
+    from tartok_tui import run as pipeline
     from tartok_tui.fake_supervisor import FakeSupervisor
 
-    cli.validate_config = lambda config: (config, None)
-    cli.make_supervisor = lambda config, on_event, tars: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
+    pipeline.validate_config = lambda config: (config, None)
+    pipeline.make_supervisor = lambda config, on_event, tars: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
     try:
         cli.app(["run", "-i", "in", "-o", "out", "-m", "m", "--no-tui"])
     except SystemExit as exc:
@@ -369,3 +374,22 @@ def test_status_names_partial_and_failed_tars(finished_output):
         result.output
     )
     assert any("exit code 1: 1 tars failed" in line for line in lines), result.output
+
+
+def test_a_run_with_only_the_required_options_gets_every_default(captured):
+    result = runner.invoke(cli.app, ["run", "-i", "in", "-o", "out", "-m", "m"])
+    assert result.exit_code == 0, result.output
+    ((config, tui),) = captured
+    assert tui
+    assert config == RunConfig(Path("in"), Path("out"), "m")
+
+
+def test_storage_options_are_parsed_as_json_and_never_echoed_when_bad(captured):
+    good = ["run", "-i", "in", "-o", "out", "-m", "m", "--storage-options", '{"anon": true}']
+    assert runner.invoke(cli.app, good).exit_code == 0
+    assert captured[0][0].storage_options == {"anon": True}
+    secret = "AKIA-very-secret"
+    bad = ["run", "-i", "in", "-o", "out", "-m", "m", "--storage-options", f'{{"key": "{secret}"']
+    result = runner.invoke(cli.app, bad)
+    assert result.exit_code == ExitCode.BAD_ARGS
+    assert "not valid JSON" in result.output and secret not in result.output

@@ -364,7 +364,10 @@ class Supervisor:
         elif isinstance(msg, m.Resources):
             slot.gpu_mb = msg.gpu_reserved_mb
         elif isinstance(msg, m.StateChanged):
+            before = slot.phase
             slot.worker_says(msg.state, time.monotonic())
+            if slot.phase == WorkerState.PAUSED and before != WorkerState.PAUSED:
+                self._event("info", n, "paused (no batch running)")
         elif isinstance(msg, m.Log):
             self._event(msg.level, n, msg.message)
         elif not isinstance(msg, m.Heartbeat):

@@ -1,0 +1,78 @@
+"""Run a configured tokenization to the end, with the dashboard or the headless printer.
+
+Used by ``tartok-tui run`` and ``tartok-tui demo``. The dashboard is imported only when it
+is shown, so a headless run never loads textual.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+
+from tartok_tui.config import ConfigError, RunConfig
+from tartok_tui.control import SupervisorControl
+from tartok_tui.exit_codes import ExitCode
+from tartok_tui.supervisor.views import Event
+
+err_console = Console(stderr=True, highlight=False)
+
+
+def make_supervisor(
+    config: RunConfig,
+    on_event: Callable[[Event], None] | None,
+    tars: list[Path] | None = None,
+) -> SupervisorControl:
+    """The real supervisor, given the tars validation found; tests replace this with a fake."""
+    from tartok_tui.supervisor.supervisor import Supervisor
+
+    return Supervisor(config, tars=tars, on_event=on_event)
+
+
+def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
+    """Check the whole config before any worker starts; raises ConfigError.
+
+    Returns the config to run and the tars found. A Hugging Face repo id is downloaded (or
+    found in the cache) here, and the config returned names the local directory, so the
+    run resolves neither the model nor the tar list again.
+    """
+    from tartok_tui.supervisor.preflight import validate
+
+    validated = validate(config)
+    return replace(config, model_dir=str(validated.model_dir)), validated.tars
+
+
+def run_pipeline(
+    config: RunConfig,
+    tui: bool,
+    *,
+    progress_interval: float | None = None,
+    console: Console | None = None,
+) -> int:
+    """Validate, then run to the end; returns the process exit code (see ``ExitCode``)."""
+    console = console if console is not None else Console(highlight=False)
+    try:
+        config, tars = validate_config(config)
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}")
+        return ExitCode.BAD_ARGS
+    if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
+        err_console.print(
+            "[yellow]not a terminal: showing plain progress instead of the dashboard[/]"
+        )
+        tui = False
+    if tui:
+        from tartok_tui.tui.app import run_dashboard
+
+        context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
+        return run_dashboard(make_supervisor(config, None, tars), console=console, context=context)
+
+    from tartok_tui.progress import HeadlessPrinter, run_headless
+
+    printer = HeadlessPrinter(console, interval=progress_interval)
+    supervisor = make_supervisor(config, printer.on_event, tars)
+    return asyncio.run(run_headless(supervisor, printer))
