@@ -119,7 +119,7 @@ class PartialFile:
                     view = view[self.target._write(self._fd, view) :]
         finally:
             view.release()
-        self._buffer.clear()
+        self._buffer = bytearray()
 
     def sync(self) -> None:
         """Everything written so far is on disk."""
@@ -137,14 +137,14 @@ class PartialFile:
         """Close the descriptor; unwritten buffered data is dropped (``sync`` first to keep it)."""
         if self._fd is not None:
             fd, self._fd = self._fd, None
-            self._buffer.clear()
+            self._buffer = bytearray()
             os.close(fd)
 
 
 class LocalTarget:
     """Partial files under ``OUTPUT/.partial/``, published by fsync + atomic rename + fsync
-    of the directory. The ``_write``/``_fsync``/``_replace``/``_mkdir`` seams are the
-    only calls that change the disk, so a test can make them fail like a full disk."""
+    of the directory. The ``_open``/``_write``/``_fsync``/``_replace``/``_unlink``/``_mkdir``
+    seams are the only calls that change the disk, so a test can make them fail like a full disk."""
 
     def __init__(self, output_dir: Path | str) -> None:
         self.output_dir = Path(output_dir)
@@ -160,7 +160,7 @@ class LocalTarget:
         path = partial_path(self.output_dir, key, suffix)
         with output_op(path, "creating"):
             self._mkdir(path.parent)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            fd = self._open(path)
         return PartialFile(self, key, path, fd)
 
     def publish(self, part: PartialFile) -> None:
@@ -178,15 +178,19 @@ class LocalTarget:
         final = self.final_path(key)
         with output_op(final, "removing"):
             if final.exists():
-                final.unlink()
+                self._unlink(final)
                 self._sync_dir(final.parent)
 
     def discard(self, part: PartialFile) -> None:
         """Close and delete a partial file (it may already be gone)."""
         part.close()
-        part.path.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self._unlink(part.path)
 
     # The calls below are the only ones that write: tests override them.
+
+    def _open(self, path: Path) -> int:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
 
     def _write(self, fd: int, data: memoryview) -> int:
         return os.write(fd, data)
@@ -203,6 +207,9 @@ class LocalTarget:
 
     def _replace(self, src: Path, dst: Path) -> None:
         os.replace(src, dst)
+
+    def _unlink(self, path: Path) -> None:
+        path.unlink()
 
     def _mkdir(self, path: Path) -> None:
         path.mkdir(parents=True, exist_ok=True)
