@@ -20,6 +20,7 @@ import errno
 import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from tartok_tui.output.paths import partial_path
 
@@ -80,6 +81,16 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class OutputTarget(Protocol):
+    """What a TarWriter needs from where its files go (see the module doc)."""
+
+    def open_partial(self, key: PurePosixPath, suffix: str) -> PartialFile: ...
+    def publish(self, part: PartialFile) -> None: ...
+    def remove(self, key: PurePosixPath) -> None: ...
+    def exists(self, key: PurePosixPath) -> bool: ...
+    def discard(self, part: PartialFile) -> None: ...
 
 
 class PartialFile:

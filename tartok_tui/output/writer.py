@@ -35,7 +35,13 @@ from tartok_tui.output.paths import (
     partial_suffix,
     tar_output_paths,
 )
-from tartok_tui.output.target import LocalTarget, OutputUnavailable, PartialFile, fsync_dir
+from tartok_tui.output.target import (
+    LocalTarget,
+    OutputTarget,
+    OutputUnavailable,
+    PartialFile,
+    fsync_dir,
+)
 
 __all__ = [
     "RECORD_FIELDS",
@@ -166,7 +172,7 @@ class TarWriter:
         lease_id: int | str = 0,
         output_format: str = DEFAULT_FORMAT,
         max_pending: int | None = DEFAULT_MAX_PENDING,
-        target: LocalTarget | None = None,
+        target: OutputTarget | None = None,
     ) -> None:
         self.paths: TarOutputPaths = tar_output_paths(
             output_dir, input_dir, tar_path, output_format
@@ -174,7 +180,9 @@ class TarWriter:
         self.tar_name = str(self.paths.rel_tar)
         self.output_format = output_format
         self.max_pending = max_pending
-        self.target = target if target is not None else LocalTarget(self.paths.output_dir)
+        self.target: OutputTarget = (
+            target if target is not None else LocalTarget(self.paths.output_dir)
+        )
         self._suffix = partial_suffix(lease_id)
         self._next_index = 0
         # index -> (is_error, the item in its waiting form)
