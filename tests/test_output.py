@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import random
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import pytest
 
 from tartok_tui.output.paths import (
     RESERVED_TOP_DIRS,
+    output_collisions,
     relative_tar_path,
     summary_path,
     tar_output_paths,
@@ -65,7 +66,7 @@ def test_output_paths_mirror_the_input_tree(dirs) -> None:
     assert paths.jsonl == out / "sub" / "X.jsonl"
     assert paths.errors == out / "errors" / "sub" / "X.jsonl"
     assert paths.journal == out / ".partial" / "journal" / "sub" / "X.journal"
-    partial = paths.partial_jsonl("h-1-2.part")
+    partial = paths.partial_tokens("h-1-2.part")
     assert partial.is_relative_to(out / ".partial")
     assert paths.partial_errors("h-1-2.part").is_relative_to(out / ".partial")
     assert partial != paths.partial_errors("h-1-2.part")
@@ -84,6 +85,17 @@ def test_a_tar_outside_the_input_dir_is_refused(dirs, tmp_path: Path) -> None:
     inp, out, _ = dirs
     with pytest.raises(ValueError, match="not inside"):
         tar_output_paths(out, inp, tmp_path / "elsewhere.tar")
+
+
+def test_gzipped_tars_name_their_output_like_plain_ones(dirs) -> None:
+    inp, out, _ = dirs
+    for name in ("X.tar", "X.tar.gz", "X.tgz"):
+        paths = tar_output_paths(out, inp, inp / "sub" / name, "parquet")
+        assert paths.tokens == out / "sub" / "X.parquet"
+        assert paths.errors == out / "errors" / "sub" / "X.jsonl"
+        assert paths.journal == out / ".partial" / "journal" / "sub" / "X.journal"
+    rels = [PurePosixPath(p) for p in ("a/X.tar", "a/X.tgz", "a/Y.tar", "b/X.tar")]
+    assert output_collisions(rels) == [rels[:2]]
 
 
 @pytest.mark.parametrize("top", sorted(RESERVED_TOP_DIRS))
@@ -372,12 +384,12 @@ def test_stale_partials_of_dead_writers_on_this_host_are_removed_only(tmp_path: 
     dead.wait()
     paths = tar_output_paths(tmp_path / "out", tmp_path / "in", tmp_path / "in" / "sub" / "X.tar")
     stale = [
-        paths.partial_jsonl(f"{host}-{dead.pid}-3.part"),
+        paths.partial_tokens(f"{host}-{dead.pid}-3.part"),
         paths.partial_errors(f"{host}-{dead.pid}-3.part"),
     ]
     kept = [
-        paths.partial_jsonl(f"{host}-{os.getpid()}-4.part"),  # a live writer here
-        paths.partial_jsonl(f"otherhost-{dead.pid}-5.part"),  # another machine's: unknowable
+        paths.partial_tokens(f"{host}-{os.getpid()}-4.part"),  # a live writer here
+        paths.partial_tokens(f"otherhost-{dead.pid}-5.part"),  # another machine's: unknowable
         paths.journal,  # the isolation journal is read by the next attempt
     ]
     for path in stale + kept:

@@ -193,3 +193,70 @@ def test_verify_accepts_recorded_damage_and_flags_unrecorded_damage(tmp_path: Pa
 def test_verify_of_a_missing_input_dir_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError):
         verify(tmp_path / "nope", tmp_path)
+
+
+# ---------------------------------------------------------------------- verify --recursive
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A nested input (top.tar, EN/a.tar, EN/b.tar, ZH/deep/c.tar), every tar processed."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    for i, rel in enumerate(("top.tar", "EN/a.tar", "EN/b.tar", "ZH/deep/c.tar")):
+        small_tar(inp / rel, 2 + i, seed=i)
+        process(inp, out, inp / rel)
+    return inp, out
+
+
+def test_verify_without_recursive_checks_the_top_directory_only(tree) -> None:
+    inp, out = tree
+    report = verify(inp, out)
+    assert [t.tar for t in report.tars] == ["top.tar"] and report.ok
+    assert report.selection == "tars [0, end), this directory only"
+
+
+def test_verify_recursive_checks_every_subdirectory_and_finds_a_problem_deep_down(tree) -> None:
+    inp, out = tree
+    report = verify(inp, out, recursive=True)
+    assert [t.tar for t in report.tars] == ["EN/a.tar", "EN/b.tar", "ZH/deep/c.tar", "top.tar"]
+    assert report.ok and report.samples_expected == 2 + 3 + 4 + 5
+    (out / "ZH" / "deep" / "c.jsonl").unlink()
+    report = verify(inp, out, recursive=True)
+    assert report.missing_tars == ["ZH/deep/c.tar"] and report.lost_samples == 5
+    [bad] = report.problems
+    assert bad.notes() == ["no output"]
+    data = report.to_dict()
+    assert data["recursive"] is True and list(data["problems"]) == ["ZH/deep/c.tar"]
+
+
+def test_an_index_range_with_recursive_counts_tars_across_subdirectories(tree) -> None:
+    inp, out = tree
+    (out / "top.jsonl").unlink()  # index 3: outside the range below
+    report = verify(inp, out, from_index=1, to_index=3, recursive=True)
+    assert [t.tar for t in report.tars] == ["EN/b.tar", "ZH/deep/c.tar"]
+    assert report.ok
+    assert report.selection == "tars [1, 3), with subdirectories"
+    data = report.to_dict()
+    assert (data["from_index"], data["to_index"], data["tars"]) == (1, 3, 2)
+    assert not verify(inp, out, from_index=3, recursive=True).ok
+
+
+def test_a_problem_row_carries_everything_a_table_shows(dataset) -> None:
+    inp, out = dataset
+    path = out / "b.jsonl"
+    lines = lines_of(path)
+    path.write_text("".join([*lines[1:], lines[1], "not json\n"]), encoding="utf-8")
+    [bad] = verify(inp, out).problems
+    assert (bad.tar, bad.expected, bad.lines, bad.error_records, bad.tar_errors) == (
+        "b.tar",
+        4,
+        3,
+        1,
+        0,
+    )
+    lost = json.loads(lines[0])["key"]
+    assert (bad.lost, bad.duplicates, bad.unknown, bad.corrupt_lines) == (1, 1, 0, 1)
+    assert bad.formats == ["jsonl"]
+    assert bad.notes() == ["1 unreadable lines", f"e.g. {lost}"]
+    row = bad.to_dict()
+    assert (row["lost"], row["lost_keys"], row["corrupt_lines"]) == (1, [lost], 1)

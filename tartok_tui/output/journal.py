@@ -12,6 +12,7 @@ A sample that has a "begin" but no "done" took the process down: on the next
 attempt it gets an error record with stage "worker_crash" (journalled too, so
 it stays decided), and every finished sample is replayed instead of
 recomputed. The journal survives across attempts until the tar is committed.
+A full or read-only output raises ``OutputUnavailable`` (see ``output.target``).
 
 Worker usage::
 
@@ -32,6 +33,7 @@ Worker usage::
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from dataclasses import dataclass
@@ -40,7 +42,8 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 from tartok_tui.output.paths import tar_output_paths
-from tartok_tui.output.writer import TarWriter, fsync_dir
+from tartok_tui.output.target import OutputUnavailable, fsync_dir, output_op
+from tartok_tui.output.writer import TarWriter
 
 CRASH_STAGE = "worker_crash"
 
@@ -123,13 +126,24 @@ class IsolationJournal:
     def __init__(self, path: Path, state: JournalState) -> None:
         self.path = path
         self.state = state
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: BinaryIO | None = open(path, "ab")  # noqa: SIM115 (closed in close())
-        if self._file.tell() > state.valid_bytes:
-            # Drop a torn last line so the next entry starts on a line of its own.
-            self._file.truncate(state.valid_bytes)
-            os.fsync(self._file.fileno())
-        fsync_dir(path.parent)
+        self._file: BinaryIO | None = None
+        self._size = state.valid_bytes
+        self._open_begin: tuple[int, int] | None = None
+        """(index, journal size before its "begin") of the sample being tokenized."""
+        try:
+            with output_op(path, "opening the journal"):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                # Unbuffered: a line is on its way to the disk when write returns, and a
+                # close never writes (so a full disk shows in _append, and only there).
+                self._file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
+                if self._file.tell() > state.valid_bytes:
+                    # Drop a torn last line so the next entry starts on a line of its own.
+                    self._file.truncate(state.valid_bytes)
+                    os.fsync(self._file.fileno())
+                fsync_dir(path.parent)
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def open(
@@ -165,25 +179,58 @@ class IsolationJournal:
 
     def begin(self, index: int, key: str) -> None:
         """Journal that sample ``index`` is about to be tokenized (fsynced before returning)."""
-        self._append({"begin": index, "key": key})
+        start = self._size
+        self._append({"begin": index, "key": key}, start)
+        self._open_begin = (index, start)
 
     def done(self, index: int, record: dict[str, Any]) -> None:
         """Journal the finished line of sample ``index``."""
-        self._append({"done": index, "record": record})
+        self._append({"done": index, "record": record}, self._rollback_for(index))
+        self._open_begin = None
         self.state.completed[index] = JournalEntry(index, str(record.get("key")), record=record)
 
     def done_error(self, index: int, key: str, stage: str, reason: str) -> None:
         """Journal that sample ``index`` ended with an error record."""
-        self._append({"done": index, "error": {"key": key, "stage": stage, "reason": reason}})
+        entry = {"done": index, "error": {"key": key, "stage": stage, "reason": reason}}
+        self._append(entry, self._rollback_for(index))
+        self._open_begin = None
         self.state.completed[index] = JournalEntry(index, key, stage=stage, reason=reason)
 
-    def _append(self, obj: dict[str, Any]) -> None:
+    def _rollback_for(self, index: int) -> int:
+        # A "done" that cannot be written takes its "begin" with it: the sample did
+        # not kill the process, and a lone "begin" would blame it on the next attempt.
+        if self._open_begin is not None and self._open_begin[0] == index:
+            return self._open_begin[1]
+        return self._size
+
+    def _append(self, obj: dict[str, Any], rollback_to: int) -> None:
+        """Write one entry durably; on a full output, cut the journal back to
+        ``rollback_to`` bytes and raise OutputUnavailable."""
         if self._file is None:
             raise RuntimeError(f"{self.path}: journal is closed")
-        self._file.write((json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._file.flush()
-        # The whole point: the line must be on disk before the risky work starts.
-        os.fsync(self._file.fileno())
+        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+        try:
+            with output_op(self.path, "writing the journal"):
+                view = memoryview(data)
+                while view:
+                    written = self._file.write(view)
+                    if not written:
+                        raise OSError(errno.EIO, "journal write made no progress", str(self.path))
+                    view = view[written:]
+                # The whole point: the line must be on disk before the risky work starts.
+                os.fsync(self._file.fileno())
+        except OutputUnavailable as exc:
+            try:
+                self._file.truncate(rollback_to)
+                os.fsync(self._file.fileno())
+            except OSError as cut_exc:
+                exc.cleanup = f"the journal could not be cut back either: {cut_exc}"
+            else:
+                self._size = rollback_to
+                self._open_begin = None
+                exc.cleanup = "the journal was cut back to its last decided sample"
+            raise
+        self._size += len(data)
 
     def _check_key(self, index: int, key_then: str, key_now: str) -> None:
         if key_then != key_now:

@@ -1,22 +1,28 @@
 """Where a tar's output, errors, partial files and journal live.
 
-For ``INPUT/sub/X.tar``:
+For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too):
 
-    OUTPUT/sub/X.jsonl                           tokens; its existence means "tar done"
-    OUTPUT/errors/sub/X.jsonl                    error records (only when there are any)
-    OUTPUT/.partial/out/sub/X.jsonl.<suffix>     tokens being written
-    OUTPUT/.partial/errors/sub/X.jsonl.<suffix>  error records being written
-    OUTPUT/.partial/journal/sub/X.journal        isolation journal (stable name: read by the next attempt)
+    OUTPUT/sub/X.jsonl  or  OUTPUT/sub/X.parquet     tokens; its existence means "tar done"
+    OUTPUT/errors/sub/X.jsonl                        error records, JSONL in both formats
+                                                     (only when there are any)
+    OUTPUT/.partial/out/sub/X.<fmt>.<suffix>         tokens being written
+    OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
+    OUTPUT/.partial/journal/sub/X.journal            isolation journal (stable name: read by the next attempt)
     OUTPUT/run-summary.json
 
 The partial suffix holds host, pid and lease id, so two runs writing into one
 output directory never share a partial file.
+
+A tar is done when its tokens file exists in any format: a run in one format
+skips a tar already done in the other (``TarOutputPaths.done_format``) and the
+writer refuses to add a second file next to it, so a tar never has both.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +34,40 @@ LOGS_DIR = "logs"
 SUMMARY_NAME = "run-summary.json"
 RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
+
+OUTPUT_FORMATS = ("jsonl", "parquet")
+"""The tokens-file formats, in the order a done tar's file is looked for."""
+DEFAULT_FORMAT = "jsonl"
+ERRORS_SUFFIX = ".jsonl"
+"""Error records are JSONL whatever the tokens format."""
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+"""Stripped from a tar's name to name its output (longest first)."""
+
+
+def check_output_format(output_format: str) -> str:
+    """``output_format`` if it is one of OUTPUT_FORMATS, else ValueError."""
+    if output_format not in OUTPUT_FORMATS:
+        raise ValueError(
+            f"unknown output format {output_format!r} (expected one of {', '.join(OUTPUT_FORMATS)})"
+        )
+    return output_format
+
+
+def format_of(name: str) -> str | None:
+    """The format of a tokens file named ``name`` (by its suffix), or None."""
+    for output_format in OUTPUT_FORMATS:
+        if name.endswith("." + output_format):
+            return output_format
+    return None
+
+
+def output_stem(rel_tar: PurePosixPath) -> PurePosixPath:
+    """``sub/X.tar`` -> ``sub/X``: the name every output file of the tar starts from."""
+    name = rel_tar.name
+    for suffix in TAR_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return rel_tar.with_name(name[: -len(suffix)])
+    return rel_tar.with_suffix("")
 
 
 def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixPath:
@@ -44,6 +84,14 @@ def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixP
     return PurePosixPath(rel.as_posix())
 
 
+def output_collisions(rel_tars: Iterable[PurePosixPath]) -> list[list[PurePosixPath]]:
+    """Groups of tars that would share one output name (``X.tar`` next to ``X.tar.gz``)."""
+    by_stem: dict[PurePosixPath, list[PurePosixPath]] = {}
+    for rel in rel_tars:
+        by_stem.setdefault(output_stem(rel), []).append(rel)
+    return [group for group in by_stem.values() if len(group) > 1]
+
+
 def _host() -> str:
     return socket.gethostname().split(".")[0] or "host"
 
@@ -53,13 +101,28 @@ def partial_suffix(lease_id: int | str = 0) -> str:
     return f"{_host()}-{os.getpid()}-{lease_id}.part"
 
 
+def partial_path(output_dir: Path | str, key: PurePosixPath, suffix: str) -> Path:
+    """Where the file that will become ``OUTPUT/key`` is written first.
+
+    ``errors/sub/X.jsonl`` -> ``.partial/errors/sub/X.jsonl.<suffix>``; a tokens file
+    ``sub/X.<fmt>`` -> ``.partial/out/sub/X.<fmt>.<suffix>``.
+    """
+    parts = key.parts
+    if parts and parts[0] == ERRORS_DIR:
+        sub, rel = "errors", PurePosixPath(*parts[1:])
+    else:
+        sub, rel = "out", key
+    return Path(output_dir) / PARTIAL_DIR / sub / f"{rel}.{suffix}"
+
+
 def remove_stale_partials(output_dir: Path | str) -> list[Path]:
     """Delete partial files left by dead writers of this host; returns what was removed.
 
-    A worker killed mid-tar leaves its partial file (its tar is redone from the start, so
-    nothing is lost). Only files whose suffix names this host and a process that no longer
-    exists are removed: a live process here, or any process on another machine sharing the
-    output directory, may still be writing its own.
+    A worker killed mid-tar leaves its partial files, of either format (its tar is
+    redone from the start, so nothing is lost). Only files whose suffix names this
+    host and a process that no longer exists are removed: a live process here, or
+    any process on another machine sharing the output directory, may still be
+    writing its own.
     """
     root = Path(output_dir) / PARTIAL_DIR
     host = _host()
@@ -81,46 +144,96 @@ def remove_stale_partials(output_dir: Path | str) -> list[Path]:
 
 @dataclass(frozen=True)
 class TarOutputPaths:
-    """All paths belonging to one input tar."""
+    """All paths belonging to one input tar, for a run writing ``output_format``."""
 
     output_dir: Path
     rel_tar: PurePosixPath
     """The tar relative to the input directory, e.g. ``sub/X.tar``."""
+    output_format: str = DEFAULT_FORMAT
+
+    def rel_tokens_in(self, output_format: str) -> PurePosixPath:
+        """The tokens file in ``output_format``, relative to the output directory."""
+        stem = output_stem(self.rel_tar)
+        return stem.with_name(f"{stem.name}.{check_output_format(output_format)}")
+
+    def tokens_in(self, output_format: str) -> Path:
+        return self.output_dir / self.rel_tokens_in(output_format)
 
     @property
-    def rel_jsonl(self) -> PurePosixPath:
-        return self.rel_tar.with_suffix(".jsonl")
+    def rel_tokens(self) -> PurePosixPath:
+        """This run's tokens file, relative to the output directory."""
+        return self.rel_tokens_in(self.output_format)
+
+    @property
+    def tokens(self) -> Path:
+        """This run's tokens file; see ``done_format`` for "is this tar done"."""
+        return self.output_dir / self.rel_tokens
 
     @property
     def jsonl(self) -> Path:
-        return self.output_dir / self.rel_jsonl
+        """The JSONL tokens file (whatever this run's format)."""
+        return self.tokens_in("jsonl")
+
+    @property
+    def parquet(self) -> Path:
+        """The Parquet tokens file (whatever this run's format)."""
+        return self.tokens_in("parquet")
+
+    @property
+    def rel_errors(self) -> PurePosixPath:
+        stem = output_stem(self.rel_tar)
+        return PurePosixPath(ERRORS_DIR) / stem.with_name(stem.name + ERRORS_SUFFIX)
 
     @property
     def errors(self) -> Path:
-        return self.output_dir / ERRORS_DIR / self.rel_jsonl
+        return self.output_dir / self.rel_errors
 
     @property
     def journal(self) -> Path:
-        return self.output_dir / PARTIAL_DIR / "journal" / self.rel_tar.with_suffix(".journal")
+        stem = output_stem(self.rel_tar)
+        return self.output_dir / PARTIAL_DIR / "journal" / stem.with_name(stem.name + ".journal")
 
-    def partial_jsonl(self, suffix: str) -> Path:
-        return self.output_dir / PARTIAL_DIR / "out" / f"{self.rel_jsonl}.{suffix}"
+    def partial_tokens(self, suffix: str) -> Path:
+        return partial_path(self.output_dir, self.rel_tokens, suffix)
 
     def partial_errors(self, suffix: str) -> Path:
-        return self.output_dir / PARTIAL_DIR / "errors" / f"{self.rel_jsonl}.{suffix}"
+        return partial_path(self.output_dir, self.rel_errors, suffix)
+
+    def done_formats(self) -> list[str]:
+        """The formats in which this tar's tokens file exists (more than one is a conflict)."""
+        return [f for f in OUTPUT_FORMATS if self.tokens_in(f).exists()]
+
+    def done_format(self) -> str | None:
+        """The format this tar is done in (this run's first), or None if it is not done.
+
+        A tar done in the other format counts as done: a run never writes a second
+        tokens file for it (delete the old file to redo the tar in the new format).
+        """
+        if self.tokens.exists():
+            return self.output_format
+        done = self.done_formats()
+        return done[0] if done else None
+
+    def is_done(self) -> bool:
+        return self.done_format() is not None
 
 
 def tar_output_paths(
-    output_dir: Path | str, input_dir: Path | str, tar_path: Path | str
+    output_dir: Path | str,
+    input_dir: Path | str,
+    tar_path: Path | str,
+    output_format: str = DEFAULT_FORMAT,
 ) -> TarOutputPaths:
-    """The output paths of ``tar_path``; ValueError if its output would collide with ours."""
+    """The output paths of ``tar_path``; ValueError if its output would collide with ours
+    or ``output_format`` is unknown."""
+    check_output_format(output_format)
     rel = relative_tar_path(input_dir, tar_path)
     if rel.parts and rel.parts[0] in RESERVED_TOP_DIRS and len(rel.parts) > 1:
         raise ValueError(
             f"{rel}: an input subdirectory named {rel.parts[0]!r} would collide with "
             f"the output's own {rel.parts[0]}/ directory"
         )
-    return TarOutputPaths(Path(output_dir), rel)
+    return TarOutputPaths(Path(output_dir), rel, output_format)
 
 
 def summary_path(output_dir: Path | str) -> Path:

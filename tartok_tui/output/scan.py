@@ -1,10 +1,12 @@
 """An output directory's state from its files alone, and a check of it against the inputs.
 
-``scan_output`` backs ``tartok-tui status``: which tars are done (their JSONL
-exists), how many lines and error records each has, what partial files,
-journals and half-committed error files are lying around. ``verify`` backs
-``tartok-tui verify``: every sample of every selected input tar must appear
-exactly once in the output, as a line or as an error record with its key.
+``scan_output`` backs ``tartok-tui status``: which tars are done (their tokens
+file exists, ``X.jsonl`` or ``X.parquet``), how many records and error records
+each has, what partial files, journals and half-committed error files are lying
+around, and which tars have tokens files in both formats (a conflict). ``verify``
+backs ``tartok-tui verify``: every sample of every selected input tar must
+appear exactly once in the output, as a record or as an error record with its
+key, whatever the format.
 """
 
 from __future__ import annotations
@@ -19,69 +21,27 @@ from typing import Any
 
 from tartok_tui.output.paths import (
     ERRORS_DIR,
+    ERRORS_SUFFIX,
+    OUTPUT_FORMATS,
     PARTIAL_DIR,
     RESERVED_TOP_DIRS,
+    format_of,
     summary_path,
     tar_output_paths,
 )
+from tartok_tui.output.read import UnreadableOutput, count_records, read_error_keys, read_keys
 from tartok_tui.shards.discover import discover_tars
 from tartok_tui.shards.reader import scan_tar
 
-_KEY_PREFIX = b'{"key": '
-_DECODER = json.JSONDecoder()
+
+def _strip(name: str, suffix: str) -> str:
+    return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
-def _count_lines(path: Path) -> int:
-    count = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            count += chunk.count(b"\n")
-    return count
-
-
-def _iter_lines(path: Path) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        for line in f:
-            yield line.rstrip(b"\n")
-
-
-def _line_key(line: bytes) -> str | None:
-    """The key of a tokens line; None when the line is not a well-formed record.
-
-    Our lines always start with the key, so it is decoded from there without
-    parsing the token lists (which hold nearly all of a line's bytes).
-    """
-    if line.startswith(_KEY_PREFIX) and line.endswith(b"}"):
-        try:
-            key, _ = _DECODER.raw_decode(line.decode("utf-8"), len(_KEY_PREFIX))
-        except ValueError:
-            return None
-        return key if isinstance(key, str) else None
-    return None
-
-
-def _read_errors(path: Path) -> tuple[list[str], int, int]:
-    """(keys of sample error records, tar-level records, unreadable lines) of an errors file."""
-    keys: list[str] = []
-    tar_level = corrupt = 0
-    for line in _iter_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            corrupt += 1
-            continue
-        key = record.get("key") if isinstance(record, dict) else None
-        if isinstance(key, str):
-            keys.append(key)
-        else:
-            tar_level += 1
-    return keys, tar_level, corrupt
-
-
-def _tar_name(rel_jsonl: PurePosixPath) -> str:
-    return str(rel_jsonl.with_suffix(".tar"))
+def _tar_name(stem: PurePosixPath) -> str:
+    """The tar an output stem belongs to (``sub/X`` -> ``sub/X.tar``): status reads the
+    output alone, so a ``.tar.gz`` input is named ``.tar`` here too."""
+    return f"{stem}.tar"
 
 
 # ---------------------------------------------------------------------- status
@@ -89,22 +49,27 @@ def _tar_name(rel_jsonl: PurePosixPath) -> str:
 
 @dataclass
 class DoneTar:
-    """A tar whose JSONL exists."""
+    """A tar whose tokens file exists."""
 
     tar: str
     """Relative to the input directory, e.g. ``EN/EN-B000000.tar``."""
     lines: int
+    """Tokens records: lines of JSONL, rows of Parquet."""
     errors: int
     """Error records of samples."""
     tar_errors: int
     """Error records about the tar itself (damage)."""
+    format: str = "jsonl"
+    """The format of the tokens file counted (the first of OUTPUT_FORMATS present)."""
+    unreadable: str | None = None
+    """Why the tokens file could not be read (a Parquet file with a broken footer)."""
 
 
 @dataclass
 class PartialFile:
     tar: str
     kind: str
-    """"jsonl" or "errors"."""
+    """The format of a tokens file ("jsonl", "parquet"), or "errors"."""
     path: Path
     size: int
 
@@ -114,13 +79,16 @@ class OutputStatus:
     output_dir: Path
     done: list[DoneTar] = field(default_factory=list)
     partial: list[PartialFile] = field(default_factory=list)
-    """Partial files of tars with no JSONL yet: in progress, or left by a killed attempt."""
+    """Partial files of tars with no tokens file yet: in progress, or left by a killed attempt."""
     stale_partial: list[PartialFile] = field(default_factory=list)
     """Partial files of tars that are done anyway: leftovers, safe to delete."""
     journals: list[str] = field(default_factory=list)
     """Tars with an isolation journal (a poison tar being, or having been, isolated)."""
     orphan_errors: list[str] = field(default_factory=list)
-    """Tars with an errors file but no JSONL (an attempt died between the two renames)."""
+    """Tars with an errors file but no tokens file (an attempt died between the two renames)."""
+    both_formats: list[str] = field(default_factory=list)
+    """Tars with a tokens file in more than one format (runs with different formats
+    wrote them; keep one). Their DoneTar counts the first of OUTPUT_FORMATS."""
     summary: dict[str, Any] | None = None
     """The last run-summary.json, if any."""
 
@@ -144,10 +112,21 @@ class OutputStatus:
     def partial_tars(self) -> list[str]:
         return sorted({p.tar for p in self.partial})
 
+    @property
+    def formats(self) -> dict[str, int]:
+        """Done tars per format of their tokens file."""
+        counts = Counter(t.format for t in self.done)
+        return {f: counts[f] for f in OUTPUT_FORMATS if counts[f]}
+
+    @property
+    def unreadable(self) -> list[DoneTar]:
+        return [t for t in self.done if t.unreadable]
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "output_dir": str(self.output_dir),
             "tars_done": self.tars_done,
+            "formats": self.formats,
             "lines": self.lines,
             "error_records": self.error_records,
             "tars_with_errors": {
@@ -157,7 +136,11 @@ class OutputStatus:
             "stale_partial_files": [str(p.path) for p in self.stale_partial],
             "journals": self.journals,
             "orphan_errors": self.orphan_errors,
-            "done": {t.tar: {"lines": t.lines, "errors": t.errors} for t in self.done},
+            "both_formats": self.both_formats,
+            "unreadable": {t.tar: t.unreadable for t in self.unreadable},
+            "done": {
+                t.tar: {"lines": t.lines, "errors": t.errors, "format": t.format} for t in self.done
+            },
             "summary": self.summary,
         }
 
@@ -172,50 +155,72 @@ def _walk_files(root: Path, suffix: str) -> Iterator[PurePosixPath]:
                 yield rel_dir / name
 
 
-def scan_output(output_dir: Path | str) -> OutputStatus:
-    """The state of ``output_dir`` from its files alone."""
-    out = Path(output_dir)
-    status = OutputStatus(out)
-    done_jsonl: set[PurePosixPath] = set()
+def _tokens_files(out: Path) -> dict[PurePosixPath, list[str]]:
+    """Output stem (``sub/X``) -> formats of its tokens files, outside the reserved dirs."""
+    found: dict[PurePosixPath, list[str]] = {}
     for dirpath, dirnames, filenames in os.walk(out):
         rel_dir = PurePosixPath(Path(dirpath).relative_to(out).as_posix())
         if rel_dir == PurePosixPath("."):
             dirnames[:] = [d for d in dirnames if d not in RESERVED_TOP_DIRS]
         dirnames.sort()
         for name in sorted(filenames):
-            if not name.endswith(".jsonl"):
-                continue
-            rel = rel_dir / name
-            done_jsonl.add(rel)
-            errors_path = out / ERRORS_DIR / rel
-            errors = tar_errors = 0
-            if errors_path.exists():
-                keys, tar_errors, corrupt = _read_errors(errors_path)
-                errors = len(keys) + corrupt
-            status.done.append(DoneTar(_tar_name(rel), _count_lines(out / rel), errors, tar_errors))
-    status.done.sort(key=lambda t: PurePosixPath(t.tar).parts)
+            output_format = format_of(name)
+            if output_format is not None:
+                stem = rel_dir / _strip(name, "." + output_format)
+                found.setdefault(stem, []).append(output_format)
+    return found
+
+
+def _done_tar(out: Path, stem: PurePosixPath, formats: list[str]) -> DoneTar:
+    output_format = min(formats, key=OUTPUT_FORMATS.index)
+    errors = tar_errors = lines = 0
+    unreadable = None
+    errors_path = out / ERRORS_DIR / f"{stem}{ERRORS_SUFFIX}"
+    if errors_path.exists():
+        found = read_error_keys(errors_path)
+        errors, tar_errors = len(found.keys) + found.corrupt, found.tar_level
+    try:
+        lines = count_records(out / f"{stem}.{output_format}")
+    except UnreadableOutput as exc:
+        unreadable = str(exc)
+    return DoneTar(_tar_name(stem), lines, errors, tar_errors, output_format, unreadable)
+
+
+def scan_output(output_dir: Path | str) -> OutputStatus:
+    """The state of ``output_dir`` from its files alone."""
+    out = Path(output_dir)
+    status = OutputStatus(out)
+    done = _tokens_files(out)
+    for stem in sorted(done, key=lambda p: p.parts):
+        status.done.append(_done_tar(out, stem, done[stem]))
+        if len(done[stem]) > 1:
+            status.both_formats.append(_tar_name(stem))
 
     errors_root = out / ERRORS_DIR
     if errors_root.is_dir():
-        for rel in _walk_files(errors_root, ".jsonl"):
-            if rel not in done_jsonl:
-                status.orphan_errors.append(_tar_name(rel))
+        for rel in _walk_files(errors_root, ERRORS_SUFFIX):
+            stem = rel.with_name(_strip(rel.name, ERRORS_SUFFIX))
+            if stem not in done:
+                status.orphan_errors.append(_tar_name(stem))
 
     partial_root = out / PARTIAL_DIR
-    for kind, sub in (("jsonl", "out"), ("errors", "errors")):
+    for sub in ("out", "errors"):
         root = partial_root / sub
         if not root.is_dir():
             continue
         for rel in _walk_files(root, ".part"):
-            # "X.jsonl.<host>-<pid>-<lease>.part" -> "X.jsonl"
-            rel_jsonl = rel.with_name(rel.name.rsplit(".", 2)[0])
+            # "X.parquet.<host>-<pid>-<lease>.part" -> "X.parquet" -> "X"
+            final_name = rel.name.rsplit(".", 2)[0]
+            kind = "errors" if sub == "errors" else (format_of(final_name) or "unknown")
+            suffix = ERRORS_SUFFIX if sub == "errors" else f".{kind}"
+            stem = rel.with_name(_strip(final_name, suffix))
             path = root / rel
-            item = PartialFile(_tar_name(rel_jsonl), kind, path, path.stat().st_size)
-            (status.stale_partial if rel_jsonl in done_jsonl else status.partial).append(item)
+            item = PartialFile(_tar_name(stem), kind, path, path.stat().st_size)
+            (status.stale_partial if stem in done else status.partial).append(item)
     journal_root = partial_root / "journal"
     if journal_root.is_dir():
         status.journals = [
-            str(rel.with_suffix(".tar")) for rel in _walk_files(journal_root, ".journal")
+            _tar_name(rel.with_suffix("")) for rel in _walk_files(journal_root, ".journal")
         ]
 
     summary = summary_path(out)
@@ -232,20 +237,30 @@ def scan_output(output_dir: Path | str) -> OutputStatus:
 
 @dataclass
 class TarCheck:
-    """One input tar against its output."""
+    """One input tar against its output.
+
+    For a problems table: ``tar``, ``expected``, ``lines``, ``error_records``
+    (+ ``tar_errors``), ``lost``, ``duplicates``, ``unknown``, and ``notes()``.
+    """
 
     tar: str
     expected: int
     """Samples in the input tar (before any damage), good or not."""
     lines: int = 0
+    """Tokens records (lines or rows) with a readable key."""
     error_records: int = 0
     """Error records with a sample key."""
     tar_errors: int = 0
+    formats: list[str] = field(default_factory=list)
+    """Formats of the tar's tokens files (none: output missing; two: a conflict)."""
     output_missing: bool = False
+    unreadable: str | None = None
+    """Why a tokens file could not be read at all (its samples count as lost)."""
     input_damage: str | None = None
     damage_unrecorded: bool = False
     """The input tar is damaged but the output has no tar-level error record for it."""
     corrupt_lines: int = 0
+    """Records or error lines without a readable key."""
     lost_keys: list[str] = field(default_factory=list)
     duplicate_keys: list[str] = field(default_factory=list)
     unknown_keys: list[str] = field(default_factory=list)
@@ -255,15 +270,47 @@ class TarCheck:
         return self.expected if self.output_missing else len(self.lost_keys)
 
     @property
+    def duplicates(self) -> int:
+        return len(self.duplicate_keys)
+
+    @property
+    def unknown(self) -> int:
+        return len(self.unknown_keys)
+
+    @property
+    def both_formats(self) -> bool:
+        return len(self.formats) > 1
+
+    @property
     def ok(self) -> bool:
         return not (
             self.output_missing
+            or self.unreadable
+            or self.both_formats
             or self.lost_keys
             or self.duplicate_keys
             or self.unknown_keys
             or self.corrupt_lines
             or self.damage_unrecorded
         )
+
+    def notes(self, examples: int = 2) -> list[str]:
+        """Short human notes on what is wrong (empty when ok)."""
+        notes = []
+        if self.output_missing:
+            notes.append("no output")
+        if self.unreadable:
+            notes.append(f"output unreadable: {self.unreadable}")
+        if self.both_formats:
+            notes.append(f"done in {' and '.join(self.formats)}: keep one")
+        if self.corrupt_lines:
+            notes.append(f"{self.corrupt_lines} unreadable lines")
+        if self.damage_unrecorded:
+            notes.append(f"input damaged ({self.input_damage}) but not recorded")
+        keys = (self.lost_keys or self.duplicate_keys or self.unknown_keys)[:examples]
+        if keys:
+            notes.append("e.g. " + ", ".join(keys))
+        return notes
 
     def to_dict(self, max_keys: int = 20) -> dict[str, Any]:
         result: dict[str, Any] = {
@@ -272,15 +319,15 @@ class TarCheck:
             "lines": self.lines,
             "error_records": self.error_records,
             "tar_errors": self.tar_errors,
+            "formats": self.formats,
+            "lost": self.lost,
         }
-        if self.output_missing:
-            result["output_missing"] = True
-        if self.input_damage:
-            result["input_damage"] = self.input_damage
-        if self.damage_unrecorded:
-            result["damage_unrecorded"] = True
-        if self.corrupt_lines:
-            result["corrupt_lines"] = self.corrupt_lines
+        for name in ("output_missing", "both_formats", "damage_unrecorded"):
+            if getattr(self, name):
+                result[name] = True
+        for name in ("unreadable", "input_damage", "corrupt_lines"):
+            if getattr(self, name):
+                result[name] = getattr(self, name)
         for name in ("lost_keys", "duplicate_keys", "unknown_keys"):
             keys = getattr(self, name)
             if keys:
@@ -295,6 +342,10 @@ class VerifyReport:
     input_dir: Path
     output_dir: Path
     tars: list[TarCheck]
+    from_index: int = 0
+    to_index: int | None = None
+    recursive: bool = False
+    """The selection of input tars that was checked."""
 
     @property
     def ok(self) -> bool:
@@ -314,21 +365,35 @@ class VerifyReport:
 
     @property
     def duplicate_keys(self) -> int:
-        return sum(len(t.duplicate_keys) for t in self.tars)
+        return sum(t.duplicates for t in self.tars)
 
     @property
     def unknown_keys(self) -> int:
-        return sum(len(t.unknown_keys) for t in self.tars)
+        return sum(t.unknown for t in self.tars)
 
     @property
     def damaged_inputs(self) -> list[str]:
         return [t.tar for t in self.tars if t.input_damage]
+
+    @property
+    def problems(self) -> list[TarCheck]:
+        return [t for t in self.tars if not t.ok]
+
+    @property
+    def selection(self) -> str:
+        """The range checked, e.g. "tars [0, end), this directory only"."""
+        end = "end" if self.to_index is None else str(self.to_index)
+        where = "with subdirectories" if self.recursive else "this directory only"
+        return f"tars [{self.from_index}, {end}), {where}"
 
     def to_dict(self, max_keys: int = 20) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "input_dir": str(self.input_dir),
             "output_dir": str(self.output_dir),
+            "from_index": self.from_index,
+            "to_index": self.to_index,
+            "recursive": self.recursive,
             "tars": len(self.tars),
             "tars_missing_output": self.missing_tars,
             "samples_expected": self.samples_expected,
@@ -338,34 +403,41 @@ class VerifyReport:
             "duplicate_keys": self.duplicate_keys,
             "unknown_keys": self.unknown_keys,
             "damaged_inputs": self.damaged_inputs,
-            "problems": {t.tar: t.to_dict(max_keys) for t in self.tars if not t.ok},
+            "problems": {t.tar: t.to_dict(max_keys) for t in self.problems},
         }
 
 
 def check_tar(input_dir: Path | str, output_dir: Path | str, tar_path: Path | str) -> TarCheck:
-    """Compare one input tar's sample keys with its output's lines and error records."""
+    """Compare one input tar's sample keys with its output's records and error records.
+
+    Tokens files of every format present are read, so a tar done in both formats
+    shows its samples as duplicates (and ``both_formats``).
+    """
     paths = tar_output_paths(output_dir, input_dir, tar_path)
     scan = scan_tar(tar_path)
     expected = Counter(scan.keys)
-    check = TarCheck(str(paths.rel_tar), scan.count)
+    check = TarCheck(str(paths.rel_tar), scan.count, formats=paths.done_formats())
     if scan.damage is not None:
         check.input_damage = scan.damage.reason
-    if not paths.jsonl.exists():
+    if not check.formats:
         check.output_missing = True
         return check
     found: Counter[str] = Counter()
-    for line in _iter_lines(paths.jsonl):
-        key = _line_key(line)
-        if key is None:
-            check.corrupt_lines += 1
+    for output_format in check.formats:
+        try:
+            tokens = read_keys(paths.tokens_in(output_format))
+        except UnreadableOutput as exc:
+            check.unreadable = f"{paths.rel_tokens_in(output_format)}: {exc}"
             continue
-        found[key] += 1
-        check.lines += 1
+        found.update(tokens.keys)
+        check.lines += len(tokens.keys)
+        check.corrupt_lines += tokens.corrupt
     if paths.errors.exists():
-        error_keys, check.tar_errors, corrupt = _read_errors(paths.errors)
-        check.corrupt_lines += corrupt
-        check.error_records = len(error_keys)
-        found.update(error_keys)
+        errors = read_error_keys(paths.errors)
+        check.tar_errors = errors.tar_level
+        check.corrupt_lines += errors.corrupt
+        check.error_records = len(errors.keys)
+        found.update(errors.keys)
     check.damage_unrecorded = scan.damage is not None and check.tar_errors == 0
     for key, n in expected.items():
         check.lost_keys.extend([key] * max(n - found.get(key, 0), 0))
@@ -384,7 +456,8 @@ def verify(
     to_index: int | None = None,
     recursive: bool = False,
 ) -> VerifyReport:
-    """Check the selected input tars against ``output_dir`` (raises InputError like discover_tars)."""
+    """Check the selected input tars against ``output_dir``, in either format
+    (raises InputError like discover_tars)."""
     tars = discover_tars(input_dir, from_index, to_index, recursive)
     checks = [check_tar(input_dir, output_dir, tar) for tar in tars]
-    return VerifyReport(Path(input_dir), Path(output_dir), checks)
+    return VerifyReport(Path(input_dir), Path(output_dir), checks, from_index, to_index, recursive)
