@@ -233,7 +233,9 @@ def verify(
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
     else:
         console = Console(highlight=False)
-        console.print(_range_text(ctx, from_index, to_index, recursive, len(report.tars)))
+        console.print(
+            _range_text(ctx, from_index, to_index, recursive, len(report.tars)), soft_wrap=True
+        )
         print_verify(report, console)
     raise typer.Exit(ExitCode.OK if report.ok else ExitCode.INCOMPLETE)
 
@@ -386,16 +388,6 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     ):
         table.add_column(name, justify=justify)
     for t in bad[:MAX_LISTED]:
-        notes = []
-        if t.output_missing:
-            notes.append("no output")
-        if t.corrupt_lines:
-            notes.append(f"{t.corrupt_lines} unreadable lines")
-        if t.damage_unrecorded:
-            notes.append(f"input damaged ({t.input_damage}) but not recorded")
-        examples = (t.lost_keys or t.duplicate_keys or t.unknown_keys)[:2]
-        if examples:
-            notes.append("e.g. " + ", ".join(examples))
         table.add_row(
             t.tar,
             f"{t.expected:,}",
@@ -404,7 +396,7 @@ def print_verify(report: VerifyReport, console: Console) -> None:
             f"{t.lost:,}",
             f"{len(t.duplicate_keys):,}",
             f"{len(t.unknown_keys):,}",
-            "; ".join(notes),
+            "; ".join(t.notes()),
         )
     console.print(table)
 

@@ -393,3 +393,42 @@ def test_storage_options_are_parsed_as_json_and_never_echoed_when_bad(captured):
     result = runner.invoke(cli.app, bad)
     assert result.exit_code == ExitCode.BAD_ARGS
     assert "not valid JSON" in result.output and secret not in result.output
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """Cells of every row of a rich table rendered with box characters."""
+    return [
+        [cell.strip() for cell in line.strip().strip("┃│").split("┃" if "┃" in line else "│")]
+        for line in text.splitlines()
+        if line.strip().startswith(("┃", "│"))
+    ]
+
+
+def test_verify_problem_table_puts_every_figure_under_its_header(finished_output):
+    inp, out = finished_output
+    first = out / "EN-B000000.jsonl"
+    lines = first.read_text(encoding="utf-8").splitlines(keepends=True)
+    first.write_text(lines[0] + lines[0] + lines[1], encoding="utf-8")  # lose one, repeat one
+    result = runner.invoke(cli.app, ["verify", str(inp), str(out)], env={"COLUMNS": "200"})
+    header, row = _table_rows(result.output)
+    cells = dict(zip(header, row, strict=True))
+    assert cells["tar"] == "EN-B000000.tar"
+    assert (cells["expected"], cells["lines"], cells["errors"]) == ("3", "3", "0")
+    assert (cells["lost"], cells["dup"], cells["unknown"]) == ("1", "1", "0")
+    assert cells["note"].startswith("e.g. ")
+
+
+def test_verify_says_which_range_it_checked_and_that_the_environment_narrowed_it(
+    finished_output,
+):
+    inp, out = finished_output
+    plain = runner.invoke(cli.app, ["verify", str(inp), str(out)], terminal_width=200)
+    assert "range: tars [0, the end) of the sorted list, 2 in range" in plain.output
+    narrowed = runner.invoke(
+        cli.app, ["verify", str(inp), str(out)], env={"TARTOK_FROM_INDEX": "1"}, terminal_width=200
+    )
+    assert narrowed.exit_code == 0, narrowed.output
+    assert "range: tars [1, the end) of the sorted list, 1 in range" in narrowed.output
+    assert "set by TARTOK_FROM_INDEX in the environment" in narrowed.output
+    empty = runner.invoke(cli.app, ["verify", str(inp), str(out), "--from-index", "5"])
+    assert empty.exit_code == ExitCode.BAD_ARGS and "no tars in" in empty.output

@@ -131,7 +131,16 @@ class Supervisor:
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
         self._sweep_partials("an earlier run")
-        done = [t for t in validated.tars if self._output_exists(t)]
+        formats = {t: self._done_format(t) for t in validated.tars}
+        done = [t for t, fmt in formats.items() if fmt is not None]
+        other = sum(1 for fmt in formats.values() if fmt not in (None, self.config.output_format))
+        if other:
+            self._event(
+                "warning",
+                None,
+                f"{other} tars already done in another output format than "
+                f"{self.config.output_format}: kept as they are, not redone",
+            )
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         self._event(
             "info",
@@ -189,8 +198,14 @@ class Supervisor:
         c = self.config
         return RestartPolicy(c.backoff_initial_s, c.backoff_max_s, c.crash_window_s, c.crash_limit)
 
+    def _done_format(self, tar: Path) -> str | None:
+        """The format the tar is done in (either format counts: see output.paths), or None."""
+        return tar_output_paths(
+            self.config.output_dir, self.config.input_dir, tar, self.config.output_format
+        ).done_format()
+
     def _output_exists(self, tar: Path) -> bool:
-        return tar_output_paths(self.config.output_dir, self.config.input_dir, tar).jsonl.exists()
+        return self._done_format(tar) is not None
 
     def _sweep_partials(self, whose: str) -> None:
         try:
