@@ -1,0 +1,139 @@
+"""The tar queue's exactly-once rules, without processes (milliseconds each)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from tartok_tui.supervisor.queue import ReturnCause, TarQueue, TarStatus
+
+
+def test_tars_are_leased_in_order_and_each_to_one_lease_at_a_time() -> None:
+    q = TarQueue(["a", "b", "c"])
+    grants = [q.lease() for _ in range(4)]
+    assert [g.tar for g in grants[:3] if g] == ["a", "b", "c"]
+    assert grants[3] is None
+    assert len({g.lease_id for g in grants[:3] if g}) == 3
+    assert q.counts()[TarStatus.LEASED] == 3 and q.work_remaining()
+
+
+def test_tars_done_before_the_run_are_skipped_and_never_leased() -> None:
+    q = TarQueue(["a", "b", "c"], done=["b"])
+    assert [q.lease().tar, q.lease().tar, q.lease()] == ["a", "c", None]
+    assert q.entry("b").status == TarStatus.SKIPPED
+
+
+def test_a_returned_tar_goes_to_the_front_of_the_queue() -> None:
+    q = TarQueue(["a", "b", "c"])
+    first = q.lease()
+    assert q.give_back(first.lease_id, ReturnCause.INTENDED).requeued
+    assert q.lease().tar == "a"
+
+
+def test_a_lease_ends_exactly_once() -> None:
+    q = TarQueue(["a"])
+    grant = q.lease()
+    q.commit(grant.lease_id, samples=3)
+    for end in (
+        lambda: q.commit(grant.lease_id),
+        lambda: q.fail(grant.lease_id, "x"),
+        lambda: q.give_back(grant.lease_id, ReturnCause.CRASH),
+    ):
+        with pytest.raises(KeyError):
+            end()
+    assert q.entry("a").status == TarStatus.DONE and not q.work_remaining()
+
+
+def test_crashes_isolate_a_tar_then_give_it_up() -> None:
+    q = TarQueue(["a", "b"], poison_threshold=2, max_kills=4)
+    kills = 0
+    while True:
+        grant = q.lease()
+        assert grant.tar == "a"  # a crashed tar is retried before anything else
+        assert grant.isolate == (kills >= 2)
+        assert grant.newly_isolated == (kills == 2)
+        back = q.give_back(grant.lease_id, ReturnCause.CRASH)
+        kills += 1
+        if not back.requeued:
+            break
+    assert kills == 4
+    assert q.entry("a").status == TarStatus.FAILED
+    assert "killed 4 workers" in (q.entry("a").reason or "")
+    assert q.lease().tar == "b"
+
+
+def test_stalls_count_against_the_tar_like_crashes() -> None:
+    q = TarQueue(["a"], poison_threshold=1, max_kills=2)
+    assert q.give_back(q.lease().lease_id, ReturnCause.STALL).requeued
+    grant = q.lease()
+    assert grant.isolate
+    back = q.give_back(grant.lease_id, ReturnCause.STALL)
+    assert not back.requeued and "stalled 2 workers" in (back.reason or "")
+
+
+def test_intended_returns_do_not_blame_the_tar_and_an_isolated_tar_retries_its_sample() -> None:
+    q = TarQueue(["a"], poison_threshold=1)
+    q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    isolated = q.lease()
+    assert isolated.isolate and not isolated.retry_crashed
+    for _ in range(20):
+        q.give_back(isolated.lease_id, ReturnCause.INTENDED)
+        isolated = q.lease()
+        assert isolated.retry_crashed  # killed on purpose: its sample is not the poison
+    assert q.entry("a").kills == 1
+    q.give_back(isolated.lease_id, ReturnCause.CRASH)
+    assert not q.lease().retry_crashed  # a real crash blames the sample again
+
+
+def test_unreadable_input_is_retried_a_few_times_then_failed() -> None:
+    q = TarQueue(["a"], input_retries=3)
+    outcomes = [q.give_back(q.lease().lease_id, ReturnCause.INPUT) for _ in range(3)]
+    assert [o.requeued for o in outcomes] == [True, True, False]
+    assert q.entry("a").status == TarStatus.FAILED and q.entry("a").kills == 0
+
+
+def test_a_tar_committed_before_its_worker_died_is_done() -> None:
+    q = TarQueue(["a"])
+    grant = q.lease()
+    q.committed_elsewhere(grant.lease_id)
+    assert q.entry("a").status == TarStatus.DONE and not q.work_remaining()
+
+
+def test_sample_totals_count_what_is_known_and_estimate_the_rest() -> None:
+    q = TarQueue(["a", "b", "c", "d"], done=["d"])
+    assert q.samples_expected() == (None, False)
+    first = q.lease()
+    q.set_expected(first.lease_id, 10)
+    assert q.samples_expected() == (30, True)  # 10 counted + 2 tars estimated at 10
+    q.commit(first.lease_id, samples=12)  # what the worker wrote wins over the count
+    second = q.lease()
+    q.set_expected(second.lease_id, 8)
+    third = q.lease()
+    q.set_expected(third.lease_id, 7)
+    assert q.samples_expected() == (27, False)  # the skipped tar is not this run's work
+
+
+def test_random_lease_histories_keep_every_tar_done_exactly_once() -> None:
+    rng = random.Random(7)
+    tars = [f"t{i}" for i in range(30)]
+    q = TarQueue(tars, poison_threshold=2, max_kills=6)
+    committed: list[str] = []
+    active = []
+    while q.work_remaining():
+        if active and (rng.random() < 0.5 or q.pending == 0):
+            grant = active.pop(rng.randrange(len(active)))
+            roll = rng.random()
+            if roll < 0.6:
+                committed.append(q.commit(grant.lease_id))
+            else:
+                cause = rng.choice(list(ReturnCause))
+                q.give_back(grant.lease_id, cause)
+        else:
+            grant = q.lease()
+            if grant is not None:
+                assert all(g.tar != grant.tar for g in active)  # never leased twice at once
+                active.append(grant)
+    counts = q.counts()
+    assert len(committed) == len(set(committed)) == counts[TarStatus.DONE]
+    assert counts[TarStatus.DONE] + counts[TarStatus.FAILED] == len(tars)
