@@ -23,3 +23,9 @@ def reference_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from codec_support import write_reference_model
 
     return write_reference_model(tmp_path_factory.mktemp("reference-model"), seed=1)
+
+
+@pytest.fixture
+def model_dir(tiny_model_dir: Path) -> Path:
+    """The session's tiny random-weight model, under the name the run tests use."""
+    return tiny_model_dir
