@@ -15,6 +15,7 @@ from tartok_tui.shards.discover import InputError, discover_tars
 from tartok_tui.shards.reader import (
     Sample,
     TarDamage,
+    Ungrouped,
     count_samples,
     iter_samples,
     scan_tar,
@@ -144,6 +145,8 @@ def test_discover_survives_a_directory_link_loop(tmp_path: Path) -> None:
         ("a/b.c/abc.x.flac", ("a/b.c/abc", "x.flac")),
         ("README", None),
         ("dir/.hidden", None),
+        ("./abc.mp3", ("abc", "mp3")),
+        ("././d/abc.json", ("d/abc", "json")),
     ],
 )
 def test_split_key_follows_webdataset(name: str, expected: tuple[str, str] | None) -> None:
@@ -249,7 +252,9 @@ def test_audio_defects_pass_the_reader_with_their_bytes(tmp_path: Path, kind: st
     assert samples[1].problem is None and samples[1].audio is not None
 
 
-def test_non_adjacent_repeated_key_is_a_problem_not_a_second_good_sample(tmp_path: Path) -> None:
+def test_non_adjacent_repeated_key_stops_the_stream_and_the_index_merges_it(
+    tmp_path: Path,
+) -> None:
     path = write_members(
         tmp_path / "t.tar",
         [
@@ -261,11 +266,17 @@ def test_non_adjacent_repeated_key_is_a_problem_not_a_second_good_sample(tmp_pat
             ("a.wav", b"A2"),
         ],
     )
-    samples, _ = split(list(iter_samples(path)))
-    assert [(s.index, s.key) for s in samples] == [(0, "a"), (1, "b"), (2, "a")]
-    assert samples[0].problem is None
-    assert "repeats sample 0" in (samples[2].problem or "")
-    assert count_samples(path) == 3
+    items = list(iter_samples(path))
+    assert [(s.index, s.key) for s in items if isinstance(s, Sample)] == [(0, "a"), (1, "b")]
+    assert items[-1] == Ungrouped(after_index=2, key="a", member="a.json")
+    # Indexed, the key is one sample (exactly once in the output), its repeats a problem.
+    samples, damage = split(list(iter_samples(path, indexed=True)))
+    assert damage == [] and [s.key for s in samples] == ["a", "b"]
+    assert samples[0].audio == b"A"
+    assert "duplicate members: a.json, a.wav" in (samples[0].problem or "")
+    assert samples[1].problem is None
+    scan = scan_tar(path)
+    assert scan.keys == ["a", "b"] and not scan.grouped and count_samples(path) == 2
 
 
 def test_duplicate_member_within_a_sample_is_a_problem(tmp_path: Path) -> None:
