@@ -1,17 +1,15 @@
-"""Shard discovery and the streaming tar reader."""
+"""The tar reader on grouped tars: samples, problems, damage."""
 
 from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from tartok_tui.shards.discover import InputError, discover_tars
 from tartok_tui.shards.reader import (
     Sample,
     TarDamage,
@@ -61,77 +59,6 @@ def member_spans(path: Path) -> list[tuple[str, int, int]]:
     """(name, header offset, end of data) of each member."""
     with tarfile.open(path) as tar:
         return [(m.name, m.offset, m.offset_data + m.size) for m in tar.getmembers()]
-
-
-# ---------------------------------------------------------------------- discover
-
-
-@pytest.fixture
-def tar_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "in"
-    for rel in ["b.tar", "a.tar", "c.tar", "sub/a.tar", "sub/deeper/z.tar", "a-b/x.tar"]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(b"")
-    (root / "notes.txt").write_text("not a tar")
-    (root / "d.tar.gz").write_bytes(b"")
-    return root
-
-
-def rels(root: Path, paths: list[Path]) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in paths]
-
-
-def test_discover_lists_top_level_tars_sorted(tar_tree: Path) -> None:
-    assert rels(tar_tree, discover_tars(tar_tree)) == ["a.tar", "b.tar", "c.tar"]
-
-
-def test_discover_recursive_descends_sorted_by_relative_path(tar_tree: Path) -> None:
-    found = rels(tar_tree, discover_tars(tar_tree, recursive=True))
-    assert found == ["a-b/x.tar", "a.tar", "b.tar", "c.tar", "sub/a.tar", "sub/deeper/z.tar"]
-
-
-@pytest.mark.parametrize(
-    ("start", "stop"), [(0, None), (1, None), (1, 3), (0, 0), (4, 100), (2, 1), (10, None)]
-)
-def test_discover_slices_like_python(tar_tree: Path, start: int, stop: int | None) -> None:
-    everything = discover_tars(tar_tree, recursive=True)
-    assert discover_tars(tar_tree, start, stop, recursive=True) == everything[start:stop]
-
-
-def test_discover_returns_absolute_paths_from_a_relative_dir(
-    tar_tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tar_tree.parent)
-    found = discover_tars(Path("in"))
-    assert all(p.is_absolute() for p in found)
-    assert found == [tar_tree / "a.tar", tar_tree / "b.tar", tar_tree / "c.tar"]
-
-
-def test_discover_missing_dir_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="does not exist"):
-        discover_tars(tmp_path / "nope")
-
-
-def test_discover_file_instead_of_dir_is_an_input_error(tmp_path: Path) -> None:
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(InputError, match="not a directory"):
-        discover_tars(tmp_path / "f")
-
-
-def test_discover_rejects_a_subdir_whose_output_would_collide(tmp_path: Path) -> None:
-    (tmp_path / "errors").mkdir()
-    (tmp_path / "errors" / "x.tar").write_bytes(b"")
-    assert discover_tars(tmp_path) == []  # not looked at without recursion
-    with pytest.raises(InputError, match="errors"):
-        discover_tars(tmp_path, recursive=True)
-
-
-def test_discover_survives_a_directory_link_loop(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "x.tar").write_bytes(b"")
-    os.symlink(tmp_path, tmp_path / "sub" / "loop")
-    found = rels(tmp_path, discover_tars(tmp_path, recursive=True))
-    assert found == ["sub/x.tar"]
 
 
 # ---------------------------------------------------------------------- keys
