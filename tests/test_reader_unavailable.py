@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tar_makers import python_tar
 
-from tartok_tui.shards import source
 from tartok_tui.shards.reader import InputUnavailable, iter_samples, scan_tar
+from tartok_tui.storage import reading
 
 
 class FailingFile(io.BufferedReader):
@@ -40,7 +40,7 @@ class FailingFile(io.BufferedReader):
 def failing_after(monkeypatch: pytest.MonkeyPatch):
     def arm(good_bytes: int) -> None:
         monkeypatch.setattr(
-            source, "open", lambda path, mode: FailingFile(path, good_bytes), raising=False
+            reading, "open", lambda path, mode: FailingFile(path, good_bytes), raising=False
         )
 
     return arm

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tartok_tui.storage.reading import Access
 from tartok_tui.storage.urls import is_url
 
 
@@ -92,14 +93,19 @@ def _walk_local(root: Path, recursive: bool) -> list[PurePosixPath]:
 
 
 def _list(
-    input_dir: str | os.PathLike[str], recursive: bool, storage_options: Mapping[str, Any] | None
+    input_dir: str | os.PathLike[str], recursive: bool, access: Access | None
 ) -> tuple[list[PurePosixPath], Any]:
     """(files relative to the input, the root to put before them)."""
     if is_url(input_dir):
-        from tartok_tui.storage import list_files
+        from tartok_tui.storage import StorageError, list_files, redact_url
 
         url = str(input_dir).rstrip("/")
-        rels = list_files(url, recursive=recursive, storage_options=storage_options)
+        try:
+            rels = list_files(url, recursive=recursive, access=access)
+        except FileNotFoundError:
+            raise InputError(f"nothing found at {redact_url(url)}") from None
+        except (StorageError, OSError) as exc:
+            raise InputError(f"cannot list {redact_url(url)}: {exc}") from exc
         return [PurePosixPath(r) for r in rels], url
     root = Path(os.path.abspath(input_dir))
     if not root.exists():
@@ -135,7 +141,7 @@ def discover_shards(
     recursive: bool = False,
     *,
     reserved_top_dirs: Collection[str] = (),
-    storage_options: Mapping[str, Any] | None = None,
+    access: Access | None = None,
 ) -> Discovery:
     """The shards of ``input_dir`` (a directory or URL prefix) sorted by relative path,
     sliced ``[from_index:to_index]``, and the shard-like files that are not read.
@@ -145,7 +151,7 @@ def discover_shards(
     top-level subdirectory named in ``reserved_top_dirs`` (the output's own directories,
     passed by the caller) and two shards with one canonical name raise InputError.
     """
-    files, root = _list(input_dir, recursive, storage_options)
+    files, root = _list(input_dir, recursive, access)
     rels = sorted((rel for rel in files if is_shard(rel.name)), key=lambda p: p.parts)
     ignored = sorted(rel.as_posix() for rel in files if looks_like_a_shard(rel.name))
     _check(rels, reserved_top_dirs)
@@ -162,7 +168,7 @@ def discover_tars(
     recursive: bool = False,
     *,
     reserved_top_dirs: Collection[str] = (),
-    storage_options: Mapping[str, Any] | None = None,
+    access: Access | None = None,
 ) -> list[Any]:
     """The selected shards of :func:`discover_shards` (Paths, or URL strings for a URL)."""
     return discover_shards(
@@ -171,5 +177,5 @@ def discover_tars(
         to_index,
         recursive,
         reserved_top_dirs=reserved_top_dirs,
-        storage_options=storage_options,
+        access=access,
     ).tars

@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
 from tartok_tui.shards.grouping import (
@@ -57,6 +56,7 @@ from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
 from tartok_tui.shards.source import compression, open_input, spool
 from tartok_tui.shards.tario import is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
+from tartok_tui.storage.reading import Access
 
 __all__ = [
     "DEFAULT_AUDIO_EXTS",
@@ -158,12 +158,12 @@ def _indexed(
     stack: ExitStack,
     tar: Location,
     wants: Wants,
-    storage_options: Mapping[str, Any] | None,
+    access: Access | None,
     spool_dir: str | None,
 ) -> Iterator[Group | TarDamage]:
     # Headers are read front to back (read-ahead pays on remote storage), then data is
     # read where the index says (exact ranges).
-    raw = stack.enter_context(open_input(tar, sequential=True, storage_options=storage_options))
+    raw = stack.enter_context(open_input(tar, sequential=True, access=access))
     kind = compression(raw)
     spool_error: str | None = None
     if kind is not None:
@@ -180,9 +180,7 @@ def _indexed(
     if index.damage is not None and spool_error is not None:
         index.damage = f"{spool_error} ({index.damage})"
     if kind is None:
-        data = stack.enter_context(
-            open_input(tar, sequential=False, storage_options=storage_options)
-        )
+        data = stack.enter_context(open_input(tar, sequential=False, access=access))
         tf = stack.enter_context(open_seekable(data))
         raw = data
     yield from indexed_groups(tf, raw, index, wants)
@@ -195,7 +193,7 @@ def iter_samples(
     indexed: bool = False,
     max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
     max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
-    storage_options: Mapping[str, Any] | None = None,
+    access: Access | None = None,
     spool_dir: str | None = None,
 ) -> Iterator[Sample | TarDamage | Ungrouped]:
     """The samples of ``tar`` (a path or URL): streamed, or ``indexed`` (see the module doc).
@@ -210,12 +208,10 @@ def iter_samples(
     with ExitStack() as stack:
         if indexed:
             groups: Iterator[Group | TarDamage | Ungrouped] = _indexed(
-                stack, tar, wants, storage_options, spool_dir
+                stack, tar, wants, access, spool_dir
             )
         else:
-            raw = stack.enter_context(
-                open_input(tar, sequential=True, storage_options=storage_options)
-            )
+            raw = stack.enter_context(open_input(tar, sequential=True, access=access))
             groups = _streamed(stack, raw, wants)
         for index, item in enumerate(groups):
             if isinstance(item, (TarDamage, Ungrouped)):
@@ -224,14 +220,14 @@ def iter_samples(
             yield _sample(item, index, wants)
 
 
-def scan_tar(tar: Location, *, storage_options: Mapping[str, Any] | None = None) -> TarScan:
+def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
     """The keys :func:`iter_samples` yields, from member headers alone.
 
     For a grouped tar, the streamed keys; for one that is not, the indexed read's (which the
     worker ends up doing). An uncompressed tar's headers are reached by seeking over the
     data (one read per member header locally); a compressed one is read through.
     """
-    with open_input(tar, sequential=True, storage_options=storage_options) as raw:
+    with open_input(tar, sequential=True, access=access) as raw:
         kind = compression(raw)
         try:
             tf = open_seekable(raw) if kind is None else open_stream(raw)
@@ -250,6 +246,6 @@ def scan_tar(tar: Location, *, storage_options: Mapping[str, Any] | None = None)
     return TarScan(keys, damage, index.grouped)
 
 
-def count_samples(tar: Location, *, storage_options: Mapping[str, Any] | None = None) -> int:
+def count_samples(tar: Location, *, access: Access | None = None) -> int:
     """How many samples (good or with a problem) the tar yields before any damage."""
-    return scan_tar(tar, storage_options=storage_options).count
+    return scan_tar(tar, access=access).count

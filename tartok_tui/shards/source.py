@@ -12,11 +12,12 @@ import lzma
 import os
 import tempfile
 import zlib
-from collections.abc import Callable, Mapping
-from typing import Any, BinaryIO
+from collections.abc import Callable
+from typing import BinaryIO
 
 from tartok_tui.storage.errors import InputUnavailable
-from tartok_tui.storage.urls import is_url
+from tartok_tui.storage.reading import Access
+from tartok_tui.storage.reading import open_input as storage_open
 
 _MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 _DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
@@ -27,73 +28,11 @@ _DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
 _SPOOL_CHUNK = 1 << 20
 
 
-class LocalInput:
-    """A local file opened for reading whose read errors are InputUnavailable."""
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.name = os.fspath(path)
-        self._file = open(path, "rb")  # noqa: SIM115 - closed by close()
-        self.size = os.fstat(self._file.fileno()).st_size
-
-    def _unavailable(self, exc: OSError) -> InputUnavailable:
-        return InputUnavailable(f"cannot read {self.name}: {exc}")
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            return self._file.read(size)
-        except OSError as exc:
-            raise self._unavailable(exc) from exc
-
-    def readinto(self, buffer) -> int:
-        try:
-            return self._file.readinto(buffer)
-        except OSError as exc:
-            raise self._unavailable(exc) from exc
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        try:
-            return self._file.seek(offset, whence)
-        except OSError as exc:
-            raise self._unavailable(exc) from exc
-
-    def tell(self) -> int:
-        return self._file.tell()
-
-    def seekable(self) -> bool:
-        return True
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._file.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._file.closed
-
-    def __enter__(self) -> LocalInput:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def open_input(
-    location: str | os.PathLike[str],
-    *,
-    sequential: bool,
-    storage_options: Mapping[str, Any] | None = None,
-) -> BinaryIO:
-    """The raw bytes of a tar, seekable. ``sequential``: it will be read front to back (a
-    remote input then reads ahead). Opening errors (a missing file) raise as they are."""
-    if is_url(location):
-        from tartok_tui.storage import open_input as open_remote
-
-        return open_remote(
-            os.fspath(location), storage_options=storage_options, sequential=sequential
-        )
-    return LocalInput(location)  # type: ignore[return-value]
+def open_input(location: str | os.PathLike[str], *, sequential: bool, access: Access | None):
+    """The raw bytes of a tar, seekable, with a ``size``. ``sequential``: it will be read
+    front to back (a remote input then reads ahead). A missing file raises FileNotFoundError;
+    a failure to read, InputUnavailable."""
+    return storage_open(location, sequential=sequential, access=access)
 
 
 def compression(raw: BinaryIO) -> str | None:

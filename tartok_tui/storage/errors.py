@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+class StorageError(Exception):
+    """A URL that cannot be used as given (unknown scheme, missing backend): a usage error,
+    reported before any work starts (the CLI exits 2)."""
+
+
+class BackendMissing(StorageError):
+    """The package that reads this kind of URL is not installed; the message names the
+    extra to install (``pip install 'tartok-tui[s3]'``)."""
+
+
 class InputUnavailable(OSError):
     """An input could not be read (I/O error, network failure after retries, object gone).
 
