@@ -135,3 +135,16 @@ def test_the_fallback_stops_decoding_at_the_limit_when_the_header_does_not_say()
     assert err.value.stage == "too_long"
     assert "decoding stopped at 2.0 s" in err.value.reason
     assert prepare_audio(data, max_seconds=6.0).shape[0] == 5 * 16000
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "opus", "m4a"])
+def test_emilia_like_tars_in_every_format_decode(tmp_path, fmt: str) -> None:
+    from tartok_tui.shards.reader import Sample, iter_samples
+    from tartok_tui.testing_data import write_emilia_tar
+
+    written = write_emilia_tar(tmp_path / "a.tar", 2, audio_format=fmt, min_s=1.0, max_s=1.5)
+    samples = [s for s in iter_samples(tmp_path / "a.tar") if isinstance(s, Sample)]
+    assert [s.audio_ext for s in samples] == [fmt, fmt]
+    for sample, spec in zip(samples, written, strict=True):
+        wav = prepare_audio(sample.audio or b"", max_seconds=60.0)
+        assert abs(len(wav) / 16000 - spec.duration) < 0.1

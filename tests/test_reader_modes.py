@@ -153,3 +153,16 @@ def test_truncated_ungrouped_tars_agree_with_the_scan_at_every_cut(
             # Whatever is yielded is whole: a member is never passed on cut short.
             if s.audio is not None:
                 assert s.audio == by_key[s.key].audio, size
+
+
+def test_an_emilia_like_tar_written_ungrouped_is_read_indexed(tmp_path: Path) -> None:
+    from tartok_tui.testing_data import write_emilia_tar
+
+    kwargs = {"audio_format": "wav", "min_s": 0.3, "max_s": 0.5, "broken": {2: "no_audio"}}
+    grouped = write_emilia_tar(tmp_path / "g.tar", 5, **kwargs)
+    write_emilia_tar(tmp_path / "u.tar", 5, layout="ungrouped", **kwargs)
+    streamed = list(iter_samples(tmp_path / "g.tar"))
+    assert isinstance(list(iter_samples(tmp_path / "u.tar"))[-1], Ungrouped)
+    assert list(iter_samples(tmp_path / "u.tar", indexed=True)) == streamed
+    assert [s.key for s in streamed] == [g.key for g in grouped]  # type: ignore[union-attr]
+    assert not scan_tar(tmp_path / "u.tar").grouped
