@@ -166,3 +166,26 @@ def test_an_emilia_like_tar_written_ungrouped_is_read_indexed(tmp_path: Path) ->
     assert list(iter_samples(tmp_path / "u.tar", indexed=True)) == streamed
     assert [s.key for s in streamed] == [g.key for g in grouped]  # type: ignore[union-attr]
     assert not scan_tar(tmp_path / "u.tar").grouped
+
+
+@needs_gnu_tar
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_a_sparse_member_reads_the_same_in_both_modes(tmp_path: Path, fmt: str) -> None:
+    import subprocess
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "k.json").write_text("{}")
+    with open(src / "k.wav", "wb") as f:  # a hole of 1 MiB, then data
+        f.seek(1 << 20)
+        f.write(b"end of the sparse file")
+    tar = tmp_path / "s.tar"
+    subprocess.run(
+        ["tar", f"--format={fmt}", "--sparse", "-cf", str(tar), "-C", str(src), "k.wav", "k.json"],
+        check=True,
+    )
+    expected = (src / "k.wav").read_bytes()
+    for indexed in (False, True):
+        [sample] = list(iter_samples(tar, indexed=indexed))
+        assert isinstance(sample, Sample) and sample.problem is None
+        assert sample.audio == expected

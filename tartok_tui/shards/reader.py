@@ -40,12 +40,15 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
+from tartok_tui.shards.compression import compression, spool
 from tartok_tui.shards.grouping import (
     EMPTY,
     Group,
     Refused,
+    TarIndex,
     Wants,
     index_headers,
     indexed_groups,
@@ -53,10 +56,9 @@ from tartok_tui.shards.grouping import (
     stream_groups,
 )
 from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
-from tartok_tui.shards.source import compression, open_input, spool
 from tartok_tui.shards.tario import is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
-from tartok_tui.storage.reading import Access
+from tartok_tui.storage.reading import Access, open_input
 
 __all__ = [
     "DEFAULT_AUDIO_EXTS",
@@ -154,6 +156,17 @@ def _streamed(stack: ExitStack, raw, wants: Wants) -> Iterator[Group | TarDamage
     yield from stream_groups(tf, wants)
 
 
+def _index(raw: BinaryIO) -> TarIndex | TarDamage:
+    try:
+        tf = open_seekable(raw)
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
+        return _not_a_tar(exc)
+    with tf:
+        return index_headers(tf)
+
+
 def _indexed(
     stack: ExitStack,
     tar: Location,
@@ -161,29 +174,27 @@ def _indexed(
     access: Access | None,
     spool_dir: str | None,
 ) -> Iterator[Group | TarDamage]:
-    # Headers are read front to back (read-ahead pays on remote storage), then data is
-    # read where the index says (exact ranges).
-    raw = stack.enter_context(open_input(tar, sequential=True, access=access))
-    kind = compression(raw)
     spool_error: str | None = None
-    if kind is not None:
-        raw, spool_error = spool(raw, kind, spool_dir)
-        stack.enter_context(raw)
-    try:
-        tf = stack.enter_context(open_seekable(raw))
-    except Exception as exc:
-        if not is_damage(exc):
-            raise
-        yield TarDamage(0, f"not a readable tar: {spool_error or exc}")
-        return
-    index = index_headers(tf)
-    if index.damage is not None and spool_error is not None:
-        index.damage = f"{spool_error} ({index.damage})"
+    # Headers are read front to back (read-ahead pays on remote storage), then the data
+    # where the index says (exact ranges); a compressed tar is first decompressed to a spool.
+    with open_input(tar, sequential=True, access=access) as source:
+        kind = compression(source)
+        if kind is None:
+            index = _index(source)
+        else:
+            data, spool_error = spool(source, kind, spool_dir)
+            stack.enter_context(data)
     if kind is None:
         data = stack.enter_context(open_input(tar, sequential=False, access=access))
-        tf = stack.enter_context(open_seekable(data))
-        raw = data
-    yield from indexed_groups(tf, raw, index, wants)
+    else:
+        index = _index(data)
+    if isinstance(index, TarDamage):
+        yield TarDamage(0, f"not a readable tar: {spool_error}") if spool_error else index
+        return
+    if index.damage is not None and spool_error is not None:
+        index.damage = f"{spool_error} ({index.damage})"
+    tf = stack.enter_context(open_seekable(data))  # for sparse members, which tarfile reads
+    yield from indexed_groups(tf, data, index, wants)
 
 
 def iter_samples(

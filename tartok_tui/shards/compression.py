@@ -1,7 +1,7 @@
-"""A tar's bytes: opened from a local path or a URL, decompressed to a spool file when needed.
+"""Compressed tars: told by their first bytes, decompressed into a spool file for seeking.
 
-Read errors of the underlying file become InputUnavailable, so that a failing disk or network
-is never taken for a damaged tar; errors of the decompressors stay what they are (damage).
+Read errors of the input (InputUnavailable) pass through; errors of the decompressor are the
+tar's damage; a failing write to the spool is neither and raises as it is.
 """
 
 from __future__ import annotations
@@ -9,15 +9,12 @@ from __future__ import annotations
 import bz2
 import gzip
 import lzma
-import os
 import tempfile
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
 from tartok_tui.storage.errors import InputUnavailable
-from tartok_tui.storage.reading import Access
-from tartok_tui.storage.reading import open_input as storage_open
 
 _MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
 _DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
@@ -28,15 +25,9 @@ _DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
 _SPOOL_CHUNK = 1 << 20
 
 
-def open_input(location: str | os.PathLike[str], *, sequential: bool, access: Access | None):
-    """The raw bytes of a tar, seekable, with a ``size``. ``sequential``: it will be read
-    front to back (a remote input then reads ahead). A missing file raises FileNotFoundError;
-    a failure to read, InputUnavailable."""
-    return storage_open(location, sequential=sequential, access=access)
-
-
 def compression(raw: BinaryIO) -> str | None:
-    """ "gz", "bz2", "xz" or None (plain), from the first bytes; leaves ``raw`` at 0."""
+    """The compression of a tar from its first bytes: "gz", "bz2", "xz", or None for a
+    plain tar. Leaves ``raw`` at offset 0."""
     head = raw.read(6)
     raw.seek(0)
     for magic, name in _MAGIC.items():
