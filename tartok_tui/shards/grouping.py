@@ -1,11 +1,10 @@
-"""Members -> groups of one key, in two ways: adjacent runs (streaming) or an index (seeking).
+"""Members -> groups of one key: what a sample is made of, and the streaming grouping.
 
 Streaming groups adjacent members and stops with :class:`Ungrouped` when a finished key comes
-back. The index reads every member header first (seeking over the data), groups members by
-key in order of first appearance, then reads each group's data. Both read only the data of
-wanted extensions within their size limits, and both hold back the sample of the last member
-before damage (more of its members may have followed), so both yield the keys that
-:func:`index_headers` lists.
+back (the indexed grouping is in :mod:`tartok_tui.shards.indexed`). Both read only the data
+of wanted extensions within their size limits, and both hold back the sample of the last
+member before damage (more of its members may have followed), so both yield the keys that
+:func:`tartok_tui.shards.indexed.index_headers` lists.
 """
 
 from __future__ import annotations
@@ -13,10 +12,9 @@ from __future__ import annotations
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 from tartok_tui.shards.items import TarDamage, Ungrouped
-from tartok_tui.shards.tario import End, is_damage, iter_headers, read_exactly, read_member
+from tartok_tui.shards.tario import End, is_damage, iter_headers, read_member
 
 EMPTY = "empty tar: no samples"
 
@@ -35,7 +33,7 @@ def split_key(name: str) -> tuple[str, str] | None:
     return directory + slash + stem, ext
 
 
-def _keyed(member: tarfile.TarInfo) -> tuple[str, str] | None:
+def keyed_name(member: tarfile.TarInfo) -> tuple[str, str] | None:
     """(key, lower-case extension) of a member that belongs to a sample, else None."""
     if not member.isreg():
         return None
@@ -84,7 +82,7 @@ class Group:
     """Added to the sample's problem, if it has one."""
 
 
-def _incomplete(reason: str, key: str | None) -> str:
+def incomplete(reason: str, key: str | None) -> str:
     return reason if key is None else f"{reason}; sample {key!r} is incomplete"
 
 
@@ -101,13 +99,13 @@ def stream_groups(tf: tarfile.TarFile, wants: Wants) -> Iterator[Group | TarDama
     for item in iter_headers(tf):
         if isinstance(item, End):
             if item.damage is not None:
-                yield TarDamage(count, _incomplete(item.damage, current and current.key))
+                yield TarDamage(count, incomplete(item.damage, current and current.key))
             elif current is not None:
                 yield current
             elif count == 0:
                 yield TarDamage(0, EMPTY)
             return
-        keyed = _keyed(item)
+        keyed = keyed_name(item)
         if keyed is None:
             continue
         key, ext = keyed
@@ -135,7 +133,7 @@ def stream_groups(tf: tarfile.TarFile, wants: Wants) -> Iterator[Group | TarDama
                     if not is_damage(exc):
                         raise
                     reason = f"truncated or corrupt tar in member {item.name!r}: {exc}"
-                    yield TarDamage(count, _incomplete(reason, key))
+                    yield TarDamage(count, incomplete(reason, key))
                     return
         current.members[ext] = data
 
@@ -143,106 +141,3 @@ def stream_groups(tf: tarfile.TarFile, wants: Wants) -> Iterator[Group | TarDama
 def _refusal(member: tarfile.TarInfo, ext: str, wants: Wants) -> Refused | None:
     reason = wants.refusal(member.name, ext, member.size)
     return None if reason is None else Refused(reason)
-
-
-# -- the index --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class MemberRef:
-    """Where a member's data lies (for reading it later by seeking)."""
-
-    name: str
-    ext: str
-    offset: int
-    size: int
-    sparse: tarfile.TarInfo | None = None
-    """The header of a sparse member, whose data only tarfile can put together."""
-
-
-@dataclass
-class TarIndex:
-    """A tar's members grouped by key, from its headers alone."""
-
-    groups: dict[str, list[MemberRef]]
-    """key -> members in tar order; keys in order of first appearance."""
-    damage: str | None = None
-    """Why the headers stop early (the held-back sample named), None for a clean end."""
-    repeat: tuple[str, str] | None = None
-    """The first (key, member) that came back after other keys' members; None when grouped."""
-
-    @property
-    def grouped(self) -> bool:
-        return self.repeat is None
-
-
-def index_headers(tf: tarfile.TarFile) -> TarIndex:
-    """Read every member header. With damage, the key of the last member before it is
-    left out, as streaming holds back its last sample. Raises InputUnavailable only."""
-    groups: dict[str, list[MemberRef]] = {}
-    last: str | None = None
-    repeat: tuple[str, str] | None = None
-    for item in iter_headers(tf):
-        if isinstance(item, End):
-            damage = item.damage
-            if damage is not None:
-                if last is not None:
-                    del groups[last]
-                damage = _incomplete(damage, last)
-            return TarIndex(groups, damage, repeat)
-        keyed = _keyed(item)
-        if keyed is None:
-            continue
-        key, ext = keyed
-        if repeat is None and key != last and key in groups:
-            repeat = (key, item.name)
-        sparse = item if item.issparse() else None
-        groups.setdefault(key, []).append(
-            MemberRef(item.name, ext, item.offset_data, item.size, sparse)
-        )
-        last = key
-    raise AssertionError("iter_headers ends with End")  # pragma: no cover
-
-
-def indexed_groups(
-    tf: tarfile.TarFile, raw: BinaryIO, index: TarIndex, wants: Wants
-) -> Iterator[Group | TarDamage]:
-    """The index's groups with their data read by seeking ``raw``, then a TarDamage for the
-    index's damage (or an empty tar)."""
-    count = 0
-    # Members lie anywhere in a tar that is not grouped: any sample may miss some.
-    note = "the tar is damaged; more of this sample's members may lie past the damage"
-    for key, refs in index.groups.items():
-        group = Group(key, note=note if index.damage is not None else None)
-        for ref in refs:
-            group.names.append(ref.name)
-            if ref.ext in group.members:
-                group.duplicates.append(ref.name)
-                continue
-            data: bytes | Refused | None = None
-            if wants.wanted(ref.ext):
-                reason = wants.refusal(ref.name, ref.ext, ref.size)
-                data = Refused(reason) if reason is not None else None
-                if data is None:
-                    try:
-                        data = _read_ref(tf, raw, ref)
-                    except Exception as exc:
-                        if not is_damage(exc):
-                            raise
-                        reason = f"cannot read member {ref.name!r} again: {exc}"
-                        yield TarDamage(count, _incomplete(reason, key))
-                        return
-            group.members[ref.ext] = data
-        yield group
-        count += 1
-    if index.damage is not None:
-        yield TarDamage(count, index.damage)
-    elif count == 0:
-        yield TarDamage(0, EMPTY)
-
-
-def _read_ref(tf: tarfile.TarFile, raw: BinaryIO, ref: MemberRef) -> bytes:
-    if ref.sparse is not None:
-        return read_member(tf, ref.sparse)
-    raw.seek(ref.offset)
-    return read_exactly(raw, ref.size)

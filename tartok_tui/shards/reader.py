@@ -44,17 +44,8 @@ from typing import BinaryIO
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
 from tartok_tui.shards.compression import compression, spool
-from tartok_tui.shards.grouping import (
-    EMPTY,
-    Group,
-    Refused,
-    TarIndex,
-    Wants,
-    index_headers,
-    indexed_groups,
-    split_key,
-    stream_groups,
-)
+from tartok_tui.shards.grouping import EMPTY, Group, Refused, Wants, split_key, stream_groups
+from tartok_tui.shards.indexed import TarIndex, index_headers, indexed_groups
 from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
 from tartok_tui.shards.tario import is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
@@ -194,7 +185,7 @@ def _indexed(
     if index.damage is not None and spool_error is not None:
         index.damage = f"{spool_error} ({index.damage})"
     tf = stack.enter_context(open_seekable(data))  # for sparse members, which tarfile reads
-    yield from indexed_groups(tf, data, index, wants)
+    yield from indexed_groups(tf, data, index, wants, getattr(data, "parallel_reads", 1))
 
 
 def iter_samples(

@@ -27,6 +27,8 @@ log = logging.getLogger("tartok_tui.storage")
 
 DEFAULT_READ_AHEAD = 8 << 20
 """Bytes fetched past a sequential read: one ranged GET per 8 MiB of tar."""
+_RANGE_CHUNK = 8 << 20
+"""The most bytes one ranged request asks for (a failure retries no more than this)."""
 _FATAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
 """Errors no retry mends: the object is gone or forbidden."""
 
@@ -76,11 +78,16 @@ class Access:
     """fsspec storage options (``--storage-options``); never logged."""
     retry: RetryPolicy = RetryPolicy()
     read_ahead: int = DEFAULT_READ_AHEAD
+    parallel_reads: int = 8
+    """Byte ranges read at once when reading scattered members (one request each)."""
     on_retry: Callable[[RetryEvent], None] = _log_retry
 
 
 class LocalInput:
     """A local file whose read errors are InputUnavailable (a failing disk is not damage)."""
+
+    parallel_reads = 1
+    """Scattered reads gain nothing from threads on a local file."""
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.name = os.fspath(path)
@@ -101,6 +108,10 @@ class LocalInput:
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._call(self._file.seek, offset, whence)
+
+    def read_range(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` (fewer at the end of the file), from any thread."""
+        return self._call(_pread, self._file.fileno(), offset, size)
 
     def tell(self) -> int:
         return self._file.tell()
@@ -123,6 +134,18 @@ class LocalInput:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _pread(fd: int, offset: int, size: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.pread(fd, min(size, _RANGE_CHUNK), offset)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        offset += len(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
 
 
 class _CutShort(Exception):
@@ -149,6 +172,7 @@ class RemoteInput:
         self._file: Any = None
         self._pos = 0
         self._closed = False
+        self.parallel_reads = access.parallel_reads
         self.retries = 0
         """Failed reads retried so far (all streaks)."""
         self.size = self._retrying(lambda: int(self._fs.size(self._path)), missing_raises=True)
@@ -162,31 +186,32 @@ class RemoteInput:
                 return attempt()
             except Exception as exc:
                 failure += 1
-                self._failed(exc, failure, missing_raises)
+                self._failed(exc, failure, 0, missing_raises)
 
-    def _failed(self, exc: Exception, failure: int, missing_raises: bool = False) -> None:
+    def _failed(
+        self, exc: Exception, failure: int, offset: int, missing_raises: bool = False
+    ) -> None:
         """After the ``failure``-th failure in a row: sleep and return (retry), or raise."""
-        self._discard()
         if isinstance(exc, _FATAL):
             if missing_raises:
                 raise exc
-            raise self._unavailable(exc, "") from exc
+            raise self._unavailable(exc, offset, "") from exc
         policy = self._access.retry
         if failure >= policy.tries:
-            raise self._unavailable(exc, f" after {failure} tries") from exc
+            raise self._unavailable(exc, offset, f" after {failure} tries") from exc
         delay = policy.delay(failure)
         self.retries += 1
         self._access.on_retry(
-            RetryEvent(self.name, self._pos, failure, policy.tries, self._describe(exc), delay)
+            RetryEvent(self.name, offset, failure, policy.tries, self._describe(exc), delay)
         )
         time.sleep(delay)
 
     def _describe(self, exc: BaseException) -> str:
         return redact_text(f"{type(exc).__name__}: {exc}", self._access.options)
 
-    def _unavailable(self, exc: BaseException, tries: str) -> InputUnavailable:
+    def _unavailable(self, exc: BaseException, offset: int, tries: str) -> InputUnavailable:
         return InputUnavailable(
-            f"cannot read {self.name} at byte {self._pos}{tries}: {self._describe(exc)}"
+            f"cannot read {self.name} at byte {offset}{tries}: {self._describe(exc)}"
         )
 
     def _discard(self) -> None:
@@ -213,10 +238,32 @@ class RemoteInput:
                     raise _CutShort(f"the body ended at byte {self._pos} of {self.size}")
             except Exception as exc:
                 failure += 1
-                self._failed(exc, failure)
+                self._discard()
+                self._failed(exc, failure, self._pos)
                 continue
             chunks.append(data)
             self._pos += len(data)
+            failure = 0
+        return b"".join(chunks)
+
+    def read_range(self, offset: int, size: int) -> bytes:
+        """``size`` bytes at ``offset`` (fewer at the object's end), one ranged request per
+        8 MiB, from any thread; retried like :meth:`read`."""
+        end = min(self.size, offset + size)
+        chunks: list[bytes] = []
+        failure = 0
+        while offset < end:
+            stop = min(end, offset + _RANGE_CHUNK)
+            try:
+                data = self._fs.cat_file(self._path, start=offset, end=stop)
+                if not data:
+                    raise _CutShort(f"the body ended at byte {offset} of {self.size}")
+            except Exception as exc:
+                failure += 1
+                self._failed(exc, failure, offset)
+                continue
+            chunks.append(data)
+            offset += len(data)
             failure = 0
         return b"".join(chunks)
 
