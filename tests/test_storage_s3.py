@@ -217,3 +217,17 @@ def test_reads_return_exactly_what_was_asked(running_s3: S3Server, tmp_path: Pat
             assert f.read() == data[800_000:] and f.read(10) == b""
             f.seek(-10, 2)
             assert f.tell() == len(data) - 10 and f.read(100) == data[-10:]
+
+
+def test_leaving_an_indexed_read_early_stops_its_range_readers(
+    running_s3: S3Server, tmp_path: Path
+) -> None:
+    from tar_makers import shuffled_members, written_samples
+
+    tar = python_tar(tmp_path / "t.tar", shuffled_members(written_samples(40)))
+    url = put(tar, "early/t.tar")
+    items = iter_samples(url, indexed=True, access=access(parallel_reads=4))
+    assert [next(items).key for _ in range(2)] == ["k000", "k001"]  # type: ignore[union-attr]
+    assert any(t.name.startswith("tar-ranges") for t in threading.enumerate())
+    items.close()  # what a worker does when it aborts a lease
+    assert not any(t.name.startswith("tar-ranges") for t in threading.enumerate())

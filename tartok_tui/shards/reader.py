@@ -136,15 +136,19 @@ def _not_a_tar(exc: BaseException) -> TarDamage:
     return TarDamage(0, f"not a readable tar: {exc}")
 
 
-def _streamed(stack: ExitStack, raw, wants: Wants) -> Iterator[Group | TarDamage | Ungrouped]:
-    try:
-        tf = stack.enter_context(open_stream(raw))
-    except Exception as exc:
-        if not is_damage(exc):
-            raise
-        yield _not_a_tar(exc)
-        return
-    yield from stream_groups(tf, wants)
+def _streamed(
+    tar: Location, wants: Wants, access: Access | None
+) -> Iterator[Group | TarDamage | Ungrouped]:
+    with open_input(tar, sequential=True, access=access) as raw:
+        try:
+            tf = open_stream(raw)
+        except Exception as exc:
+            if not is_damage(exc):
+                raise
+            yield _not_a_tar(exc)
+            return
+        with tf:
+            yield from stream_groups(tf, wants)
 
 
 def _index(raw: BinaryIO) -> TarIndex | TarDamage:
@@ -159,6 +163,14 @@ def _index(raw: BinaryIO) -> TarIndex | TarDamage:
 
 
 def _indexed(
+    tar: Location, wants: Wants, access: Access | None, spool_dir: str | None
+) -> Iterator[Group | TarDamage]:
+    # Closing this generator closes indexed_groups (its range readers) before the files.
+    with ExitStack() as stack:
+        yield from _indexed_in(stack, tar, wants, access, spool_dir)
+
+
+def _indexed_in(
     stack: ExitStack,
     tar: Location,
     wants: Wants,
@@ -207,19 +219,17 @@ def iter_samples(
     tar (default: the system's temporary directory).
     """
     wants = Wants(tuple(e.lower().lstrip(".") for e in audio_exts), max_json_bytes, max_audio_bytes)
-    with ExitStack() as stack:
-        if indexed:
-            groups: Iterator[Group | TarDamage | Ungrouped] = _indexed(
-                stack, tar, wants, access, spool_dir
-            )
-        else:
-            raw = stack.enter_context(open_input(tar, sequential=True, access=access))
-            groups = _streamed(stack, raw, wants)
+    groups: Iterator[Group | TarDamage | Ungrouped] = (
+        _indexed(tar, wants, access, spool_dir) if indexed else _streamed(tar, wants, access)
+    )
+    try:
         for index, item in enumerate(groups):
             if isinstance(item, (TarDamage, Ungrouped)):
                 yield item
                 return
             yield _sample(item, index, wants)
+    finally:
+        groups.close()  # type: ignore[attr-defined]
 
 
 def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
