@@ -21,7 +21,15 @@ import soundfile as sf
 BROKEN_KINDS = frozenset(
     {"no_audio", "no_json", "bad_json", "undecodable_audio", "empty_audio", "too_long"}
 )
-_FORMATS = {"mp3": ("MP3", None), "wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}
+_FORMATS = {
+    "mp3": ("MP3", None),
+    "wav": ("WAV", "PCM_16"),
+    "flac": ("FLAC", "PCM_16"),
+    "ogg": ("OGG", "VORBIS"),
+    "opus": ("OGG", "OPUS"),  # 8, 12, 16, 24 or 48 kHz only
+    "m4a": ("mp4", "aac"),  # written with FFmpeg (PyAV): libsndfile cannot write or read it
+}
+LAYOUTS = ("grouped", "ungrouped")
 _WORDS = {
     "EN": [
         *("the", "a", "voice", "model", "data", "sound", "river", "light", "window"),
@@ -95,8 +103,30 @@ def synth_speech(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarra
 
 def _encode(wav: np.ndarray, sr: int, audio_format: str) -> bytes:
     fmt, subtype = _FORMATS[audio_format]
+    if audio_format == "m4a":
+        return _encode_ffmpeg(wav, sr, fmt, subtype)
     buf = io.BytesIO()
     sf.write(buf, wav, sr, format=fmt, subtype=subtype)
+    return buf.getvalue()
+
+
+def _encode_ffmpeg(wav: np.ndarray, sr: int, container: str, codec: str) -> bytes:
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=container) as out:
+        stream = out.add_stream(codec, rate=sr, layout="mono")
+        samples = wav.astype(np.float32).reshape(1, -1)
+        for start in range(0, samples.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(samples[:, start : start + 1024]), format="fltp", layout="mono"
+            )
+            frame.sample_rate = sr
+            frame.pts = start
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
     return buf.getvalue()
 
 
@@ -129,8 +159,13 @@ def write_emilia_tar(
     broken: Mapping[int, str] | Iterable[tuple[int, str]] = (),
     too_long_s: float = 65.0,
     batch: int = 0,
+    layout: str = "grouped",
 ) -> list[GeneratedSample]:
     """Write an Emilia-style tar of ``<id>.json`` + ``<id>.<audio_format>`` pairs.
+
+    ``layout`` "grouped" puts each sample's members next to each other (as webdataset
+    writers do); "ungrouped" writes every JSON member, then every audio member, as a tar
+    packed from a directory can be (the reader then needs its indexed mode).
 
     ``broken`` maps sample index -> one of BROKEN_KINDS: "no_audio" / "no_json"
     drop a member, "bad_json" writes invalid JSON, "undecodable_audio" random
@@ -139,6 +174,9 @@ def write_emilia_tar(
     """
     if audio_format not in _FORMATS:
         raise ValueError(f"audio_format must be one of {sorted(_FORMATS)}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}")
+    held_back: list[tuple[str, bytes]] = []
     defects = _broken_map(broken)
     rng = np.random.default_rng(seed)
     words = _WORDS.get(lang.upper(), _WORDS["EN"])
@@ -178,8 +216,13 @@ def write_emilia_tar(
             if kind != "no_json":
                 _add_member(tar, f"{key}.json", meta_bytes)
             if kind != "no_audio":
-                _add_member(tar, f"{key}.{audio_format}", audio)
+                if layout == "grouped":
+                    _add_member(tar, f"{key}.{audio_format}", audio)
+                else:
+                    held_back.append((f"{key}.{audio_format}", audio))
             written.append(GeneratedSample(i, key, kind, duration, meta))
+        for name, data in held_back:
+            _add_member(tar, name, data)
     return written
 
 

@@ -1,20 +1,19 @@
-"""Shard discovery and the streaming tar reader."""
+"""The tar reader on grouped tars: samples, problems, damage."""
 
 from __future__ import annotations
 
 import gzip
 import io
-import os
 import tarfile
 import tracemalloc
 from pathlib import Path
 
 import pytest
 
-from tartok_tui.shards.discover import InputError, discover_tars
 from tartok_tui.shards.reader import (
     Sample,
     TarDamage,
+    Ungrouped,
     count_samples,
     iter_samples,
     scan_tar,
@@ -62,77 +61,6 @@ def member_spans(path: Path) -> list[tuple[str, int, int]]:
         return [(m.name, m.offset, m.offset_data + m.size) for m in tar.getmembers()]
 
 
-# ---------------------------------------------------------------------- discover
-
-
-@pytest.fixture
-def tar_tree(tmp_path: Path) -> Path:
-    root = tmp_path / "in"
-    for rel in ["b.tar", "a.tar", "c.tar", "sub/a.tar", "sub/deeper/z.tar", "a-b/x.tar"]:
-        (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(b"")
-    (root / "notes.txt").write_text("not a tar")
-    (root / "d.tar.gz").write_bytes(b"")
-    return root
-
-
-def rels(root: Path, paths: list[Path]) -> list[str]:
-    return [p.relative_to(root).as_posix() for p in paths]
-
-
-def test_discover_lists_top_level_tars_sorted(tar_tree: Path) -> None:
-    assert rels(tar_tree, discover_tars(tar_tree)) == ["a.tar", "b.tar", "c.tar"]
-
-
-def test_discover_recursive_descends_sorted_by_relative_path(tar_tree: Path) -> None:
-    found = rels(tar_tree, discover_tars(tar_tree, recursive=True))
-    assert found == ["a-b/x.tar", "a.tar", "b.tar", "c.tar", "sub/a.tar", "sub/deeper/z.tar"]
-
-
-@pytest.mark.parametrize(
-    ("start", "stop"), [(0, None), (1, None), (1, 3), (0, 0), (4, 100), (2, 1), (10, None)]
-)
-def test_discover_slices_like_python(tar_tree: Path, start: int, stop: int | None) -> None:
-    everything = discover_tars(tar_tree, recursive=True)
-    assert discover_tars(tar_tree, start, stop, recursive=True) == everything[start:stop]
-
-
-def test_discover_returns_absolute_paths_from_a_relative_dir(
-    tar_tree: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.chdir(tar_tree.parent)
-    found = discover_tars(Path("in"))
-    assert all(p.is_absolute() for p in found)
-    assert found == [tar_tree / "a.tar", tar_tree / "b.tar", tar_tree / "c.tar"]
-
-
-def test_discover_missing_dir_is_an_input_error(tmp_path: Path) -> None:
-    with pytest.raises(InputError, match="does not exist"):
-        discover_tars(tmp_path / "nope")
-
-
-def test_discover_file_instead_of_dir_is_an_input_error(tmp_path: Path) -> None:
-    (tmp_path / "f").write_text("x")
-    with pytest.raises(InputError, match="not a directory"):
-        discover_tars(tmp_path / "f")
-
-
-def test_discover_rejects_a_subdir_whose_output_would_collide(tmp_path: Path) -> None:
-    (tmp_path / "errors").mkdir()
-    (tmp_path / "errors" / "x.tar").write_bytes(b"")
-    assert discover_tars(tmp_path) == []  # not looked at without recursion
-    with pytest.raises(InputError, match="errors"):
-        discover_tars(tmp_path, recursive=True)
-
-
-def test_discover_survives_a_directory_link_loop(tmp_path: Path) -> None:
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "x.tar").write_bytes(b"")
-    os.symlink(tmp_path, tmp_path / "sub" / "loop")
-    found = rels(tmp_path, discover_tars(tmp_path, recursive=True))
-    assert found == ["sub/x.tar"]
-
-
 # ---------------------------------------------------------------------- keys
 
 
@@ -144,6 +72,8 @@ def test_discover_survives_a_directory_link_loop(tmp_path: Path) -> None:
         ("a/b.c/abc.x.flac", ("a/b.c/abc", "x.flac")),
         ("README", None),
         ("dir/.hidden", None),
+        ("./abc.mp3", ("abc", "mp3")),
+        ("././d/abc.json", ("d/abc", "json")),
     ],
 )
 def test_split_key_follows_webdataset(name: str, expected: tuple[str, str] | None) -> None:
@@ -249,7 +179,9 @@ def test_audio_defects_pass_the_reader_with_their_bytes(tmp_path: Path, kind: st
     assert samples[1].problem is None and samples[1].audio is not None
 
 
-def test_non_adjacent_repeated_key_is_a_problem_not_a_second_good_sample(tmp_path: Path) -> None:
+def test_non_adjacent_repeated_key_stops_the_stream_and_the_index_merges_it(
+    tmp_path: Path,
+) -> None:
     path = write_members(
         tmp_path / "t.tar",
         [
@@ -261,11 +193,17 @@ def test_non_adjacent_repeated_key_is_a_problem_not_a_second_good_sample(tmp_pat
             ("a.wav", b"A2"),
         ],
     )
-    samples, _ = split(list(iter_samples(path)))
-    assert [(s.index, s.key) for s in samples] == [(0, "a"), (1, "b"), (2, "a")]
-    assert samples[0].problem is None
-    assert "repeats sample 0" in (samples[2].problem or "")
-    assert count_samples(path) == 3
+    items = list(iter_samples(path))
+    assert [(s.index, s.key) for s in items if isinstance(s, Sample)] == [(0, "a"), (1, "b")]
+    assert items[-1] == Ungrouped(after_index=2, key="a", member="a.json")
+    # Indexed, the key is one sample (exactly once in the output), its repeats a problem.
+    samples, damage = split(list(iter_samples(path, indexed=True)))
+    assert damage == [] and [s.key for s in samples] == ["a", "b"]
+    assert samples[0].audio == b"A"
+    assert "duplicate members: a.json, a.wav" in (samples[0].problem or "")
+    assert samples[1].problem is None
+    scan = scan_tar(path)
+    assert scan.keys == ["a", "b"] and not scan.grouped and count_samples(path) == 2
 
 
 def test_duplicate_member_within_a_sample_is_a_problem(tmp_path: Path) -> None:

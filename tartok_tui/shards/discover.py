@@ -1,23 +1,79 @@
-"""Find the tars of an input directory and select an index range of them."""
+"""Find the shards of an input directory (or URL prefix) and select an index range of them.
+
+Shards are ``*.tar``, ``*.tar.gz`` and ``*.tgz`` files. Files that look like shards but are
+not read (``.tar.zst``, ``.tar.bz2``, ``.zip``, ``X.tar.part``, ...) are returned as
+``ignored``, so that a run can name them instead of skipping them silently.
+
+Each shard has a canonical name, the name of the tar it holds: ``sub/X.tar`` for
+``sub/X.tar``, ``sub/X.tar.gz`` and ``sub/X.tgz``. Outputs are named after it (``sub/X.jsonl``),
+so two shards with one canonical name are refused.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
-from tartok_tui.output.paths import RESERVED_TOP_DIRS
+from tartok_tui.storage.reading import Access
+from tartok_tui.storage.urls import is_url
 
 
 class InputError(Exception):
     """The input directory is missing or unusable (the CLI exits with code 2)."""
 
 
-def _walk_tars(root: Path, recursive: bool) -> list[PurePosixPath]:
+_SHARD = re.compile(r"\.(tar|tar\.gz|tgz)$", re.IGNORECASE)
+_SHARD_LIKE = re.compile(
+    r"(\.tar\.[^/]+|\.(tbz2?|txz|tzst|tlz|tlz4|taz|zip|7z|rar))$", re.IGNORECASE
+)
+
+
+def is_shard(name: str) -> bool:
+    """True for the names the reader reads: ``.tar``, ``.tar.gz``, ``.tgz``."""
+    return _SHARD.search(name) is not None
+
+
+def looks_like_a_shard(name: str) -> bool:
+    """True for names that suggest a dataset shard the reader does not read."""
+    return not is_shard(name) and _SHARD_LIKE.search(name) is not None
+
+
+def canonical_tar_name(rel: str | PurePosixPath) -> PurePosixPath:
+    """``sub/X.tar.gz`` and ``sub/X.tgz`` -> ``sub/X.tar``; a ``.tar`` stays itself.
+
+    The name outputs derive from (``.with_suffix(".jsonl")``): a gzipped tar's output is
+    named as the plain tar's would be, so compressing the inputs does not rename outputs.
+    """
+    path = PurePosixPath(rel)
+    name = path.name
+    lower = name.lower()
+    if lower.endswith(".tar.gz"):
+        return path.with_name(name[: -len(".gz")])
+    if lower.endswith(".tgz"):
+        return path.with_name(name[: -len(".tgz")] + ".tar")
+    return path
+
+
+@dataclass(frozen=True)
+class Discovery:
+    """What discovery found."""
+
+    tars: list[Any] = field(default_factory=list)
+    """The selected shards, absolute: Paths for a local directory, URL strings for a URL."""
+    ignored: list[str] = field(default_factory=list)
+    """Shard-like files not read, relative to the input, sorted."""
+
+
+def _walk_local(root: Path, recursive: bool) -> list[PurePosixPath]:
     found: list[PurePosixPath] = []
     if not recursive:
         with os.scandir(root) as entries:
             for entry in entries:
-                if entry.name.endswith(".tar") and entry.is_file():
+                if entry.is_file():
                     found.append(PurePosixPath(entry.name))
         return found
     # Follow directory links (datasets are often assembled from links) but
@@ -31,36 +87,95 @@ def _walk_tars(root: Path, recursive: bool) -> list[PurePosixPath]:
         visited.add(real)
         rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
         for name in filenames:
-            if name.endswith(".tar") and os.path.isfile(os.path.join(dirpath, name)):
+            if os.path.isfile(os.path.join(dirpath, name)):
                 found.append(rel_dir / name)
     return found
 
 
-def discover_tars(
-    input_dir: Path | str,
-    from_index: int = 0,
-    to_index: int | None = None,
-    recursive: bool = False,
-) -> list[Path]:
-    """The ``*.tar`` files of ``input_dir`` sorted by relative path, sliced ``[from_index:to_index]``.
+def _list(
+    input_dir: str | os.PathLike[str], recursive: bool, access: Access | None
+) -> tuple[list[PurePosixPath], Any]:
+    """(files relative to the input, the root to put before them)."""
+    if is_url(input_dir):
+        from tartok_tui.storage import StorageError, list_files, redact_url
 
-    Paths come back absolute (workers may run elsewhere in the tree). Sorting
-    is by the relative path's parts, so a directory's tars stay together and the
-    order, hence the meaning of an index range, is the same on every run.
-    """
+        url = str(input_dir).rstrip("/")
+        try:
+            rels = list_files(url, recursive=recursive, access=access)
+        except FileNotFoundError:
+            raise InputError(f"nothing found at {redact_url(url)}") from None
+        except (StorageError, OSError) as exc:
+            raise InputError(f"cannot list {redact_url(url)}: {exc}") from exc
+        return [PurePosixPath(r) for r in rels], url
     root = Path(os.path.abspath(input_dir))
     if not root.exists():
         raise InputError(f"input directory does not exist: {input_dir}")
     if not root.is_dir():
         raise InputError(f"input path is not a directory: {input_dir}")
     try:
-        rels = sorted(_walk_tars(root, recursive), key=lambda p: p.parts)
+        return _walk_local(root, recursive), root
     except OSError as exc:
         raise InputError(f"cannot list input directory {input_dir}: {exc}") from exc
+
+
+def _check(rels: list[PurePosixPath], reserved_top_dirs: Collection[str]) -> None:
+    owners: dict[PurePosixPath, PurePosixPath] = {}
     for rel in rels:
-        if len(rel.parts) > 1 and rel.parts[0] in RESERVED_TOP_DIRS:
+        if len(rel.parts) > 1 and rel.parts[0] in reserved_top_dirs:
             raise InputError(
                 f"{rel}: an input subdirectory named {rel.parts[0]!r} would collide with "
                 "the output directory's own layout; rename it"
             )
-    return [root / rel for rel in rels[from_index:to_index]]
+        name = canonical_tar_name(rel)
+        other = owners.setdefault(name, rel)
+        if other != rel:
+            raise InputError(
+                f"{other} and {rel} would both write the output of {name}; keep one of them"
+            )
+
+
+def discover_shards(
+    input_dir: str | os.PathLike[str],
+    from_index: int = 0,
+    to_index: int | None = None,
+    recursive: bool = False,
+    *,
+    reserved_top_dirs: Collection[str] = (),
+    access: Access | None = None,
+) -> Discovery:
+    """The shards of ``input_dir`` (a directory or URL prefix) sorted by relative path,
+    sliced ``[from_index:to_index]``, and the shard-like files that are not read.
+
+    Sorting is by the relative path's parts, so a directory's tars stay together and the
+    order, hence the meaning of an index range, is the same on every run. Shards under a
+    top-level subdirectory named in ``reserved_top_dirs`` (the output's own directories,
+    passed by the caller) and two shards with one canonical name raise InputError.
+    """
+    files, root = _list(input_dir, recursive, access)
+    rels = sorted((rel for rel in files if is_shard(rel.name)), key=lambda p: p.parts)
+    ignored = sorted(rel.as_posix() for rel in files if looks_like_a_shard(rel.name))
+    _check(rels, reserved_top_dirs)
+    selected = rels[from_index:to_index]
+    if isinstance(root, str):
+        return Discovery([f"{root}/{rel.as_posix()}" for rel in selected], ignored)
+    return Discovery([root / rel for rel in selected], ignored)
+
+
+def discover_tars(
+    input_dir: str | os.PathLike[str],
+    from_index: int = 0,
+    to_index: int | None = None,
+    recursive: bool = False,
+    *,
+    reserved_top_dirs: Collection[str] = (),
+    access: Access | None = None,
+) -> list[Any]:
+    """The selected shards of :func:`discover_shards` (Paths, or URL strings for a URL)."""
+    return discover_shards(
+        input_dir,
+        from_index,
+        to_index,
+        recursive,
+        reserved_top_dirs=reserved_top_dirs,
+        access=access,
+    ).tars

@@ -1,67 +1,77 @@
-"""Stream the samples of a webdataset-style tar, one at a time, never extracting.
+"""The samples of a webdataset-style tar, one at a time, never extracting.
 
-A sample is a run of adjacent regular members sharing a key: the member path up
-to the first dot of its base name, directory included (``EN/abc.mp3`` and
-``EN/abc.json`` form the sample ``EN/abc``). Members whose base name has no dot
-(or starts with one) belong to no sample and are skipped, as webdataset does.
+A sample is the set of regular members sharing a key: the member path up to the first dot of
+its base name, directory included (``EN/abc.mp3`` and ``EN/abc.json`` form the sample
+``EN/abc``). Members whose base name has no dot (or starts with one) belong to no sample and
+are skipped, as webdataset does.
 
-Damage never escapes as an exception: a truncated or corrupt tar, a file that
-is no tar at all, and a tar without samples end the iteration with a
-:class:`TarDamage`. A sample is only yielded once the next key starts or the
-archive ends with its end-of-archive marker, so a sample cut by the damage is
-never passed on as good; the damage record names it instead.
+Two ways to read a tar:
+
+- **streaming** (the default, the fast path): members are read front to back and a sample is
+  a run of adjacent members. Plain, ``.tar.gz``/``.tgz`` (and bz2/xz) tars, local or remote.
+- **indexed** (``indexed=True``): every member header is read first, seeking over the data,
+  members are grouped by key wherever they lie, and the samples come in order of their key's
+  first appearance. For tars packed from a directory (``tar cf``), whose members follow the
+  directory's order. A compressed tar is first decompressed into a temporary file.
+
+The contract for a caller (the worker):
+
+1. Stream the tar. If the last item is :class:`Ungrouped`, the tar is not grouped by sample:
+   discard what was produced for it (its samples may be incomplete) and read it again with
+   ``indexed=True``. Ungrouped comes as soon as a finished key reappears, before anything of
+   that second run is yielded; the indexed read never yields it.
+2. :class:`TarDamage` (truncated, corrupt, not a tar, no samples) ends the iteration; the
+   samples before it are complete and good. The sample that the damage may have cut is not
+   yielded; the damage's reason names it.
+3. Reading an input that is unavailable (an I/O error, a network failure after retries)
+   raises :class:`InputUnavailable` (an OSError), never TarDamage; opening a missing local
+   file raises its OSError. Neither says anything about the tar: do not commit it.
+4. A JSON member over ``max_json_bytes`` or an audio member over ``max_audio_bytes`` is not
+   read at all; its sample comes with a ``problem``.
+
+:func:`scan_tar` lists the keys both ways yield (they agree) from the headers alone, for the
+progress count and ``verify``.
 """
 
 from __future__ import annotations
 
 import json
-import lzma
-import tarfile
-import zlib
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
+from tartok_tui.shards.compression import compression, spool
+from tartok_tui.shards.grouping import EMPTY, Group, Refused, Wants, split_key, stream_groups
+from tartok_tui.shards.indexed import TarIndex, index_headers, indexed_groups
+from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
+from tartok_tui.shards.tario import is_damage, open_seekable, open_stream
+from tartok_tui.storage.errors import InputUnavailable
+from tartok_tui.storage.reading import Access, open_input
 
 __all__ = [
     "DEFAULT_AUDIO_EXTS",
+    "DEFAULT_MAX_AUDIO_BYTES",
+    "DEFAULT_MAX_JSON_BYTES",
+    "EMPTY",
+    "InputUnavailable",
     "Sample",
     "TarDamage",
     "TarScan",
+    "Ungrouped",
     "count_samples",
     "iter_samples",
     "scan_tar",
     "split_key",
 ]
 
-# What a damaged or foreign file can raise from inside tarfile and its
-# decompressors. OSError covers bz2 and gzip stream errors; ValueError covers
-# undecodable names. Opening the file itself happens outside these guards, so a
-# missing or unreadable path still raises to the caller.
-_DAMAGE_ERRORS = (tarfile.TarError, OSError, EOFError, zlib.error, lzma.LZMAError, ValueError)
+DEFAULT_MAX_JSON_BYTES = 64 << 20
+DEFAULT_MAX_AUDIO_BYTES = 2 << 30
 
-
-@dataclass
-class Sample:
-    """One sample of a tar. ``problem`` set means: write an error record, not tokens."""
-
-    index: int
-    """Position among the tar's samples, counting samples with problems too."""
-    key: str
-    meta: dict | None
-    audio: bytes | None
-    audio_ext: str | None
-    problem: str | None = None
-
-
-@dataclass
-class TarDamage:
-    """The tar could not be read past this point; always the iterator's last item."""
-
-    after_index: int
-    """How many samples were yielded before the damage (= the index the next one would have had)."""
-    reason: str
+Location = str | os.PathLike[str]
+"""A local path, or a URL string (``s3://...``): URLs are never turned into Paths."""
 
 
 @dataclass
@@ -70,128 +80,22 @@ class TarScan:
 
     keys: list[str]
     damage: TarDamage | None = None
+    grouped: bool = True
+    """False when streaming would stop with Ungrouped (the keys are then the indexed read's)."""
 
     @property
     def count(self) -> int:
         return len(self.keys)
 
 
-def split_key(name: str) -> tuple[str, str] | None:
-    """``"dir/abc.x.mp3"`` -> ``("dir/abc", "x.mp3")``; None when the name has no key."""
-    directory, slash, base = name.rpartition("/")
-    stem, dot, ext = base.partition(".")
-    if not stem or not dot:
-        return None
-    return directory + slash + stem, ext
-
-
-class _RecordingTarInfo(tarfile.TarInfo):
-    """TarInfo that leaves the last header error on the TarFile.
-
-    ``TarFile.next()`` turns a missing, truncated or corrupt header after the
-    first member into a silent end of iteration, exactly like a proper
-    end-of-archive block. Recording the error is the only way to tell the two
-    apart without re-parsing headers ourselves.
-    """
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
-        tarfile_.tartok_header_error = None  # type: ignore[attr-defined]
-        try:
-            return super().fromtarfile(tarfile_)
-        except tarfile.HeaderError as exc:
-            tarfile_.tartok_header_error = exc  # type: ignore[attr-defined]
-            raise
-
-
-def _end_damage(tf: tarfile.TarFile) -> str | None:
-    """Why the member iteration stopped, or None when it met the end-of-archive block."""
-    error = getattr(tf, "tartok_header_error", None)
-    if error is None or isinstance(error, tarfile.EOFHeaderError):
-        return None
-    if isinstance(error, tarfile.EmptyHeaderError):
-        return "unexpected end of file (no end-of-archive marker)"
-    return f"corrupt header: {error}"
-
-
-@dataclass
-class _Group:
-    key: str
-    members: dict[str, bytes | None] = field(default_factory=dict)
-    """ext -> data (None when the data was not read); first occurrence wins."""
-    names: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)
-
-
-def _groups(tf: tarfile.TarFile, wanted: frozenset[str] | None) -> Iterator[_Group | TarDamage]:
-    """Group adjacent members by key; read the data of extensions in ``wanted`` only.
-
-    Yields complete groups, then a TarDamage if the archive did not end cleanly
-    (including an archive with no group at all). Indices count groups.
-    """
-    current: _Group | None = None
-    count = 0
-
-    def damage(reason: str) -> TarDamage:
-        if current is not None:
-            reason = f"{reason}; sample {current.key!r} is incomplete"
-        return TarDamage(count, reason)
-
-    while True:
-        try:
-            member = tf.next()
-        except _DAMAGE_ERRORS as exc:
-            yield damage(f"truncated or corrupt tar: {exc}")
-            return
-        # tarfile keeps every member it has seen; we never look back, and a tar
-        # holds ~50k members, so drop them to keep memory flat.
-        tf.members.clear()
-        if member is None:
-            reason = _end_damage(tf)
-            if reason is not None:
-                yield damage(reason)
-                return
-            if current is not None:
-                yield current
-                count += 1
-                current = None
-            if count == 0:
-                yield TarDamage(0, "empty tar: no samples")
-            return
-        if not member.isreg():
-            continue
-        parts = split_key(member.name)
-        if parts is None:
-            continue
-        key, ext = parts
-        ext = ext.lower()
-        if current is not None and current.key != key:
-            yield current
-            count += 1
-            current = None
-        if current is None:
-            current = _Group(key)
-        current.names.append(member.name)
-        if ext in current.members:
-            current.duplicates.append(member.name)
-            continue
-        data: bytes | None = None
-        if wanted is not None and ext in wanted:
-            try:
-                fileobj = tf.extractfile(member)
-                data = fileobj.read() if fileobj is not None else b""
-            except _DAMAGE_ERRORS as exc:
-                yield damage(f"truncated or corrupt tar in member {member.name!r}: {exc}")
-                return
-        current.members[ext] = data
-
-
-def _sample(group: _Group, index: int, audio_exts: Sequence[str], seen: dict[str, int]) -> Sample:
+def _sample(group: Group, index: int, wants: Wants) -> Sample:
     problems: list[str] = []
     meta: dict | None = None
     raw = group.members.get("json")
     if raw is None:
         problems.append("no json member")
+    elif isinstance(raw, Refused):
+        problems.append(raw.reason)
     else:
         try:
             parsed = json.loads(raw)
@@ -204,20 +108,20 @@ def _sample(group: _Group, index: int, audio_exts: Sequence[str], seen: dict[str
                 problems.append(f"JSON metadata is a {type(parsed).__name__}, not an object")
     audio: bytes | None = None
     audio_ext: str | None = None
-    for ext in audio_exts:
-        if ext in group.members:
-            audio, audio_ext = group.members[ext], ext
-            break
-    if audio is None:
-        problems.append(f"no audio member (looked for {', '.join(audio_exts)})")
+    found = next((ext for ext in wants.audio_exts if ext in group.members), None)
+    if found is None:
+        problems.append(f"no audio member (looked for {', '.join(wants.audio_exts)})")
+    else:
+        data = group.members[found]
+        audio_ext = found
+        if isinstance(data, Refused):
+            problems.append(data.reason)
+        else:
+            audio = data
     if group.duplicates:
         problems.append(f"duplicate members: {', '.join(group.duplicates)}")
-    if group.key in seen:
-        # Output is keyed; a second sample with one key would look like a duplicate
-        # line to every consumer, so it gets an error record instead of tokens.
-        problems.append(f"key repeats sample {seen[group.key]} (not adjacent to it)")
-    else:
-        seen[group.key] = index
+    if problems and group.note:
+        problems.append(group.note)
     return Sample(
         index=index,
         key=group.key,
@@ -228,54 +132,132 @@ def _sample(group: _Group, index: int, audio_exts: Sequence[str], seen: dict[str
     )
 
 
-def iter_samples(
-    tar_path: Path | str, audio_exts: Sequence[str] = DEFAULT_AUDIO_EXTS
-) -> Iterator[Sample | TarDamage]:
-    """Stream the samples of ``tar_path`` (plain or compressed) in member order.
+def _not_a_tar(exc: BaseException) -> TarDamage:
+    return TarDamage(0, f"not a readable tar: {exc}")
 
-    ``audio_exts`` is a preference order: a sample's audio is the first of them
-    it has. Samples with a problem (no audio, no or invalid JSON, duplicate
-    members or key) are yielded with ``problem`` set. A TarDamage, if any, is the
-    last item. Only OSError from opening the path propagates.
-    """
-    exts = tuple(e.lower().lstrip(".") for e in audio_exts)
-    wanted = frozenset((*exts, "json"))
-    seen: dict[str, int] = {}
-    with open(tar_path, "rb") as raw:
+
+def _streamed(
+    tar: Location, wants: Wants, access: Access | None
+) -> Iterator[Group | TarDamage | Ungrouped]:
+    with open_input(tar, sequential=True, access=access) as raw:
         try:
-            # Entered by the `with tf:` below; only the open belongs in this try.
-            tf = tarfile.open(fileobj=raw, mode="r|*", tarinfo=_RecordingTarInfo)  # noqa: SIM115
-        except _DAMAGE_ERRORS as exc:
-            yield TarDamage(0, f"not a readable tar: {exc}")
+            tf = open_stream(raw)
+        except Exception as exc:
+            if not is_damage(exc):
+                raise
+            yield _not_a_tar(exc)
             return
         with tf:
-            for index, item in enumerate(_groups(tf, wanted)):
-                if isinstance(item, TarDamage):
-                    yield item
-                    return
-                yield _sample(item, index, exts, seen)
+            yield from stream_groups(tf, wants)
 
 
-def scan_tar(tar_path: Path | str) -> TarScan:
-    """The keys :func:`iter_samples` would yield, from member headers alone.
+def _index(raw: BinaryIO) -> TarIndex | TarDamage:
+    try:
+        tf = open_seekable(raw)
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
+        return _not_a_tar(exc)
+    with tf:
+        return index_headers(tf)
 
-    Seeks over member data instead of reading it, so it costs one read per
-    member header. Damage is detected the same way as when streaming.
+
+def _indexed(
+    tar: Location, wants: Wants, access: Access | None, spool_dir: str | None
+) -> Iterator[Group | TarDamage]:
+    # Closing this generator closes indexed_groups (its range readers) before the files.
+    with ExitStack() as stack:
+        yield from _indexed_in(stack, tar, wants, access, spool_dir)
+
+
+def _indexed_in(
+    stack: ExitStack,
+    tar: Location,
+    wants: Wants,
+    access: Access | None,
+    spool_dir: str | None,
+) -> Iterator[Group | TarDamage]:
+    spool_error: str | None = None
+    # Headers are read front to back (read-ahead pays on remote storage), then the data
+    # where the index says (exact ranges); a compressed tar is first decompressed to a spool.
+    with open_input(tar, sequential=True, access=access) as source:
+        kind = compression(source)
+        if kind is None:
+            index = _index(source)
+        else:
+            data, spool_error = spool(source, kind, spool_dir)
+            stack.enter_context(data)
+    if kind is None:
+        data = stack.enter_context(open_input(tar, sequential=False, access=access))
+    else:
+        index = _index(data)
+    if isinstance(index, TarDamage):
+        yield TarDamage(0, f"not a readable tar: {spool_error}") if spool_error else index
+        return
+    if index.damage is not None and spool_error is not None:
+        index.damage = f"{spool_error} ({index.damage})"
+    tf = stack.enter_context(open_seekable(data))  # for sparse members, which tarfile reads
+    yield from indexed_groups(tf, data, index, wants, getattr(data, "parallel_reads", 1))
+
+
+def iter_samples(
+    tar: Location,
+    audio_exts: Sequence[str] = DEFAULT_AUDIO_EXTS,
+    *,
+    indexed: bool = False,
+    max_json_bytes: int = DEFAULT_MAX_JSON_BYTES,
+    max_audio_bytes: int = DEFAULT_MAX_AUDIO_BYTES,
+    access: Access | None = None,
+    spool_dir: str | None = None,
+) -> Iterator[Sample | TarDamage | Ungrouped]:
+    """The samples of ``tar`` (a path or URL): streamed, or ``indexed`` (see the module doc).
+
+    ``audio_exts`` is a preference order: a sample's audio is the first of them it has.
+    Samples with a problem (no audio, no, invalid or oversized JSON, oversized audio,
+    duplicate members) are yielded with ``problem`` set. A TarDamage or an Ungrouped, if
+    any, is the last item. ``spool_dir``: where an indexed read decompresses a compressed
+    tar (default: the system's temporary directory).
     """
-    keys: list[str] = []
-    with open(tar_path, "rb") as raw:
+    wants = Wants(tuple(e.lower().lstrip(".") for e in audio_exts), max_json_bytes, max_audio_bytes)
+    groups: Iterator[Group | TarDamage | Ungrouped] = (
+        _indexed(tar, wants, access, spool_dir) if indexed else _streamed(tar, wants, access)
+    )
+    try:
+        for index, item in enumerate(groups):
+            if isinstance(item, (TarDamage, Ungrouped)):
+                yield item
+                return
+            yield _sample(item, index, wants)
+    finally:
+        groups.close()  # type: ignore[attr-defined]
+
+
+def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
+    """The keys :func:`iter_samples` yields, from member headers alone.
+
+    For a grouped tar, the streamed keys; for one that is not, the indexed read's (which the
+    worker ends up doing). An uncompressed tar's headers are reached by seeking over the
+    data (one read per member header locally); a compressed one is read through.
+    """
+    with open_input(tar, sequential=True, access=access) as raw:
+        kind = compression(raw)
         try:
-            tf = tarfile.open(fileobj=raw, mode="r:*", tarinfo=_RecordingTarInfo)  # noqa: SIM115
-        except _DAMAGE_ERRORS as exc:
-            return TarScan(keys, TarDamage(0, f"not a readable tar: {exc}"))
+            tf = open_seekable(raw) if kind is None else open_stream(raw)
+        except Exception as exc:
+            if not is_damage(exc):
+                raise
+            return TarScan([], _not_a_tar(exc))
         with tf:
-            for item in _groups(tf, None):
-                if isinstance(item, TarDamage):
-                    return TarScan(keys, item)
-                keys.append(item.key)
-    return TarScan(keys)
+            index = index_headers(tf)
+    keys = list(index.groups)
+    damage = None
+    if index.damage is not None:
+        damage = TarDamage(len(keys), index.damage)
+    elif not keys:
+        damage = TarDamage(0, EMPTY)
+    return TarScan(keys, damage, index.grouped)
 
 
-def count_samples(tar_path: Path | str) -> int:
+def count_samples(tar: Location, *, access: Access | None = None) -> int:
     """How many samples (good or with a problem) the tar yields before any damage."""
-    return scan_tar(tar_path).count
+    return scan_tar(tar, access=access).count

@@ -1,0 +1,43 @@
+"""Where inputs live: local paths and object-storage URLs (``s3://``, ``gs://``, ``hf://``).
+
+URLs stay strings end to end (``pathlib.Path`` collapses ``s3://b`` to ``s3:/b``); local
+paths keep their exact old behaviour. See :mod:`tartok_tui.storage.reading` for how reads
+are retried, :mod:`tartok_tui.storage.filesystems` for credentials, and
+:mod:`tartok_tui.storage.urls` for keeping secrets out of messages.
+"""
+
+from tartok_tui.storage.errors import BackendMissing, InputUnavailable, StorageError
+from tartok_tui.storage.filesystems import BACKENDS, filesystem
+from tartok_tui.storage.listing import list_files
+from tartok_tui.storage.reading import (
+    DEFAULT_READ_AHEAD,
+    Access,
+    LocalInput,
+    RemoteInput,
+    RetryEvent,
+    RetryPolicy,
+    open_input,
+)
+from tartok_tui.storage.urls import is_url, join, redact_options, redact_text, redact_url, scheme
+
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_READ_AHEAD",
+    "Access",
+    "BackendMissing",
+    "InputUnavailable",
+    "LocalInput",
+    "RemoteInput",
+    "RetryEvent",
+    "RetryPolicy",
+    "StorageError",
+    "filesystem",
+    "is_url",
+    "join",
+    "list_files",
+    "open_input",
+    "redact_options",
+    "redact_text",
+    "redact_url",
+    "scheme",
+]

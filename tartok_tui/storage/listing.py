@@ -1,0 +1,52 @@
+"""The files under a URL prefix (discovery of shards on object storage)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tartok_tui.storage.errors import InputUnavailable
+from tartok_tui.storage.filesystems import filesystem
+from tartok_tui.storage.reading import Access
+from tartok_tui.storage.urls import redact_text, redact_url
+
+_FATAL = (FileNotFoundError, PermissionError, NotADirectoryError)
+
+
+def _retrying(call: Callable[[], Any], url: str, access: Access) -> Any:
+    failure = 0
+    while True:
+        try:
+            return call()
+        except _FATAL:
+            raise
+        except Exception as exc:
+            failure += 1
+            error = redact_text(f"{type(exc).__name__}: {exc}", access.options)
+            if failure >= access.retry.tries:
+                raise InputUnavailable(
+                    f"cannot list {redact_url(url)} after {failure} tries: {error}"
+                ) from exc
+            time.sleep(access.retry.delay(failure))
+
+
+def list_files(url: str, *, recursive: bool, access: Access | None = None) -> list[str]:
+    """Paths of the files under ``url`` relative to it (``sub/x.tar``), unsorted. Only the
+    top level unless ``recursive``. FileNotFoundError when nothing is there; listing
+    failures are retried, then InputUnavailable."""
+    access = access or Access()
+    fs, root = filesystem(url, access.options)
+    root = root.rstrip("/")
+
+    def listing() -> list[str]:
+        if recursive:
+            found = fs.find(root, withdirs=False)
+            if not found and not fs.exists(root):
+                raise FileNotFoundError(root)
+            return list(found)
+        return [e["name"] for e in fs.ls(root, detail=True) if e.get("type") == "file"]
+
+    names = _retrying(listing, url, access)
+    prefix = root + "/"
+    return [name[len(prefix) :] for name in names if name.startswith(prefix)]
