@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 
@@ -19,31 +19,36 @@ from tartok_tui.control import SupervisorControl
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.supervisor.views import Event
 
+if TYPE_CHECKING:
+    from tartok_tui.supervisor.preflight import ValidatedRun
+
 err_console = Console(stderr=True, highlight=False)
 
 
 def make_supervisor(
     config: RunConfig,
     on_event: Callable[[Event], None] | None,
-    tars: list[Path] | None = None,
+    validated: ValidatedRun | None = None,
 ) -> SupervisorControl:
-    """The real supervisor, given the tars validation found; tests replace this with a fake."""
+    """The real supervisor, given what validation found; tests replace this with a fake."""
     from tartok_tui.supervisor.supervisor import Supervisor
 
-    return Supervisor(config, tars=tars, on_event=on_event)
+    if validated is None:
+        return Supervisor(config, on_event=on_event)
+    return Supervisor(config, tars=validated.tars, on_event=on_event, ignored=validated.ignored)
 
 
-def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
+def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
     """Check the whole config before any worker starts; raises ConfigError.
 
-    Returns the config to run and the tars found. A Hugging Face repo id is downloaded (or
-    found in the cache) here, and the config returned names the local directory, so the
-    run resolves neither the model nor the tar list again.
+    Returns the config to run and what validation found. A Hugging Face repo id is
+    downloaded (or found in the cache) here, and the config returned names the local
+    directory, so the run resolves neither the model nor the tar list again.
     """
     from tartok_tui.supervisor.preflight import validate
 
     validated = validate(config)
-    return replace(config, model_dir=str(validated.model_dir)), validated.tars
+    return replace(config, model_dir=str(validated.model_dir)), validated
 
 
 def run_pipeline(
@@ -56,7 +61,7 @@ def run_pipeline(
     """Validate, then run to the end; returns the process exit code (see ``ExitCode``)."""
     console = console if console is not None else Console(highlight=False)
     try:
-        config, tars = validate_config(config)
+        config, validated = validate_config(config)
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {exc}")
         return ExitCode.BAD_ARGS
@@ -69,10 +74,12 @@ def run_pipeline(
         from tartok_tui.tui.app import run_dashboard
 
         context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
-        return run_dashboard(make_supervisor(config, None, tars), console=console, context=context)
+        return run_dashboard(
+            make_supervisor(config, None, validated), console=console, context=context
+        )
 
     from tartok_tui.progress import HeadlessPrinter, run_headless
 
     printer = HeadlessPrinter(console, interval=progress_interval)
-    supervisor = make_supervisor(config, printer.on_event, tars)
+    supervisor = make_supervisor(config, printer.on_event, validated)
     return asyncio.run(run_headless(supervisor, printer))

@@ -196,7 +196,7 @@ def use_fake(monkeypatch, **fake_kwargs) -> None:
     monkeypatch.setattr(
         pipeline,
         "make_supervisor",
-        lambda config, on_event, tars: FakeSupervisor(on_event=on_event, **fake_kwargs),
+        lambda config, on_event, validated: FakeSupervisor(on_event=on_event, **fake_kwargs),
     )
 
 
@@ -229,7 +229,7 @@ NO_TEXTUAL = textwrap.dedent(
     from tartok_tui.fake_supervisor import FakeSupervisor
 
     pipeline.validate_config = lambda config: (config, None)
-    pipeline.make_supervisor = lambda config, on_event, tars: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
+    pipeline.make_supervisor = lambda config, on_event, validated: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)
     try:
         cli.app(["run", "-i", "in", "-o", "out", "-m", "m", "--no-tui"])
     except SystemExit as exc:

@@ -41,6 +41,7 @@ def test_no_tui_run_tokenizes_everything_without_loading_textual_and_status_veri
         inp / "EN-B000001.tar", 3, seed=1, batch=1, audio_format="flac", min_s=1.0, max_s=2.0,
         broken={1: "undecodable_audio"},
     )  # fmt: skip
+    (inp / "EN-B000002.tar.zst").write_bytes(b"zstd data the reader does not take")
     args = ["run", "--input_dir", str(inp), "--output_dir", str(out), "--model_dir", str(tiny_model_dir),
             "--num_proc", "2", "--device", "cpu", "--threads-per-worker", "1", "--no-tui",
             "--stats-every", "2"]  # fmt: skip
@@ -51,6 +52,7 @@ def test_no_tui_run_tokenizes_everything_without_loading_textual_and_status_veri
     output = result.stdout + result.stderr
     assert "EXIT=0 TEXTUAL=[]" in output, output
     assert "worker started" in output
+    assert "1 files look like shards but are not read" in output and "EN-B000002.tar.zst" in output
     assert "EN-B000001.tar: sample" in output  # the undecodable clip's error event
     assert "total requests: " in output  # the stats line
     assert "Run finished: all tars done (exit code 0)" in output

@@ -93,3 +93,17 @@ def test_only_the_dashboard_imports_textual() -> None:
             if any(m == "textual" or m.startswith("textual.") for m in mods):
                 offenders.append(name)
     assert offenders == []
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2])
+
+
+def test_the_subpackages_do_not_import_each_other_in_a_circle() -> None:
+    graph: dict[str, set[str]] = {}
+    for module, deps in import_graph().items():
+        graph.setdefault(_package(module), set()).update(
+            _package(d) for d in deps if _package(d) != _package(module)
+        )
+    assert _cycles(graph) == []

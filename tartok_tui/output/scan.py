@@ -458,6 +458,8 @@ def verify(
 ) -> VerifyReport:
     """Check the selected input tars against ``output_dir``, in either format
     (raises InputError like discover_tars)."""
-    tars = discover_tars(input_dir, from_index, to_index, recursive)
+    tars = discover_tars(
+        input_dir, from_index, to_index, recursive, reserved_top_dirs=RESERVED_TOP_DIRS
+    )
     checks = [check_tar(input_dir, output_dir, tar) for tar in tars]
     return VerifyReport(Path(input_dir), Path(output_dir), checks, from_index, to_index, recursive)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tartok_tui.config import ConfigError, Precision, RunConfig
-from tartok_tui.output.paths import tar_output_paths
+from tartok_tui.output.paths import RESERVED_TOP_DIRS, tar_output_paths
 from tartok_tui.supervisor.placement import Placement, plan_slots
 
 
@@ -20,6 +20,8 @@ class ValidatedRun:
     tars: list[Path]
     model_dir: Path
     placements: list[Placement]
+    ignored: tuple[str, ...] = ()
+    """Shard-like files of the input that are not read (named in the run's first lines)."""
 
 
 def check_options(config: RunConfig) -> None:
@@ -48,22 +50,30 @@ def check_options(config: RunConfig) -> None:
         raise ConfigError(f"bad tar range [{config.from_index}, {config.to_index})")
 
 
-def find_tars(config: RunConfig) -> list[Path]:
-    from tartok_tui.shards.discover import InputError, discover_tars
+def find_tars(config: RunConfig) -> tuple[list[Path], tuple[str, ...]]:
+    """The tars in the run's range, and the shard-like files that are not read."""
+    from tartok_tui.shards.discover import InputError, discover_shards
 
     if not config.input_dir.is_dir():
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
     try:
-        tars = discover_tars(config.input_dir, config.from_index, config.to_index, config.recursive)
+        found = discover_shards(
+            config.input_dir,
+            config.from_index,
+            config.to_index,
+            config.recursive,
+            reserved_top_dirs=RESERVED_TOP_DIRS,
+        )
     except InputError as exc:
         raise ConfigError(str(exc)) from exc
+    tars = [Path(t) for t in found.tars]
     if not tars:
         raise ConfigError(
             f"no tars in {config.input_dir} for range [{config.from_index}, "
             f"{config.to_index if config.to_index is not None else 'end'})"
             + ("" if config.recursive else " (subdirectories need --recursive)")
         )
-    return tars
+    return tars, tuple(found.ignored)
 
 
 def check_model(model_dir: str) -> Path:
@@ -93,8 +103,9 @@ def validate(config: RunConfig, tars: list[Path] | None = None) -> ValidatedRun:
 
     ``tars``: the tar list an earlier validation found (it is not searched again)."""
     check_options(config)
+    ignored: tuple[str, ...] = ()
     if tars is None:
-        tars = find_tars(config)
+        tars, ignored = find_tars(config)
     elif not config.input_dir.is_dir():
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
     for tar in tars:
@@ -106,4 +117,4 @@ def validate(config: RunConfig, tars: list[Path] | None = None) -> ValidatedRun:
     check_writable(config.output_dir, "output directory")
     check_writable(config.logs_path, "log directory")
     placements = plan_slots(config)
-    return ValidatedRun(tars=list(tars), model_dir=model_dir, placements=placements)
+    return ValidatedRun(list(tars), model_dir, placements, ignored)

@@ -97,9 +97,11 @@ class Supervisor:
         on_event: EventCallback | None = None,
         launcher: WorkerLauncher | None = None,
         gpu_monitor: GpuMonitor | None = None,
+        ignored: tuple[str, ...] = (),
     ) -> None:
         self.config = config
         self._given_tars = tars
+        self._given_ignored = ignored
         self._on_event = on_event
         self._launcher: WorkerLauncher = launcher if launcher is not None else LocalLauncher()
         self._gpu_monitor = gpu_monitor
@@ -148,6 +150,15 @@ class Supervisor:
             f"{len(validated.tars)} tars, {len(done)} already done, "
             f"{self._queue.pending} to process",
         )
+        ignored = validated.ignored or self._given_ignored
+        if ignored:
+            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+            self._event(
+                "warning",
+                None,
+                f"{len(ignored)} files look like shards but are not read "
+                f"(not .tar, .tar.gz or .tgz): {', '.join(ignored[:10])}{more}",
+            )
         policy = self._new_policy
         # No more workers than tars to do: each loads a model for nothing otherwise.
         placements = validated.placements[: max(1, self._queue.pending)]
