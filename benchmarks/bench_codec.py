@@ -31,7 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
-from tartok_tui.testing_data import synth_speech
+from tartok_tui.demo.data import synth_speech
 
 DEFAULT_MODEL_DIR = Path(tempfile.gettempdir()) / "tartok-bench-full-model"
 

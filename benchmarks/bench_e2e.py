@@ -39,8 +39,8 @@ import torch
 from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.shards.reader import Sample, iter_samples
-from tartok_tui.testing_data import write_emilia_tar
 
 
 def build_data(root: Path, minutes: float, seed: int) -> tuple[list[Path], float]:

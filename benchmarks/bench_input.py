@@ -56,7 +56,7 @@ def audio_stages(repeats: int) -> dict:
     import soxr
 
     from tartok_tui.audio import _decode, normalize_volume, prepare_audio
-    from tartok_tui.testing_data import _encode, synth_speech
+    from tartok_tui.demo.data import _encode, synth_speech
 
     clip = synth_speech(np.random.default_rng(0), 10.0, 24000)
     results = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from bench_e2e import bench_cli
 
 from tartok_tui.codec.random_model import write_random_model
-from tartok_tui.testing_data import write_emilia_tar
+from tartok_tui.demo.data import write_emilia_tar
 
 
 def main() -> None:

@@ -430,7 +430,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the real pipeline on a small generated Emilia-style dataset and a tiny random-weight model."""
-    from tartok_tui.demo import run_demo
+    from tartok_tui.demo.run import run_demo
 
     code = run_demo(
         root=demo_dir,

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 from tartok_tui.config import RunConfig
+from tartok_tui.demo.data import GeneratedSample, write_emilia_tar
 from tartok_tui.supervisor.supervisor import Supervisor
-from tartok_tui.testing_data import GeneratedSample, write_emilia_tar
 
 
 def _good_tars(

@@ -139,8 +139,8 @@ def test_the_fallback_stops_decoding_at_the_limit_when_the_header_does_not_say()
 
 @pytest.mark.parametrize("fmt", ["ogg", "opus", "m4a"])
 def test_emilia_like_tars_in_every_format_decode(tmp_path, fmt: str) -> None:
+    from tartok_tui.demo.data import write_emilia_tar
     from tartok_tui.shards.reader import Sample, iter_samples
-    from tartok_tui.testing_data import write_emilia_tar
 
     written = write_emilia_tar(tmp_path / "a.tar", 2, audio_format=fmt, min_s=1.0, max_s=1.5)
     samples = [s for s in iter_samples(tmp_path / "a.tar") if isinstance(s, Sample)]

@@ -266,8 +266,8 @@ def test_python_dash_m_works():
 @pytest.fixture
 def finished_output(tmp_path) -> tuple[Path, Path]:
     """Two small input tars and an output dir as a finished run leaves it (tokens faked)."""
+    from tartok_tui.demo.data import write_emilia_tar
     from tartok_tui.output.writer import TarWriter
-    from tartok_tui.testing_data import write_emilia_tar
 
     inp, out = tmp_path / "in", tmp_path / "out"
     for i in range(2):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tartok_tui.testing_data import write_emilia_tar
+from tartok_tui.demo.data import write_emilia_tar
 
 pytestmark = pytest.mark.timeout(300)
 

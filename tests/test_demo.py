@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tartok_tui.demo import DEMO_BROKEN, build_demo
+from tartok_tui.demo.run import DEMO_BROKEN, build_demo
 from tartok_tui.output.scan import verify
 
 pytestmark = pytest.mark.timeout(300)

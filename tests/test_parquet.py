@@ -12,14 +12,15 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from tar_faults import write_truncated_tar
 
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output import parquet as parquet_module
 from tartok_tui.output.paths import partial_suffix, remove_stale_partials, tar_output_paths
 from tartok_tui.output.read import read_rows
 from tartok_tui.output.scan import scan_output, verify
 from tartok_tui.output.writer import OutputFormatConflict, TarWriter, make_record
 from tartok_tui.shards.reader import TarDamage, iter_samples
-from tartok_tui.testing_data import write_emilia_tar, write_truncated_tar
 
 EMILIA_META = {
     "id": "EN_B00000_S00000_W000000",

@@ -156,7 +156,7 @@ def test_truncated_ungrouped_tars_agree_with_the_scan_at_every_cut(
 
 
 def test_an_emilia_like_tar_written_ungrouped_is_read_indexed(tmp_path: Path) -> None:
-    from tartok_tui.testing_data import write_emilia_tar
+    from tartok_tui.demo.data import write_emilia_tar
 
     kwargs = {"audio_format": "wav", "min_s": 0.3, "max_s": 0.5, "broken": {2: "no_audio"}}
     grouped = write_emilia_tar(tmp_path / "g.tar", 5, **kwargs)

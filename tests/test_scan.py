@@ -6,13 +6,14 @@ import json
 from pathlib import Path
 
 import pytest
+from tar_faults import write_non_tar, write_truncated_tar
 
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.scan import scan_output, verify
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.discover import InputError
 from tartok_tui.shards.reader import TarDamage, iter_samples
-from tartok_tui.testing_data import write_emilia_tar, write_non_tar, write_truncated_tar
 
 
 def small_tar(path: Path, n: int, seed: int, **kwargs) -> list:

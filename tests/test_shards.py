@@ -9,7 +9,9 @@ import tracemalloc
 from pathlib import Path
 
 import pytest
+from tar_faults import write_empty_tar, write_non_tar, write_truncated_tar
 
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.shards.reader import (
     Sample,
     TarDamage,
@@ -18,12 +20,6 @@ from tartok_tui.shards.reader import (
     iter_samples,
     scan_tar,
     split_key,
-)
-from tartok_tui.testing_data import (
-    write_emilia_tar,
-    write_empty_tar,
-    write_non_tar,
-    write_truncated_tar,
 )
 
 

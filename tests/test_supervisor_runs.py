@@ -27,19 +27,15 @@ from run_support import (
     _run,
     _wait_for,
 )
+from tar_faults import write_empty_tar, write_non_tar, write_truncated_tar
 
 from tartok_tui.config import ConfigError
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.paths import summary_path
 from tartok_tui.shards.reader import Sample, iter_samples
 from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import Event, WorkerState
-from tartok_tui.testing_data import (
-    write_emilia_tar,
-    write_empty_tar,
-    write_non_tar,
-    write_truncated_tar,
-)
 
 pytestmark = pytest.mark.timeout(300)
 

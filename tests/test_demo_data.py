@@ -10,16 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from tar_faults import write_empty_tar, write_non_tar, write_truncated_tar
 
 from tartok_tui.audio import AudioError, prepare_audio
+from tartok_tui.demo.data import synth_speech, write_emilia_tar
 from tartok_tui.shards.reader import Sample, iter_samples
-from tartok_tui.testing_data import (
-    synth_speech,
-    write_emilia_tar,
-    write_empty_tar,
-    write_non_tar,
-    write_truncated_tar,
-)
 
 ID = re.compile(r"^(EN|ZH)_B\d{5}_S\d{5}_W\d{6}$")
 

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.config import RunConfig
-from tartok_tui.testing_data import write_emilia_tar
+from tartok_tui.demo.data import write_emilia_tar
 
 # Bump when what build_demo writes changes, so old caches are rebuilt.
 DEMO_LAYOUT = 1

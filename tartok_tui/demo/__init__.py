@@ -1,0 +1,1 @@
+"""``tartok-tui demo``: a generated Emilia-style dataset, a tiny random model, the real run."""
