@@ -47,9 +47,7 @@ def test_prepared_clips_and_plain_arrays_give_the_same_tokens(tok: BiCodecTokeni
 
 
 def test_a_batch_is_laid_out_in_one_buffer_with_its_lengths() -> None:
-    clips = [
-        prepare_clip(np.linspace(-1, 1, n, dtype=np.float32), 960) for n in (500, 1200, 800)
-    ]
+    clips = [prepare_clip(np.linspace(-1, 1, n, dtype=np.float32), 960) for n in (500, 1200, 800)]
     batch = pack(clips, 960, pin=False)
     assert batch.buffer.dtype == torch.uint8 and batch.buffer.dim() == 1
     assert not batch.buffer.is_pinned()

@@ -62,7 +62,11 @@ def _one_batch(tok: BiCodecTokenizer, monkeypatch: pytest.MonkeyPatch) -> None:
         (RuntimeError("CUDA error: device-side assert triggered"), CPU, "device"),
         (RuntimeError("CUBLAS_STATUS_EXECUTION_FAILED when calling cublasSgemm"), CPU, "device"),
         (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), CUDA, "device"),
-        (RuntimeError("out of memory ... an illegal memory access was encountered"), CUDA, "device"),
+        (
+            RuntimeError("out of memory ... an illegal memory access was encountered"),
+            CUDA,
+            "device",
+        ),
         (RuntimeError("shape mismatch in a kernel"), CUDA, "device"),
         (ValueError("unexpected value"), CUDA, "device"),
         (RuntimeError("shape mismatch in a kernel"), CPU, "model"),

@@ -29,9 +29,11 @@ from tartok_tui.codec.feature_encoder import SemanticEncoder
 from tartok_tui.codec.model_dir import (
     ModelDirConfig,
     ModelDirError,
+    check_configs,
     load_bicodec_state,
     load_wav2vec2,
     read_config,
+    read_wav2vec2_settings,
 )
 from tartok_tui.codec.precision import PRECISIONS, autocast, fp32_island, use_ieee_fp32
 from tartok_tui.codec.quantizer import FactorizedVQ
@@ -190,12 +192,7 @@ class BiCodecTokenizer:
         if precision == "fp16" and dev.type != "cuda":
             raise ValueError("fp16 is only supported on CUDA")
         cfg = read_config(Path(model_dir))
-        if cfg.sample_rate != 16000 or cfg.latent_hop_length != HOP:
-            raise ModelDirError(
-                "only 16 kHz models with a 320-sample hop are supported",
-                cfg.root / "config.yaml",
-                "sample_rate",
-            )
+        check_configs(cfg, read_wav2vec2_settings(cfg, max(SemanticFeatures.LAYERS)))
         try:
             bicodec = BiCodecModel(cfg.audio_tokenizer)
         except (KeyError, TypeError, ValueError) as exc:
@@ -206,13 +203,7 @@ class BiCodecTokenizer:
         state = load_bicodec_state(cfg, expected)
         bicodec.load_state_dict(state, strict=False)  # strictness enforced by check_state
 
-        w2v_config, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
-        if w2v_config.hidden_size != cfg.audio_tokenizer["encoder"]["input_channels"]:
-            raise ModelDirError(
-                f"encoder input_channels != wav2vec2 hidden_size {w2v_config.hidden_size}",
-                cfg.root / "BiCodec" / "config.yaml",
-                "audio_tokenizer.encoder.input_channels",
-            )
+        _, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
 
         if dev.type == "cuda":
             # Every precision: the fp32 islands of bf16/fp16 must be IEEE too.
