@@ -321,9 +321,13 @@ class BiCodecTokenizer:
             self._progress()
             semantic = model.quantizer(z)  # (B, T)
             self._progress()
+            # The whole speaker path in fp32 whatever the precision: about 1 % of the FLOPs
+            # (3.1 GFLOP per clip against 28 per audio second), and global tokens then do not
+            # depend on the precision (in bf16, 31 of 32 tokens stayed equal on average but
+            # most clips had at least one that moved).
             with fp32_island(refs):
                 mel = model.mel_transformer(refs)  # (B, n_mels, frames)
-            global_tokens = model.speaker_encoder(mel)  # (B, G)
+                global_tokens = model.speaker_encoder(mel)  # (B, G)
             self._progress()
             # One copy back for both kinds of tokens.
             rows = torch.cat([semantic.to(torch.int64), global_tokens.to(torch.int64)], 1)
