@@ -369,7 +369,9 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--quick", action="store_true", help="tiny model, seconds of audio")
-    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "gpu-check-out")))
+    parser.add_argument(
+        "--out", type=Path, default=Path(os.environ.get("OUT", "/tmp/tartok-gpu-check-out"))
+    )
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/tartok-gpu-check"))
     parser.add_argument("--oom-child", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--oom-budget-gib", type=float, default=2.0, help=argparse.SUPPRESS)

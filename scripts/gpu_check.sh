@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-command GPU check: correctness and speed of the engine on one NVIDIA GPU, in under
-# 8 minutes, with no network. Prints one table and writes it to $OUT (default ./gpu-check-out).
+# 8 minutes, with no network. Prints one table and writes it to $OUT (default
+# /tmp/tartok-gpu-check-out).
 #
 #   bash scripts/gpu_check.sh                             # on the GPU machine
 #   GPU_CHECK_DEVICE=cpu bash scripts/gpu_check.sh        # quick mode on the CPU (tiny model)
@@ -12,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE="${GPU_CHECK_DEVICE:-cuda}"
-OUT="${OUT:-$PWD/gpu-check-out}"
+OUT="${OUT:-/tmp/tartok-gpu-check-out}"
 export OUT PYTHONUNBUFFERED=1
 
 if [ -n "${PYTHON:-}" ]; then
