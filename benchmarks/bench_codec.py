@@ -8,6 +8,7 @@ limit (measured fp32 GEMM rate / model FLOPs per audio second) and our fraction 
     uv run python benchmarks/bench_codec.py                      # fp32, ours vs reference
     uv run python benchmarks/bench_codec.py --precision bf16     # + bf16 speed and agreement
     uv run python benchmarks/bench_codec.py --stages             # + where our time goes
+    python benchmarks/bench_codec.py --device cuda --precision bf16 --skip-reference
 
 The reference is the `spark-tts-lib` dev dependency. Timings on a shared machine are noisy;
 the numbers mean something only on an otherwise idle one.
@@ -29,6 +30,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from tartok_tui.codec.allocator import keep_freed_memory
+from tartok_tui.codec.batch import PreparedClip
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
 from tartok_tui.demo.data import synth_speech
@@ -50,10 +52,16 @@ def make_clips(total_seconds: float, seed: int) -> list[bytes]:
 
 
 def gemm_gflops(
-    dtype: torch.dtype = torch.float32, seconds: float = 2.0, streams: int = 1
+    dtype: torch.dtype = torch.float32,
+    seconds: float = 2.0,
+    streams: int = 1,
+    device: torch.device | None = None,
 ) -> float:
-    """Sustained GEMM rate at transformer-layer shapes (500 frames x 1024 x 4096), summed over
-    `streams` concurrent GEMMs that share the torch threads, as our engine's streams do."""
+    """Sustained GEMM rate at transformer-layer shapes (500 frames x 1024 x 4096 on the CPU,
+    a 240 s batch's 12000 frames on a GPU), summed over `streams` concurrent GEMMs that share
+    the torch threads, as our engine's streams do."""
+    if device is not None and device.type == "cuda":
+        return _device_gemm_gflops(dtype, seconds, device)
     threads = max(1, torch.get_num_threads() // streams)
     rates = [0.0] * streams
 
@@ -79,6 +87,21 @@ def gemm_gflops(
         for w in workers:
             w.join()
     return sum(rates)
+
+
+def _device_gemm_gflops(dtype: torch.dtype, seconds: float, device: torch.device) -> float:
+    a = torch.randn(12000, 1024, dtype=dtype, device=device)
+    b = torch.randn(1024, 4096, dtype=dtype, device=device)
+    for _ in range(3):
+        a @ b
+    torch.cuda.synchronize(device)
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for _ in range(10):
+            a @ b
+        torch.cuda.synchronize(device)
+        n += 10
+    return 2 * 12000 * 1024 * 4096 * n / (time.perf_counter() - start) / 1e9
 
 
 def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
@@ -108,14 +131,16 @@ def our_runner(tok: BiCodecTokenizer) -> Callable[[list[bytes]], list[Tokens]]:
     return run
 
 
-def reference_runner(model_dir: Path) -> Callable[[list[bytes]], list[Tokens]]:
+def reference_runner(
+    model_dir: Path, device: torch.device
+) -> Callable[[list[bytes]], list[Tokens]]:
     """The reference tokenizer, bytes to tokens, one clip at a time (the old script's loop)."""
     import contextlib
 
     from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
 
     with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
-        ref = Reference(str(model_dir), torch.device("cpu"))
+        ref = Reference(str(model_dir), device)
 
     def run(clips: list[bytes]) -> list[Tokens]:
         results = []
@@ -139,19 +164,21 @@ def agreement(a: list[Tokens], b: list[Tokens]) -> tuple[float, float]:
     ) / len(a)
 
 
-def stage_times(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> dict[str, float]:
+def stage_times(tok: BiCodecTokenizer, clips: list[PreparedClip]) -> dict[str, float]:
     """Seconds per stage of our model over the clips, one clip at a time."""
-    from tartok_tui.audio import reference_clip
-
     times = dict.fromkeys(
         ("wav2vec2 conv front end", "wav2vec2 transformer", "encoder + VQ", "speaker"), 0.0
     )
     sem = tok.semantic
+    dev = tok.device
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():
-        for w in wavs:
-            x = torch.from_numpy((w - w.mean()) / np.sqrt(w.var() + 1e-7))[None]
+        for clip in clips:
+            x = torch.from_numpy(clip.samples)[None].to(dev)
+            sync()
             t0 = time.perf_counter()
             frames = sem.feature_extractor(x)
+            sync()
             t1 = time.perf_counter()
             h = sem.feature_projection(frames)
             h = h + sem.encoder.pos_conv_embed(h)
@@ -161,11 +188,14 @@ def stage_times(tok: BiCodecTokenizer, wavs: list[np.ndarray]) -> dict[str, floa
                     total = h if total is None else total + h
                 h = layer(h, None)
             feats = (total + h) / 3
+            sync()
             t2 = time.perf_counter()
             tok.bicodec.quantizer(tok.bicodec.encoder(feats.transpose(1, 2)))
+            sync()
             t3 = time.perf_counter()
-            ref = torch.from_numpy(reference_clip(w, tok.config.ref_segment_length))[None]
+            ref = torch.from_numpy(clip.reference)[None].to(dev)
             tok.bicodec.speaker_encoder(tok.bicodec.mel_transformer(ref))
+            sync()
             t4 = time.perf_counter()
             for key, dt in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3), strict=True):
                 times[key] += dt
@@ -181,6 +211,10 @@ def main() -> None:
         "--audio-seconds", type=float, default=120.0, help="total audio to tokenize"
     )
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    parser.add_argument(
+        "--batch-seconds", type=float, default=240.0, help="padded audio per batch on a GPU"
+    )
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
@@ -204,24 +238,34 @@ def main() -> None:
         write_random_model(args.model_dir, "full", seed=args.seed)
 
     clips = make_clips(args.audio_seconds, args.seed)
-    tok = BiCodecTokenizer.load(args.model_dir, streams=args.streams)
+    device = torch.device(args.device)
+    tok = BiCodecTokenizer.load(
+        args.model_dir, device=device, batch_seconds=args.batch_seconds, streams=args.streams
+    )
     wavs = [tok.prepare(c) for c in clips]
-    audio_s = sum(w.shape[0] for w in wavs) / tok.sample_rate
+    audio_s = sum(len(w) for w in wavs) / tok.sample_rate
     print(
-        f"{len(clips)} clips, {audio_s:.1f} s of audio, {torch.get_num_threads()} threads; "
+        f"{len(clips)} clips, {audio_s:.1f} s of audio on {device}, "
+        f"{torch.get_num_threads()} threads; "
         f"ours: {tok.streams} stream(s) x {tok.threads_per_stream} thread(s); "
         f"freed memory: {allocator}",
         flush=True,
     )
     sample = wavs[: max(1, len(wavs) // 4)]
-    flops_per_s = model_gflops(tok, sample) / (sum(w.shape[0] for w in sample) / tok.sample_rate)
+    flops_per_s = model_gflops(tok, sample) / (sum(len(w) for w in sample) / tok.sample_rate)
 
     runners: dict[str, Callable[[list[bytes]], list[Tokens]]] = {"ours": our_runner(tok)}
     if not args.skip_reference:
-        runners["reference"] = reference_runner(args.model_dir)
+        runners["reference"] = reference_runner(args.model_dir, device)
     if args.precision == "bf16":
         runners["ours bf16"] = our_runner(
-            BiCodecTokenizer.load(args.model_dir, precision="bf16", streams=args.streams)
+            BiCodecTokenizer.load(
+                args.model_dir,
+                device=device,
+                precision="bf16",
+                batch_seconds=args.batch_seconds,
+                streams=args.streams,
+            )
         )
     for run in runners.values():
         run(clips[: tok.streams])  # warm-up
@@ -229,17 +273,15 @@ def main() -> None:
     # machine the load then falls on all of them alike.
     results: dict[str, list[Tokens]] = {name: [] for name in runners}
     seconds = dict.fromkeys(runners, 0.0)
-    rates = [gemm_gflops(seconds=0.5, streams=tok.streams)]
+    rates = [gemm_gflops(seconds=0.5, streams=tok.streams, device=device)]
     for first in range(0, len(clips), args.round):
         chunk = clips[first : first + args.round]
         for name, run in runners.items():
             start = time.perf_counter()
             results[name].extend(run(chunk))
             seconds[name] += time.perf_counter() - start
-        rates.append(gemm_gflops(seconds=0.5, streams=tok.streams))
-    assert [len(r.semantic_tokens) for r in results["ours"]] == [
-        token_count(w.shape[0]) for w in wavs
-    ]
+        rates.append(gemm_gflops(seconds=0.5, streams=tok.streams, device=device))
+    assert [len(r.semantic_tokens) for r in results["ours"]] == [token_count(len(w)) for w in wavs]
 
     gemm = float(np.mean(rates))
     limit = gemm / flops_per_s
@@ -259,7 +301,11 @@ def main() -> None:
     if "ours bf16" in results:
         sem, glob = agreement(results["ours bf16"], results["ours"])
         print(f"bf16 / fp32 speed:           {seconds['ours'] / seconds['ours bf16']:8.2f} x")
-        print(f"bf16 vs fp32 tokens:         semantic {sem:.2%}, global {glob:.1%} of clips")
+        n = len(results["ours"])
+        print(
+            f"bf16 vs fp32 tokens:         semantic {sem:.2%}, global tokens all equal for "
+            f"{round(glob * n)}/{n} clips ({glob:.1%})"
+        )
 
     if args.stages:
         print("\nour time by stage (one clip at a time, fp32):")

@@ -16,6 +16,7 @@ here; speed does not depend on the weight values). Needs the dev dependency
 ``spark-tts-lib`` for (a).
 
     uv run python benchmarks/bench_e2e.py --minutes 16
+    python benchmarks/bench_e2e.py --device cuda --skip-reference --minutes 60
 """
 
 from __future__ import annotations
@@ -67,14 +68,14 @@ def samples_of(tar: Path) -> list[Sample]:
     return [s for s in iter_samples(tar) if isinstance(s, Sample)]
 
 
-def reference_loop(model_dir: Path) -> Callable[[list[Sample]], float]:
+def reference_loop(model_dir: Path, device: str) -> Callable[[list[Sample]], float]:
     """(a): the reference tokenizer, one clip at a time from its bytes; returns seconds."""
     import contextlib
 
     from spark_tts_lib.models.audio_tokenizer import BiCodecTokenizer as Reference
 
     with contextlib.redirect_stdout(io.StringIO()):  # it lists every decoder tensor it skips
-        ref = Reference(str(model_dir), torch.device("cpu"))
+        ref = Reference(str(model_dir), torch.device(device))
     warmed = False
 
     def run(samples: list[Sample]) -> float:
@@ -90,11 +91,11 @@ def reference_loop(model_dir: Path) -> Callable[[list[Sample]], float]:
     return run
 
 
-def engine_server(model_dir: Path) -> None:
+def engine_server(model_dir: Path, device: str) -> None:
     """(b) in a process of its own, set up as a worker is (freed memory kept); for each tar
     path on stdin, decode its clips (not timed), tokenize them, print the seconds."""
     keep_freed_memory()
-    tok = BiCodecTokenizer.load(model_dir)
+    tok = BiCodecTokenizer.load(model_dir, device=device)
     print(f"{tok.streams} {tok.threads_per_stream}", flush=True)
     warmed = False
     for line in sys.stdin:
@@ -115,6 +116,7 @@ def bench_cli(
     output_dir: Path,
     num_proc: int,
     extra: list[str] | None = None,
+    device: str = "cpu",
 ) -> dict:
     """Run the CLI as a user would, into an empty output dir (a finished tar would be
     skipped); sample the supervisor's own CPU and memory."""
@@ -123,7 +125,7 @@ def bench_cli(
     cmd = [
         sys.executable, "-m", "tartok_tui", "run", "--no-tui",
         "-i", str(input_dir), "-o", str(output_dir), "-m", str(model_dir),
-        "--device", "cpu", "--num-proc", str(num_proc), "--progress-interval", "30",
+        "--device", device, "--num-proc", str(num_proc), "--progress-interval", "30",
         *(extra or []),
     ]  # fmt: skip
     start = time.perf_counter()
@@ -171,13 +173,14 @@ def main() -> None:
     )
     parser.add_argument("--minutes", type=float, default=16.0, help="audio to generate (minutes)")
     parser.add_argument("--num-proc", type=int, default=1, help="workers for (c)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--engine-server", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_server is not None:
-        engine_server(args.engine_server)
+        engine_server(args.engine_server, args.device)
         return
 
     root = args.workdir or Path(tempfile.mkdtemp(prefix="tartok-bench-"))
@@ -192,9 +195,9 @@ def main() -> None:
     )
     print("(a), (b) and (c) take turns tar by tar, so the machine's load falls on all alike.\n")
 
-    reference = None if args.skip_reference else reference_loop(model_dir)
+    reference = None if args.skip_reference else reference_loop(model_dir, args.device)
     server = subprocess.Popen(
-        [sys.executable, __file__, "--engine-server", str(model_dir)],
+        [sys.executable, __file__, "--engine-server", str(model_dir), "--device", args.device],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -216,7 +219,9 @@ def main() -> None:
         if not answer or answer.startswith("error"):
             raise SystemExit(f"engine failed: {answer or 'no answer'}")
         totals["b"] += float(answer)
-        res = bench_cli(model_dir, tar.parent, root / "output" / f"part{i}", args.num_proc)
+        res = bench_cli(
+            model_dir, tar.parent, root / "output" / f"part{i}", args.num_proc, device=args.device
+        )
         totals["c_wall"] += res["wall"]
         totals["c_startup"] += res["startup"]
         totals["c_tars"] += sum(t["wall_seconds"] for t in res["summary"]["tars"])

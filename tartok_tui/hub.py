@@ -63,7 +63,7 @@ def _download(repo_id: str, cache_dir: Path | None) -> Path:
         )
         raise ModelSourceError(
             f"cannot get {repo_id!r}: {how}. Download it on a machine with internet access "
-            f"(huggingface-cli download {repo_id} --include 'config.yaml' 'BiCodec/*' "
+            f"(hf download {repo_id} --include 'config.yaml' 'BiCodec/*' "
             f"'wav2vec2-large-xlsr-53/*' --local-dir DIR) and pass --model-dir DIR."
         ) from exc
     except (HfHubHTTPError, OSError, ValueError) as exc:

@@ -79,6 +79,7 @@ def tokenizer(reference_model_dir: Path) -> BiCodecTokenizer:
 def _agreement(ours: list[Tokens], reference: list[tuple]) -> tuple[int, int]:
     same = total = 0
     for mine, (ref_global, ref_semantic) in zip(ours, reference, strict=True):
+        assert isinstance(mine, Tokens), mine
         assert mine.global_tokens == ref_global
         assert len(mine.semantic_tokens) == len(ref_semantic)
         same += sum(a == b for a, b in zip(mine.semantic_tokens, ref_semantic, strict=True))
@@ -104,7 +105,10 @@ def test_one_clip_at_a_time_matches_the_reference(
     ours = [tokenizer.tokenize([tokenizer.prepare(data)])[0] for data in parity_files]
     same, total = _agreement(ours, reference_tokens)
     print(f"semantic agreement, one clip at a time: {same}/{total} = {same / total:.5%}")
-    assert same >= 0.999 * total
+    # All equal, as the README says. Our kernels differ from the reference's by rounding
+    # (~1e-6 relative); 2 of these 6129 frames have their two nearest codes closer than
+    # 1e-5, so a BLAS that rounds differently could flip one of them.
+    assert same == total
 
 
 @pytest.mark.parametrize("order", ["sorted", "reversed", "shuffled", "pairs"])
@@ -130,7 +134,9 @@ def test_batches_match_the_reference_whatever_the_neighbours(
         ours.update(zip(group, tokenizer.tokenize([wavs[i] for i in group]), strict=True))
     same, total = _agreement([ours[i] for i in range(len(wavs))], reference_tokens)
     print(f"semantic agreement, batches ({order}): {same}/{total} = {same / total:.5%}")
-    assert same >= 0.999 * total
+    assert same == total
+    # Batch invariance is exact whatever the machine: the same kernels run per clip.
+    assert [ours[i] for i in range(len(wavs))] == [tokenizer.tokenize([w])[0] for w in wavs]
 
 
 def test_a_clip_gets_the_same_tokens_alone_and_among_longer_or_shorter_clips(
@@ -154,7 +160,7 @@ def test_our_random_model_tokenizes_like_the_reference(tiny_model_dir: Path) -> 
     ]
     results = ours.tokenize([ours.prepare(f) for f in files])
     same, total = _agreement(results, [ref.tokens(f) for f in files])
-    assert same >= 0.999 * total
+    assert same == total
     assert len({tuple(r.global_tokens) for r in results}) == len(files)
 
 
@@ -392,35 +398,14 @@ def test_one_bad_clip_does_not_stop_the_others(tiny_model_dir: Path) -> None:
     assert out[0] == tok.tokenize([wavs[0]])[0] and out[2] == tok.tokenize([wavs[2]])[0]
 
 
-def test_out_of_memory_splits_the_batch_and_records_a_clip_that_never_fits(
-    tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    tok = BiCodecTokenizer.load(tiny_model_dir)
-    wavs = [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate([1, 2, 30, 3])]
-    real = tok.tokenize
-    calls: list[int] = []
-
-    def tokenize(batch):
-        calls.append(len(batch))
-        if len(batch) > 1 or batch[0].shape[0] > 20 * 16000:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(batch)
-
-    monkeypatch.setattr(tok, "tokenize", tokenize)
-    tok.plan_batches = lambda lengths: [list(range(len(lengths)))]
-    out = tok.tokenize_many(wavs)
-    assert isinstance(out[2], TokenizeError) and out[2].stage == "oom"
-    assert [isinstance(o, Tokens) for o in out] == [True, True, False, True]
-    assert calls[0] == 4 and max(calls[1:]) <= 2
-
-
 def test_unsupported_precision_and_device_are_refused(tiny_model_dir: Path) -> None:
     with pytest.raises(ValueError):
         BiCodecTokenizer.load(tiny_model_dir, precision="int8")
     with pytest.raises(ValueError):
         BiCodecTokenizer.load(tiny_model_dir, device="cpu", precision="fp16")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError):
+        # The reason names the torch build's CUDA version and what the driver says.
+        with pytest.raises(ValueError, match=r"CUDA is not available: torch is built for CUDA"):
             BiCodecTokenizer.load(tiny_model_dir, device="cuda:0")
     assert BiCodecTokenizer.load(tiny_model_dir, device="auto").device.type in ("cpu", "cuda")
 
@@ -487,28 +472,28 @@ def test_warm_up_tokenizes_on_every_stream_and_rejects_a_model_that_cannot_run(
     tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     tok = BiCodecTokenizer.load(tiny_model_dir, streams=2)
-    seen: list[int] = []
-    real = tok.tokenize
+    seen: list[list[int]] = []
+    real = tok._run
 
-    def counting(wavs):
-        seen.extend(len(w) for w in wavs)
-        return real(wavs)
+    def counting(batch):
+        seen.append(batch.lengths)
+        return real(batch)
 
-    monkeypatch.setattr(tok, "tokenize", counting)
+    monkeypatch.setattr(tok, "_run", counting)
     tok.warm_up(seconds=0.5)
-    assert seen == [8000, 8000]  # one clip per stream
+    assert seen == [[8000], [8000]]  # one clip per stream
 
-    def broken(samples, lengths=None):
+    def broken(*args):
         raise RuntimeError("kernel not available")
 
     monkeypatch.setattr(tok.semantic, "forward", broken)
     with pytest.raises(RuntimeError, match=r"self-test clip failed: model: .*kernel not available"):
         tok.warm_up(seconds=0.5)
 
-    def short(wavs):
-        return [Tokens(global_tokens=[1] * 32, semantic_tokens=[1]) for _ in wavs]
+    def short(batch):
+        return [Tokens(global_tokens=[1] * 32, semantic_tokens=[1]) for _ in batch.lengths]
 
-    monkeypatch.setattr(tok, "tokenize", short)
+    monkeypatch.setattr(tok, "_run", short)
     with pytest.raises(RuntimeError, match="1 semantic and 32 global tokens for 8000 samples"):
         tok.warm_up(seconds=0.5)
     tok.close()

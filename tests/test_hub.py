@@ -45,6 +45,9 @@ def test_offline_without_a_cached_copy_is_a_clear_error(
     with pytest.raises(ModelSourceError, match="HF_HUB_OFFLINE is set") as info:
         resolve_model_dir(REPO, cache_dir=tmp_path / "empty")
     assert "--model-dir" in str(info.value)
+    # The command to run elsewhere is the current CLI's (huggingface-cli is deprecated).
+    assert f"hf download {REPO} --include" in str(info.value)
+    assert "huggingface-cli" not in str(info.value)
 
 
 def test_a_missing_path_that_is_no_repo_id_is_an_error(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ a ModelDirError naming the file and the key: a partly random model would tokeniz
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -171,6 +172,28 @@ def fold_weight_norm(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def check_shapes(
+    expected: Mapping[str, Sequence[int]],
+    actual: Mapping[str, Sequence[int]],
+    file: Path,
+    *,
+    unused_prefixes: tuple[str, ...] = (),
+    optional: tuple[str, ...] = (),
+) -> None:
+    """ModelDirError naming the first key that is missing, unexpected or misshapen."""
+    unexpected = [k for k in actual if k not in expected and not k.startswith(unused_prefixes)]
+    for key, shape in expected.items():
+        if key not in actual:
+            if key in optional:
+                continue
+            hint = f" (the file has an unexpected {unexpected[0]!r})" if unexpected else ""
+            raise ModelDirError(f"tensor is missing{hint}", file, key)
+        if tuple(actual[key]) != tuple(shape):
+            raise ModelDirError(f"shape {tuple(actual[key])} != expected {tuple(shape)}", file, key)
+    if unexpected:
+        raise ModelDirError("unexpected tensor (not part of this model)", file, unexpected[0])
+
+
 def check_state(
     expected: dict[str, torch.Size],
     state: dict[str, torch.Tensor],
@@ -180,19 +203,31 @@ def check_state(
     optional: tuple[str, ...] = (),
 ) -> dict[str, torch.Tensor]:
     """The tensors of `state` that `expected` names; ModelDirError on any mismatch."""
-    for key, shape in expected.items():
-        if key not in state:
-            if key in optional:
-                continue
-            raise ModelDirError("tensor is missing", file, key)
-        if state[key].shape != shape:
-            raise ModelDirError(
-                f"shape {tuple(state[key].shape)} != expected {tuple(shape)}", file, key
-            )
-    for key in state:
-        if key not in expected and not key.startswith(unused_prefixes):
-            raise ModelDirError("unexpected tensor (not part of this model)", file, key)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    check_shapes(expected, shapes, file, unused_prefixes=unused_prefixes, optional=optional)
     return {k: v for k, v in state.items() if k in expected}
+
+
+def wav2vec2_key(key: str, num_layers: int) -> str | None:
+    """Our name for a key of the wav2vec2 file, or None for one the tokenizer never reads:
+    the official file was saved from a pre-training model (names prefixed `wav2vec2.`,
+    pre-training heads), and layers past the last hidden state read are not needed."""
+    if key.startswith(PRETRAINING_HEADS):
+        return None
+    name = key.removeprefix("wav2vec2.")
+    parts = name.split(".")
+    if name.startswith("encoder.layers.") and parts[2].isdigit() and int(parts[2]) >= num_layers:
+        return None
+    return name
+
+
+def wav2vec2_unused(settings: Wav2Vec2Settings, num_layers: int) -> tuple[str, ...]:
+    """Prefixes of wav2vec2 tensors that may be in the file but are not read."""
+    unused: tuple[str, ...] = ("masked_spec_embed",)
+    if settings.num_hidden_layers > num_layers:
+        # The final layer norm is read only when no layer follows the last one used.
+        unused += ("encoder.layer_norm.",)
+    return unused
 
 
 def load_bicodec_state(
@@ -249,6 +284,11 @@ class Wav2Vec2Settings:
             raise ModelDirError(f"cannot read the wav2vec2 config: {exc}", path) from exc
         if not isinstance(raw, dict):
             raise ModelDirError("cannot read the wav2vec2 config: not a JSON object", path)
+        return cls.from_dict(raw, path)
+
+    @classmethod
+    def from_dict(cls, raw: dict, path: Path) -> Wav2Vec2Settings:
+        """From config.json's mapping (`path` names it in errors); unknown keys ignored."""
         values = {}
         for f in fields(cls):
             if f.name not in raw:
@@ -275,6 +315,42 @@ class Wav2Vec2Settings:
             if getattr(settings, name) != "gelu":
                 raise ModelDirError("only gelu is supported", path, name)
         return settings
+
+
+def read_wav2vec2_settings(cfg: ModelDirConfig, num_layers: int) -> Wav2Vec2Settings:
+    """The wav2vec2 config, checked to be the architecture and depth the tokenizer reads."""
+    config_path = cfg.root / WAV2VEC2_DIR / "config.json"
+    settings = Wav2Vec2Settings.read(config_path)
+    if not settings.do_stable_layer_norm or settings.feat_extract_norm != "layer":
+        raise ModelDirError(
+            "expected the stable-layer-norm wav2vec2 (xlsr-53) architecture",
+            config_path,
+            "do_stable_layer_norm",
+        )
+    if settings.num_hidden_layers < num_layers:
+        raise ModelDirError(
+            f"{settings.num_hidden_layers} layers, the tokenizer reads hidden state {num_layers}",
+            config_path,
+            "num_hidden_layers",
+        )
+    return settings
+
+
+def check_configs(cfg: ModelDirConfig, settings: Wav2Vec2Settings) -> None:
+    """What the two halves must agree on, and what the tokenizer supports."""
+    if cfg.sample_rate != 16000 or cfg.latent_hop_length != 320:
+        raise ModelDirError(
+            "only 16 kHz models with a 320-sample hop are supported",
+            cfg.root / "config.yaml",
+            "sample_rate",
+        )
+    encoder = cfg.audio_tokenizer["encoder"]
+    if encoder.get("input_channels") != settings.hidden_size:
+        raise ModelDirError(
+            f"encoder input_channels != wav2vec2 hidden_size {settings.hidden_size}",
+            cfg.root / BICODEC_DIR / "config.yaml",
+            "audio_tokenizer.encoder.input_channels",
+        )
 
 
 def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
@@ -309,33 +385,13 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
 
     path = cfg.root / WAV2VEC2_DIR
     config_path = path / "config.json"
-    settings = Wav2Vec2Settings.read(config_path)
-    if not settings.do_stable_layer_norm or settings.feat_extract_norm != "layer":
-        raise ModelDirError(
-            "expected the stable-layer-norm wav2vec2 (xlsr-53) architecture",
-            config_path,
-            "do_stable_layer_norm",
-        )
-    if settings.num_hidden_layers < num_layers:
-        raise ModelDirError(
-            f"{settings.num_hidden_layers} layers, the tokenizer reads hidden state {num_layers}",
-            config_path,
-            "num_hidden_layers",
-        )
+    settings = read_wav2vec2_settings(cfg, num_layers)
     weights = next(path / n for n in WAV2VEC2_WEIGHTS if (path / n).is_file())
     raw: dict[str, torch.Tensor] = {}
     for key, tensor in _read_tensors(weights).items():
-        if key.startswith(PRETRAINING_HEADS):
-            continue
-        name = key.removeprefix("wav2vec2.")
-        parts = name.split(".")
-        if (
-            name.startswith("encoder.layers.")
-            and parts[2].isdigit()
-            and int(parts[2]) >= num_layers
-        ):
-            continue  # layers past the last hidden state the tokenizer reads
-        raw[name] = tensor
+        name = wav2vec2_key(key, num_layers)
+        if name is not None:
+            raw[name] = tensor
     try:
         state = fold_weight_norm(raw)
     except ModelDirError as exc:
@@ -348,10 +404,7 @@ def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
         except ValueError as exc:
             raise ModelDirError(str(exc), config_path) from exc
     expected = {k: v.shape for k, v in model.state_dict().items()}
-    # The final layer norm is read only when the model has no layer beyond the last one used.
-    unused: tuple[str, ...] = ("masked_spec_embed",)
-    if settings.num_hidden_layers > num_layers:
-        unused += ("encoder.layer_norm.",)
+    unused = wav2vec2_unused(settings, num_layers)
     state = check_state(expected, state, weights, unused_prefixes=unused)
     # Copies of our own: the file is mapped, and a run must not depend on it staying
     # unchanged under it.

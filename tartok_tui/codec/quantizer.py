@@ -6,11 +6,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tartok_tui.codec.precision import fp32_island
+
 
 class FactorizedVQ(nn.Module):
     """Latents (B, C, T) -> code indices (B, T).
 
     `in_project` is the official weight-normed 1x1 conv, stored here with its weight folded.
+    All of it runs in fp32 with autocast off: a near tie between codes must resolve as it
+    does in fp32.
     """
 
     def __init__(self, input_dim: int, codebook_size: int, codebook_dim: int) -> None:
@@ -19,6 +23,10 @@ class FactorizedVQ(nn.Module):
         self.codebook = nn.Embedding(codebook_size, codebook_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
+        with fp32_island(z):
+            return self._indices(z.float())
+
+    def _indices(self, z: torch.Tensor) -> torch.Tensor:
         latents = self.in_project(z)  # (B, D, T)
         b = latents.shape[0]
         enc = F.normalize(latents.transpose(1, 2).reshape(-1, latents.shape[1]))

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR
+from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR, Wav2Vec2Settings
 
 # Random init puts nearly every clip's speaker latents in the same FSQ cell; scaling the FSQ
 # input projection spreads them so that global tokens differ between clips.
@@ -206,14 +206,15 @@ def bicodec_state(section: dict, gen: torch.Generator) -> dict[str, torch.Tensor
 
 def wav2vec2_state(config: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
     """Random wav2vec2 tensors named as the official pre-training checkpoint names them."""
-    from transformers import Wav2Vec2Config
-
     from tartok_tui.codec.wav2vec import SemanticFeatures
 
-    cfg = Wav2Vec2Config(**config)
-    one_layer_cfg = Wav2Vec2Config(**{**config, "num_hidden_layers": max(SemanticFeatures.LAYERS)})
+    where = Path("config.json")
+    cfg = Wav2Vec2Settings.from_dict(config, where)
+    front_cfg = Wav2Vec2Settings.from_dict(
+        {**config, "num_hidden_layers": max(SemanticFeatures.LAYERS)}, where
+    )
     with torch.device("meta"):
-        front = SemanticFeatures(one_layer_cfg).state_dict()
+        front = SemanticFeatures(front_cfg).state_dict()
     shapes = {k: v.shape for k, v in front.items() if not k.startswith("encoder.layers.")}
     layer = {
         k.removeprefix("encoder.layers.0."): v.shape

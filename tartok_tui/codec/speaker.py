@@ -7,10 +7,14 @@ Every reference clip has the same length (6 s), so a batch needs no padding here
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 import torchaudio
 from torch import nn
+
+from tartok_tui.codec.precision import fp32_island
 
 ECAPA_CHANNELS = 512
 """Fixed in the official speaker encoder, whatever the config says."""
@@ -175,13 +179,18 @@ class _FSQIndices(nn.Module):
     def __init__(self, dim: int, levels: list[int]) -> None:
         super().__init__()
         self.project_in = nn.Linear(dim, len(levels))
+        self.codebook_size = math.prod(levels)
         lv = torch.tensor(levels, dtype=torch.int32)
         self.register_buffer("_levels", lv, persistent=False)
         basis = torch.cumprod(torch.tensor([1, *levels[:-1]]), dim=0, dtype=torch.int32)
         self.register_buffer("_basis", basis, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.project_in(x).float()
+        # In fp32 with autocast off: the rounding picks a cell, which bf16 would move.
+        with fp32_island(x):
+            return self._indices(self.project_in(x.float()))
+
+    def _indices(self, z: torch.Tensor) -> torch.Tensor:
         levels = self._levels
         half_l = (levels - 1) * (1 + 1e-3) / 2
         offset = torch.where(levels % 2 == 0, 0.5, 0.0)

@@ -7,11 +7,11 @@ before every time convolution, and outputs are cut to each clip's own token coun
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import logging
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,21 +19,33 @@ import numpy as np
 import torch
 from torch import nn
 
-from tartok_tui.audio import MIN_SAMPLES, AudioError, prepare_audio, reference_clip
+from tartok_tui.audio import MIN_SAMPLES, AudioError, prepare_audio
 from tartok_tui.codec.allocator import release_free_memory
+from tartok_tui.codec.batch import HostBatch, PreparedClip, as_prepared, pack, prepare_clip
+from tartok_tui.codec.cuda_driver import cuda_unavailable_reason
+from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.failures import HANDLED, Failure, classify
 from tartok_tui.codec.feature_encoder import SemanticEncoder
 from tartok_tui.codec.model_dir import (
     ModelDirConfig,
     ModelDirError,
+    check_configs,
     load_bicodec_state,
     load_wav2vec2,
     read_config,
+    read_wav2vec2_settings,
 )
+from tartok_tui.codec.precision import PRECISIONS, autocast, fp32_island, use_ieee_fp32
 from tartok_tui.codec.quantizer import FactorizedVQ
 from tartok_tui.codec.speaker import SpeakerTokenizer, mel_transform
 from tartok_tui.codec.wav2vec import SemanticFeatures
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+log = logging.getLogger(__name__)
+
+Clip = PreparedClip | np.ndarray
+"""What the tokenizer takes: prepare()'s result, or a float32 16 kHz array (N,)."""
+
+HOP = 320
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class TokenizeError(Exception):
 
 def token_count(num_samples: int) -> int:
     """Semantic tokens for a 16 kHz clip: one per 320-sample hop of the 400-sample field."""
-    return (num_samples - MIN_SAMPLES) // 320 + 1
+    return (num_samples - MIN_SAMPLES) // HOP + 1
 
 
 class BiCodecModel(nn.Module):
@@ -81,6 +93,9 @@ class BiCodecModel(nn.Module):
             spk.get("fsq_num_quantizers", 1),
         )
         self.mel_transformer = mel_transform(section["mel_params"])
+        self.global_count = int(spk["token_num"])
+        self.global_codes = self.speaker_encoder.quantizer.codebook_size
+        self.semantic_codes = int(q["codebook_size"])
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -90,14 +105,12 @@ def resolve_device(device: str | torch.device) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
+        raise ValueError(
+            f"device {device!r} requested but {cuda_unavailable_reason(torch.version.cuda)}"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"unsupported device {device!r} (cpu, cuda[:n] or auto)")
     return dev
-
-
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "out of memory" in str(exc).lower()
 
 
 def default_streams(device: torch.device, threads: int | None = None) -> int:
@@ -110,11 +123,17 @@ def default_streams(device: torch.device, threads: int | None = None) -> int:
 
 
 class BiCodecTokenizer:
-    """Load with `BiCodecTokenizer.load(model_dir)`; see tokenize() and tokenize_many().
+    """Load with `BiCodecTokenizer.load(model_dir)`; see tokenize(), tokenize_many(), submit().
 
     With `streams` > 1 (the CPU default), tokenize_many() runs that many batches at once on
     threads of its own, each with an equal share of the torch threads; submit() runs one
-    batch on such a thread. Weights are shared: a stream costs only its activations.
+    batch on such a thread. Weights are shared: a stream costs only its activations. On a
+    GPU there is one stream (no CUDA streams: batching fills the device).
+
+    A failure is reported in one of three ways: a clip's bad audio or a model error on the
+    CPU is a TokenizeError in that clip's place; out of memory splits the batch and retries
+    (a clip that does not fit alone is a TokenizeError of stage "oom"); a device that is
+    gone raises DeviceFailure (codec/failures.py says which errors mean that).
     """
 
     def __init__(
@@ -129,6 +148,11 @@ class BiCodecTokenizer:
     ) -> None:
         if streams < 1:
             raise ValueError(f"streams must be at least 1, got {streams}")
+        if device.type == "cuda" and streams > 1:
+            log.warning(
+                "%d streams asked for on %s: a GPU runs one (batching fills it)", streams, device
+            )
+            streams = 1
         self.config = config
         self.sample_rate = config.sample_rate
         self.semantic = semantic
@@ -140,7 +164,11 @@ class BiCodecTokenizer:
         self.threads_per_stream = max(1, torch.get_num_threads() // streams)
         self.fault_hook: Callable[[int], None] | None = None
         """Called on the stream thread at the start of every model call with the batch size
-        (fault injection in tests); what it raises is handled like a model error."""
+        (fault injection in tests); what it raises is classified like a model error."""
+        self.progress_hook: Callable[[], None] | None = None
+        """Called on the stream thread after each wav2vec2 layer and after the encoder, the
+        quantizer and the speaker path of every batch: the model is making progress. On a
+        GPU it marks work queued, which stops when the device stops taking work."""
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._in_stream = threading.local()
@@ -156,19 +184,15 @@ class BiCodecTokenizer:
     ) -> BiCodecTokenizer:
         """Validate and load the model dir; ModelDirError says what is wrong with it.
 
-        `streams`: batches run at once (None: default_streams(), one per CPU thread)."""
+        `streams`: batches run at once (None: default_streams(), one per CPU thread; 1 on a
+        GPU whatever is asked). On a GPU this turns TF32 off for the whole process."""
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
         dev = resolve_device(device)
         if precision == "fp16" and dev.type != "cuda":
             raise ValueError("fp16 is only supported on CUDA")
         cfg = read_config(Path(model_dir))
-        if cfg.sample_rate != 16000 or cfg.latent_hop_length != 320:
-            raise ModelDirError(
-                "only 16 kHz models with a 320-sample hop are supported",
-                cfg.root / "config.yaml",
-                "sample_rate",
-            )
+        check_configs(cfg, read_wav2vec2_settings(cfg, max(SemanticFeatures.LAYERS)))
         try:
             bicodec = BiCodecModel(cfg.audio_tokenizer)
         except (KeyError, TypeError, ValueError) as exc:
@@ -179,14 +203,11 @@ class BiCodecTokenizer:
         state = load_bicodec_state(cfg, expected)
         bicodec.load_state_dict(state, strict=False)  # strictness enforced by check_state
 
-        w2v_config, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
-        if w2v_config.hidden_size != cfg.audio_tokenizer["encoder"]["input_channels"]:
-            raise ModelDirError(
-                f"encoder input_channels != wav2vec2 hidden_size {w2v_config.hidden_size}",
-                cfg.root / "BiCodec" / "config.yaml",
-                "audio_tokenizer.encoder.input_channels",
-            )
+        _, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
 
+        if dev.type == "cuda":
+            # Every precision: the fp32 islands of bf16/fp16 must be IEEE too.
+            use_ieee_fp32()
         for module in (semantic, bicodec):
             module.eval().requires_grad_(False).to(dev)
         for layer in semantic.feature_extractor.conv_layers:
@@ -203,15 +224,15 @@ class BiCodecTokenizer:
 
         A model that cannot run (a broken install, a device that fails) is found here,
         before it is given any data; and the first real clips do not pay for the stream
-        threads, kernel set-up and first memory the runtime needs. RuntimeError if it fails.
+        threads, kernel set-up and first memory the runtime needs. RuntimeError if it fails
+        (DeviceFailure for a device that is gone).
         """
         n = max(MIN_SAMPLES, int(seconds * self.sample_rate))
         t = np.arange(n, dtype=np.float64) / self.sample_rate
         rng = np.random.default_rng(0)
         wav = 0.3 * np.sin(2 * np.pi * (150 + 200 * t) * t) + 0.05 * rng.standard_normal(n)
-        wavs = [wav.astype(np.float32)] * self.streams
-        codes = self.bicodec.quantizer.codebook.num_embeddings
-        for result in self.tokenize_many(wavs):
+        clips = [wav.astype(np.float32)] * self.streams
+        for result in self.tokenize_many(clips):
             if not isinstance(result, Tokens):
                 raise RuntimeError(f"self-test clip failed: {result}")
             if len(result.semantic_tokens) != token_count(n) or not result.global_tokens:
@@ -219,19 +240,21 @@ class BiCodecTokenizer:
                     f"self-test clip gave {len(result.semantic_tokens)} semantic and "
                     f"{len(result.global_tokens)} global tokens for {n} samples"
                 )
-            if not all(0 <= c < codes for c in result.semantic_tokens):
-                raise RuntimeError("self-test clip gave semantic tokens outside the codebook")
 
     # -- preparation -------------------------------------------------------------------------
 
-    def prepare(self, data: bytes, max_seconds: float | None = None) -> np.ndarray:
-        """Audio bytes -> float32 (N,) at 16 kHz, as the official tokenizer prepares it."""
-        return prepare_audio(
+    def prepare(self, data: bytes, max_seconds: float | None = None) -> PreparedClip:
+        """Audio bytes -> a PreparedClip (len() = samples at 16 kHz), as the official
+        tokenizer prepares it: decoded, resampled, volume-normalised, then normalised for
+        wav2vec2 and cut to the speaker reference. Runs on the caller's thread (the worker's
+        decode threads), so none of this is left between two model batches."""
+        wav = prepare_audio(
             data,
             sample_rate=self.sample_rate,
             volume_normalize=self.config.volume_normalize,
             max_seconds=max_seconds,
         )
+        return prepare_clip(wav, self.config.ref_segment_length)
 
     def plan_batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices into `lengths`, grouped so each batch's padded size fits `batch_seconds`.
@@ -258,99 +281,185 @@ class BiCodecTokenizer:
 
     # -- the model ---------------------------------------------------------------------------
 
-    def _autocast(self):
-        if self.precision == "fp32":
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=PRECISIONS[self.precision])
-
-    def tokenize(self, wavs: Sequence[np.ndarray]) -> list[Tokens]:
-        """One batch of prepared clips (each float32 (N_i,), 16 kHz) -> tokens per clip."""
-        if not wavs:
+    def tokenize(self, clips: Sequence[Clip]) -> list[Tokens | TokenizeError]:
+        """One batch -> a result per clip: Tokens, or a TokenizeError of stage "model" for
+        a clip whose tokens came out of range (never written as tokens). Raises what the
+        model raises; AudioError for a clip under 400 samples."""
+        if not clips:
             return []
-        if self.fault_hook is not None:
-            self.fault_hook(len(wavs))
-        lengths = [int(w.shape[0]) for w in wavs]
-        for n in lengths:
-            if n < MIN_SAMPLES:
-                raise AudioError("too_short", f"{n} samples < {MIN_SAMPLES}")
-        longest = max(lengths)
-        batch = np.zeros((len(wavs), longest), dtype=np.float32)
-        for row, w in zip(batch, wavs, strict=True):
-            w = np.asarray(w, dtype=np.float32)
-            # The official feature extractor's normalisation, per clip on its own samples, in
-            # float32 numpy, so the rounding is the same.
-            row[: w.shape[0]] = (w - w.mean()) / np.sqrt(w.var() + 1e-7)
-        ref_len = self.config.ref_segment_length
-        refs = np.stack([reference_clip(np.asarray(w, dtype=np.float32), ref_len) for w in wavs])
+        prepared = self._prepared(clips)
+        for clip in prepared:
+            if len(clip) < MIN_SAMPLES:
+                raise AudioError("too_short", f"{len(clip)} samples < {MIN_SAMPLES}")
+        return self._run(self._pack(prepared))
 
-        with torch.inference_mode(), self._autocast():
-            samples = torch.from_numpy(batch).to(self.device)
-            padded = any(n != longest for n in lengths)
-            feats = self.semantic(samples, lengths if padded else None)  # (B, T, C)
-            frames = [token_count(n) for n in lengths]
+    def _prepared(self, clips: Sequence[Clip]) -> list[PreparedClip]:
+        return [as_prepared(c, self.config.ref_segment_length) for c in clips]
+
+    def _pack(self, clips: Sequence[PreparedClip]) -> HostBatch:
+        return pack(clips, self.config.ref_segment_length, pin=self.device.type == "cuda")
+
+    def _progress(self) -> None:
+        if self.progress_hook is not None:
+            self.progress_hook()
+
+    def _run(self, batch: HostBatch) -> list[Tokens | TokenizeError]:
+        if self.fault_hook is not None:
+            self.fault_hook(len(batch.lengths))
+        model = self.bicodec
+        with torch.inference_mode(), autocast(self.device, self.precision):
+            lengths, samples, refs = batch.to(self.device)
+            padded = batch.padded
+            hook = self.progress_hook
+            feats = self.semantic(samples, lengths if padded else None, hook)  # (B, T, C)
             mask = None
             if padded:
+                frames = torch.div(lengths - MIN_SAMPLES, HOP, rounding_mode="floor") + 1
                 t = torch.arange(feats.shape[1], device=self.device)
-                mask = (t[None, :] < torch.tensor(frames, device=self.device)[:, None]).to(
-                    feats.dtype
+                mask = (t[None, :] < frames[:, None]).to(feats.dtype).unsqueeze(1)  # (B, 1, T)
+            z = model.encoder(feats.transpose(1, 2), mask)
+            self._progress()
+            semantic = model.quantizer(z)  # (B, T)
+            self._progress()
+            # The whole speaker path in fp32 whatever the precision: about 1 % of the FLOPs
+            # (3.1 GFLOP per clip against 28 per audio second), and global tokens then do not
+            # depend on the precision (in bf16, 31 of 32 tokens stayed equal on average but
+            # most clips had at least one that moved).
+            with fp32_island(refs):
+                mel = model.mel_transformer(refs)  # (B, n_mels, frames)
+                global_tokens = model.speaker_encoder(mel)  # (B, G)
+            self._progress()
+            # One copy back for both kinds of tokens.
+            rows = torch.cat([semantic.to(torch.int64), global_tokens.to(torch.int64)], 1)
+            rows = rows.cpu().numpy()
+        return self._results(rows, semantic.shape[1], batch.lengths)
+
+    def _results(
+        self, rows: np.ndarray, width: int, lengths: list[int]
+    ) -> list[Tokens | TokenizeError]:
+        """Split the copied rows into each clip's tokens, checked for count and range."""
+        model = self.bicodec
+        out: list[Tokens | TokenizeError] = []
+        for row, n in zip(rows, lengths, strict=True):
+            count = token_count(n)
+            semantic, global_ = row[:count], row[width:]
+            problem = None
+            if width < count or len(global_) != model.global_count:
+                problem = (
+                    f"{min(width, count)} semantic and {len(global_)} global tokens, "
+                    f"expected {count} and {model.global_count}"
                 )
-                mask = mask.unsqueeze(1)  # (B, 1, T)
-            z = self.bicodec.encoder(feats.transpose(1, 2), mask)
-            semantic = self.bicodec.quantizer(z.float() if self.precision != "fp32" else z)
-
-            ref = torch.from_numpy(refs).to(self.device)
-            with torch.autocast(self.device.type, enabled=False):
-                mel = self.bicodec.mel_transformer(ref)  # (B, n_mels, frames)
-            global_tokens = self.bicodec.speaker_encoder(mel)
-
-        semantic_rows = semantic.cpu().tolist()
-        global_rows = global_tokens.cpu().tolist()
-        return [
-            Tokens(global_tokens=g, semantic_tokens=s[:t])
-            for g, s, t in zip(global_rows, semantic_rows, frames, strict=True)
-        ]
+            elif semantic.min() < 0 or semantic.max() >= model.semantic_codes:
+                problem = f"semantic token out of [0, {model.semantic_codes})"
+            elif global_.min() < 0 or global_.max() >= model.global_codes:
+                problem = f"global token out of [0, {model.global_codes})"
+            if problem is not None:
+                out.append(TokenizeError("model", f"invalid tokens: {problem}"))
+            else:
+                out.append(Tokens(global_.tolist(), semantic.tolist()))
+        return out
 
     def tokenize_many(
-        self, wavs: Sequence[np.ndarray], parallel: bool = True
+        self, clips: Sequence[Clip], parallel: bool = True
     ) -> list[Tokens | TokenizeError]:
-        """Plan batches, tokenize each; a batch that fails is split until the bad clip is alone.
+        """Plan batches, tokenize each; results in input order.
 
-        CUDA out-of-memory and model errors become a TokenizeError for the clip that still
-        fails on its own; the other clips are tokenized. With several streams (and `parallel`)
-        the batches run concurrently, longest first; results come back in input order.
+        A clip under 400 samples, or one whose tokens fail the checks, gets a TokenizeError
+        in its place; out of memory splits the batch until the clip that does not fit is
+        alone (then "oom"); on the CPU a model error is also split down to its clip
+        ("model"). DeviceFailure is raised, after every batch already started has ended.
+        With several streams (and `parallel`) the batches run concurrently, longest first.
         """
-        results: list[Tokens | TokenizeError | None] = [None] * len(wavs)
-        plan = self.plan_batches([int(w.shape[0]) for w in wavs])
+        prepared = self._prepared(clips)
+        results: list[Tokens | TokenizeError | None] = [None] * len(prepared)
+        plan = self.plan_batches([len(c) for c in prepared])
         if parallel and self.streams > 1 and len(plan) > 1 and not self._on_stream():
             pool = self._executor()
-            futures = [pool.submit(self._tokenize_split, [wavs[i] for i in b]) for b in plan]
+            futures = [pool.submit(self._tokenize_split, [prepared[i] for i in b]) for b in plan]
+            wait(futures)  # none left running when one raises
             done = [(b, f.result()) for b, f in zip(plan, futures, strict=True)]
         else:
-            done = [(b, self._tokenize_split([wavs[i] for i in b])) for b in plan]
+            done = [(b, self._tokenize_split([prepared[i] for i in b])) for b in plan]
         for batch, batch_results in done:
             for i, result in zip(batch, batch_results, strict=True):
                 results[i] = result
         assert all(r is not None for r in results)
         return results  # type: ignore[return-value]
 
-    def submit(self, wavs: Sequence[np.ndarray]) -> Future[list[Tokens | TokenizeError]]:
-        """tokenize_many(wavs) on one of the stream threads; up to `streams` run at once."""
-        return self._executor().submit(self.tokenize_many, wavs, False)
+    def submit(self, clips: Sequence[Clip]) -> Future[list[Tokens | TokenizeError]]:
+        """tokenize_many(clips) on a stream thread; up to `streams` run at once.
 
-    def _tokenize_split(self, wavs: Sequence[np.ndarray]) -> list[Tokens | TokenizeError]:
+        The host side is done here, on the calling thread, before the work is queued:
+        clips are planned and packed into their host buffers (pinned on a GPU). A caller
+        that keeps one more call submitted than there are streams thus packs the next
+        batch while the current one runs, and the device starts it as soon as it is free.
+        The future raises DeviceFailure when the device is gone.
+        """
+        prepared = self._prepared(clips)
+        plan = self.plan_batches([len(c) for c in prepared])
+        packed = [self._pack_ahead([prepared[i] for i in b]) for b in plan]
+        return self._executor().submit(self._run_planned, len(prepared), plan, packed)
+
+    def _pack_ahead(self, clips: list[PreparedClip]) -> tuple[list[PreparedClip], HostBatch | None]:
+        if any(len(c) < MIN_SAMPLES for c in clips):
+            return clips, None  # found and recorded by the split on the stream thread
         try:
-            return list(self.tokenize(wavs))
-        except (RuntimeError, AudioError, ValueError) as exc:
-            oom = _is_oom(exc)
-            if oom:
-                self.cleanup()
-            if len(wavs) > 1:
-                half = len(wavs) // 2
-                return self._tokenize_split(wavs[:half]) + self._tokenize_split(wavs[half:])
-            if isinstance(exc, AudioError):
-                return [TokenizeError(exc.stage, exc.reason)]
-            stage = "oom" if oom else "model"
-            return [TokenizeError(stage, f"{type(exc).__name__}: {exc}")]
+            return clips, self._pack(clips)
+        except HANDLED:
+            # Not lost: the stream thread packs again and classifies what it raises.
+            log.warning("packing ahead failed; the stream thread will retry", exc_info=True)
+            return clips, None
+
+    def _run_planned(
+        self,
+        n: int,
+        plan: list[list[int]],
+        packed: list[tuple[list[PreparedClip], HostBatch | None]],
+    ) -> list[Tokens | TokenizeError]:
+        results: list[Tokens | TokenizeError | None] = [None] * n
+        for batch, (clips, host) in zip(plan, packed, strict=True):
+            for i, result in zip(batch, self._tokenize_split(clips, host), strict=True):
+                results[i] = result
+        return results  # type: ignore[return-value]
+
+    def _tokenize_split(
+        self, clips: Sequence[PreparedClip], packed: HostBatch | None = None
+    ) -> list[Tokens | TokenizeError]:
+        short = [len(c) < MIN_SAMPLES for c in clips]
+        if any(short):
+            long = [c for c, s in zip(clips, short, strict=True) if not s]
+            done = iter(self._tokenize_split(long) if long else [])
+            return [
+                TokenizeError("too_short", f"{len(c)} samples < {MIN_SAMPLES}") if s else next(done)
+                for c, s in zip(clips, short, strict=True)
+            ]
+        outcome = self._attempt(clips, packed)
+        if not isinstance(outcome, Failure):
+            return outcome
+        # Here, outside the except block, the failed call's frames and tensors are gone:
+        # memory freed now is really free for the halves.
+        if outcome.kind == "oom":
+            self.cleanup()
+        # Out of memory depends on the batch; a model error on the CPU is the clip's own
+        # (the kernels are deterministic and batches there are single clips anyway), so
+        # splitting finds the clip at the cost of re-running its neighbours once or twice.
+        if len(clips) > 1:
+            half = len(clips) // 2
+            return self._tokenize_split(clips[:half]) + self._tokenize_split(clips[half:])
+        return [TokenizeError(outcome.stage, outcome.reason)]
+
+    def _attempt(
+        self, clips: Sequence[PreparedClip], packed: HostBatch | None
+    ) -> list[Tokens | TokenizeError] | Failure:
+        """Run the batch; a Failure (kind and message only) when it fails in a way that
+        is retried or recorded. DeviceFailure when the device is gone."""
+        try:
+            return self._run(packed if packed is not None else self._pack(clips))
+        except HANDLED as exc:
+            failure = classify(exc, self.device)
+            if failure.kind == "device":
+                raise DeviceFailure(f"{self.device}: {failure.reason}") from exc
+            return failure
 
     def _on_stream(self) -> bool:
         return getattr(self._in_stream, "active", False)

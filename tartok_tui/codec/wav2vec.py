@@ -10,11 +10,13 @@ Parameter names follow transformers' `Wav2Vec2Model`, so its state dict loads as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tartok_tui.codec.precision import fp32_island
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
@@ -184,8 +186,13 @@ class _PositionalConv(nn.Module):
         self._spectrum = spectrum.permute(3, 0, 2, 1).contiguous()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) -> (B, T, C): the conv (padding K // 2, even K's last frame dropped),
-        then GELU. Frame t is sum_k w[k] x[t + k - K // 2]."""
+        """(B, T, C) -> (B, T, C) in x's dtype: the conv (padding K // 2, even K's last
+        frame dropped), then GELU, computed in fp32 whatever the autocast. Frame t is
+        sum_k w[k] x[t + k - K // 2]."""
+        with fp32_island(x):
+            return self._conv(x)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
         if self._spectrum is None or self._spectrum.device != x.device:
             self.prepare()
         spectrum = self._spectrum
@@ -212,7 +219,7 @@ class _PositionalConv(nn.Module):
         # Into a contiguous buffer: GELU rounds differently on a strided one, and a clip
         # must get the same frames alone and in a batch.
         y = torch.add(y, self.conv.bias, out=torch.empty((b, t, c), dtype=y.dtype, device=y.device))
-        return gelu_(y.to(x.dtype))  # (a new buffer only under autocast)
+        return gelu_(y).to(x.dtype)  # (a new buffer only under autocast)
 
 
 class _Attention(nn.Module):
@@ -323,12 +330,26 @@ class SemanticFeatures(nn.Module):
     def frames(self, num_samples: int) -> int:
         return conv_output_length(num_samples, self.kernels, self.strides)
 
-    def forward(self, samples: torch.Tensor, lengths: Sequence[int] | None = None) -> torch.Tensor:
-        """samples (B, N) normalised per clip, lengths in samples (None: no padding) -> (B, T, C)."""
+    def frames_of(self, lengths: torch.Tensor) -> torch.Tensor:
+        """frames() for a tensor of lengths, computed where the lengths are."""
+        frames = lengths
+        for k, s in zip(self.kernels, self.strides, strict=True):
+            frames = (torch.div(frames - k, s, rounding_mode="floor") + 1).clamp_(min=0)
+        return frames
+
+    def forward(
+        self,
+        samples: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        on_layer: Callable[[], None] | None = None,
+    ) -> torch.Tensor:
+        """samples (B, N) normalised per clip, int64 lengths (B,) in samples on the same
+        device (None: no padding) -> (B, T, C). `on_layer` is called after each
+        transformer layer."""
         x = self.feature_projection(self.feature_extractor(samples))
         mask = None
-        if lengths is not None and any(n != samples.shape[1] for n in lengths):
-            frames = torch.tensor([self.frames(n) for n in lengths], device=x.device)
+        if lengths is not None:
+            frames = self.frames_of(lengths)
             valid = torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]
             x = x * valid.unsqueeze(-1).to(x.dtype)
             mask = torch.zeros(valid.shape, dtype=x.dtype, device=x.device)
@@ -340,6 +361,8 @@ class SemanticFeatures(nn.Module):
             if i in self.LAYERS:
                 total = x if total is None else total + x
             x = layer(x, mask)
+            if on_layer is not None:
+                on_layer()
         if self.encoder.layer_norm is not None:
             x = self.encoder.layer_norm(x)
         assert total is not None

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from tartok_tui.codec.cuda_driver import error_name, load_driver, nvidia_device_nodes
 from tartok_tui.config import ConfigError, RunConfig
 
 
@@ -36,26 +39,74 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-CUDA_DRIVER_LIBS = ("libcuda.so.1", "libcuda.so", "nvcuda.dll")
+@dataclass(frozen=True)
+class DriverStatus:
+    """What the CUDA driver said when asked to start (cuInit)."""
+
+    library: bool
+    """A driver library could be loaded."""
+    init_error: int = 0
+    """cuInit's result: 0 is success (100: no device, 999: unknown error, ...)."""
+    error_name: str | None = None
+    gpu_count: int = 0
+
+
+def probe_driver() -> DriverStatus:
+    """Ask the CUDA driver library directly: importing torch for this would cost the
+    supervisor ~0.5 GB and seconds, and it never runs a model itself."""
+    lib = load_driver()
+    if lib is None:
+        return DriverStatus(library=False)
+    code = lib.cuInit(0)
+    if code != 0:
+        return DriverStatus(True, code, error_name(lib, code))
+    count = ctypes.c_int(0)
+    code = lib.cuDeviceGetCount(ctypes.byref(count))
+    if code != 0:
+        return DriverStatus(True, code, error_name(lib, code))
+    return DriverStatus(True, 0, None, max(0, count.value))
 
 
 def visible_gpu_count() -> int:
-    """GPUs the CUDA driver shows this process (CUDA_VISIBLE_DEVICES applies), 0 without one.
+    """GPUs the CUDA driver shows this process (CUDA_VISIBLE_DEVICES applies), 0 without one."""
+    return probe_driver().gpu_count
 
-    Asked of the driver library directly: importing torch for this would cost the supervisor
-    ~0.5 GB and seconds, and it never runs a model itself.
-    """
-    for name in CUDA_DRIVER_LIBS:
-        try:
-            lib = ctypes.CDLL(name)
-        except OSError:
-            continue
-        count = ctypes.c_int(0)
-        # cuInit fails (100: no device, 999: unknown) on machines without a usable GPU.
-        if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-            return 0
-        return max(0, count.value)
-    return 0
+
+def _hidden_on_purpose(parent_env: dict[str, str]) -> bool:
+    """CUDA_VISIBLE_DEVICES set to hide every GPU ("" or -1): no GPU is what was asked."""
+    value = parent_env.get("CUDA_VISIBLE_DEVICES")
+    return value is not None and value.strip() in ("", "-1")
+
+
+def usable_gpu_count(
+    device: str,
+    parent_env: dict[str, str],
+    device_nodes: Callable[[], list[Path]] = nvidia_device_nodes,
+    driver: Callable[[], DriverStatus] = probe_driver,
+) -> int:
+    """GPUs for --device DEVICE; ConfigError when this machine has NVIDIA device nodes but
+    the driver does not start: a run would otherwise go on at CPU speed without a word."""
+    if device.strip().lower() == "cpu":
+        return 0
+    status = driver()
+    if status.init_error == 0 and status.library:
+        return status.gpu_count
+    nodes = device_nodes()
+    if not nodes or _hidden_on_purpose(parent_env):
+        return 0
+    where = ", ".join(str(n) for n in nodes)
+    if not status.library:
+        problem = "no CUDA driver library (libcuda.so.1) could be loaded"
+    else:
+        name = f" {status.error_name}" if status.error_name else ""
+        problem = f"the CUDA driver failed to start: cuInit error {status.init_error}{name}"
+    visible = parent_env.get("CUDA_VISIBLE_DEVICES")
+    hint = f"; CUDA_VISIBLE_DEVICES={visible!r} may name no GPU" if visible else ""
+    raise ConfigError(
+        f"NVIDIA devices are present ({where}) but {problem}{hint}. Check `nvidia-smi`; the "
+        "pinned torch is a CUDA 13 build that needs driver >= 580. Or run on the CPU with "
+        "--device cpu."
+    )
 
 
 def select_gpus(device: str, n_visible: int) -> list[int]:
@@ -102,16 +153,21 @@ def plan_slots(
     n_visible_gpus: int | None = None,
     cores: int | None = None,
     parent_env: dict[str, str] | None = None,
+    device_nodes: Callable[[], list[Path]] = nvidia_device_nodes,
+    driver: Callable[[], DriverStatus] = probe_driver,
 ) -> list[Placement]:
     """One placement per slot: GPU of slot i = (i // procs_per_gpu) % n_gpus.
+
+    GPUs are counted with usable_gpu_count() unless `n_visible_gpus` is given (its
+    `device_nodes` and `driver` are what tests fake).
 
     Without a GPU every worker runs on the CPU and the cores are shared among
     them (threads = cores // workers, at least 1) rather than oversubscribed.
     """
-    if n_visible_gpus is None:
-        n_visible_gpus = 0 if config.device.strip().lower() == "cpu" else visible_gpu_count()
-    cores = cores if cores is not None else available_cores()
     parent_env = dict(os.environ) if parent_env is None else parent_env
+    if n_visible_gpus is None:
+        n_visible_gpus = usable_gpu_count(config.device, parent_env, device_nodes, driver)
+    cores = cores if cores is not None else available_cores()
     if config.procs_per_gpu < 1:
         raise ConfigError("--procs-per-gpu must be at least 1")
     gpus = select_gpus(config.device, n_visible_gpus)
