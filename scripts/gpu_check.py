@@ -43,8 +43,8 @@ from tartok_tui.codec.cuda_driver import driver_version  # noqa: E402
 from tartok_tui.codec.precision import tf32_enabled  # noqa: E402
 from tartok_tui.codec.random_model import write_random_model  # noqa: E402
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens  # noqa: E402
+from tartok_tui.demo.data import synth_speech, write_emilia_tar  # noqa: E402
 from tartok_tui.shards.reader import Sample, iter_samples  # noqa: E402
-from tartok_tui.testing_data import synth_speech, write_emilia_tar  # noqa: E402
 
 
 @dataclass(frozen=True)

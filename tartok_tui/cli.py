@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -176,7 +177,7 @@ def run(**values: Any) -> None:
         )
         config: RunConfig = _build_config(RunConfig, values)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
     code = run_pipeline(config, tui=not display.no_tui, progress_interval=display.progress_interval)
     raise typer.Exit(code)
@@ -220,14 +221,15 @@ def verify(
     try:
         report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
     except InputError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
     if not report.tars:
-        err_console.print(
-            f"[bold red]error:[/] no tars in {input_dir} for range [{from_index}, "
+        what = (
+            f"no tars in {input_dir} for range [{from_index}, "
             f"{'end' if to_index is None else to_index})"
             + ("" if recursive else " (subdirectories need --recursive)")
         )
+        err_console.print(f"[bold red]error:[/] {escape(what)}")
         raise typer.Exit(ExitCode.BAD_ARGS)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))

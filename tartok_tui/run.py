@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.control import SupervisorControl
@@ -63,7 +64,7 @@ def run_pipeline(
     try:
         config, validated = validate_config(config)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
         return ExitCode.BAD_ARGS
     if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
         err_console.print(

@@ -213,3 +213,38 @@ def test_a_missing_weights_file_and_a_bad_config_are_refused(
     with pytest.raises(ModelDirError) as err:
         check_model_dir(root)
     assert err.value.key == "audio_tokenizer.encoder.input_channels"
+
+
+@pytest.mark.parametrize("case", ["bicodec-truncated", "bicodec-renamed", "wav2vec2-reshaped"])
+def test_run_refuses_a_bad_model_before_any_worker_starts(
+    tiny_model_dir: Path, tmp_path: Path, case: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from tartok_tui import cli
+    from tartok_tui import run as pipeline
+    from tartok_tui.demo.data import write_emilia_tar
+    from tartok_tui.exit_codes import ExitCode
+
+    edit, file, key = BAD_DIRS[case]
+    root = _copy(tiny_model_dir, tmp_path)
+    edit(root)
+    write_emilia_tar(tmp_path / "in" / "EN-B000000.tar", 1, seed=0, min_s=0.5, max_s=0.6)
+    started: list = []
+    original = pipeline.make_supervisor
+    pipeline.make_supervisor = lambda *a: started.append(a)  # type: ignore[assignment]
+    try:
+        result = CliRunner().invoke(
+            cli.app,
+            ["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(root),
+             "--device", "cpu", "--no-tui"],
+            env={"COLUMNS": "400"},
+        )  # fmt: skip
+    finally:
+        pipeline.make_supervisor = original  # type: ignore[assignment]
+    assert result.exit_code == ExitCode.BAD_ARGS, result.output
+    assert started == []
+    text = " ".join(result.output.split())
+    assert "model dir:" in text and file in text
+    if key is not None:
+        assert key in text

@@ -77,13 +77,15 @@ def find_tars(config: RunConfig) -> tuple[list[Path], tuple[str, ...]]:
 
 
 def check_model(model_dir: str) -> Path:
-    """Resolve a local dir or Hub repo id and check its configs; returns the local dir."""
-    from tartok_tui.codec.model_dir import ModelDirError, read_config
+    """Resolve a local dir or Hub repo id and check its configs and every tensor's name and
+    shape (without torch in this process); returns the local dir."""
+    from tartok_tui.codec.model_check import check_model_dir
+    from tartok_tui.codec.model_dir import ModelDirError
     from tartok_tui.hub import ModelSourceError, resolve_model_dir
 
     try:
         path = resolve_model_dir(model_dir)
-        read_config(path)
+        check_model_dir(path)
     except (ModelSourceError, ModelDirError) as exc:
         raise ConfigError(f"model dir: {exc}") from exc
     return path
