@@ -25,7 +25,7 @@ from rich.text import Text
 from tartok_tui import __version__
 from tartok_tui.config import CliSpec, ConfigError, DisplayOptions, RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.run import run_pipeline
+from tartok_tui.run import err_console, run_pipeline
 
 if TYPE_CHECKING:
     from tartok_tui.output.scan import OutputStatus, VerifyReport
@@ -61,7 +61,6 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-err_console = Console(stderr=True, highlight=False)
 
 
 def _version(value: bool) -> None:

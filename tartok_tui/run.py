@@ -23,7 +23,7 @@ from tartok_tui.supervisor.views import Event
 if TYPE_CHECKING:
     from tartok_tui.supervisor.preflight import ValidatedRun
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def make_supervisor(
