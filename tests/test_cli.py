@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import typer
+from fake_supervisor import FakeSupervisor
 from typer.testing import CliRunner
 
 from tartok_tui import __version__, cli
 from tartok_tui import run as pipeline
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.fake_supervisor import FakeSupervisor
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -226,7 +226,7 @@ NO_TEXTUAL = textwrap.dedent(
     import sys
     from tartok_tui import cli
     from tartok_tui import run as pipeline
-    from tartok_tui.fake_supervisor import FakeSupervisor
+    from fake_supervisor import FakeSupervisor
 
     pipeline.validate_config = lambda config: (config, None)
     pipeline.make_supervisor = lambda config, on_event, tars: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)

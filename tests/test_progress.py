@@ -10,11 +10,11 @@ import signal
 from dataclasses import replace
 from types import SimpleNamespace
 
+from fake_supervisor import FakeSupervisor, mid_run_view
 from rich.console import Console
 
 from tartok_tui import formatting as fmt
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.fake_supervisor import FakeSupervisor, mid_run_view
 from tartok_tui.progress import HeadlessPrinter, progress_line, run_headless
 from tartok_tui.supervisor.views import Event, WorkerState
 

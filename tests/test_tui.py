@@ -9,15 +9,15 @@ import time
 from dataclasses import replace
 
 import pytest
+from fake_supervisor import FakeSupervisor, fleet_view, mid_run_view, worker
 from svg_snapshot import assert_svg_snapshot
+from tartok_tui.tui.widgets import EventLog, WorkerTable, new_events
 
 from tartok_tui.control import SupervisorControl
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.fake_supervisor import FakeSupervisor, fleet_view, mid_run_view, worker
 from tartok_tui.supervisor.views import Event, WorkerState
 from tartok_tui.tui.app import TartokApp
 from tartok_tui.tui.screens import ConfirmScreen, HelpScreen
-from tartok_tui.tui.widgets import EventLog, WorkerTable, new_events
 
 SIZE = (160, 44)
 UTC = datetime.UTC
