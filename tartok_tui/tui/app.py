@@ -38,7 +38,7 @@ class TartokApp(App[int]):
     (local time when None); both are injectable so tests are deterministic.
     ``log_path_for``: a worker slot's log file, for the log pane (none without it)."""
 
-    CSS_PATH = "dashboard.tcss"
+    CSS_PATH = Path(__file__).with_name("dashboard.tcss")  # absolute: subclasses live elsewhere
     TITLE = "tartok-tui"
     ENABLE_COMMAND_PALETTE = False  # every action has its own key; keep the footer for them
 
