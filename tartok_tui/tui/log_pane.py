@@ -101,7 +101,7 @@ class WorkerLogPane(RichLog):
 
     def follow(self, slot: int, path: Path) -> None:
         """Show ``path`` (slot ``slot``'s log) from now on."""
-        if self.tail is not None and self.tail.path == path:
+        if self.tail is not None and (self.slot, self.tail.path) == (slot, path):
             return
         self.slot = slot
         self.tail = LogTail(path)
