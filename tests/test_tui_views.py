@@ -162,7 +162,7 @@ def test_latency_is_named_per_sample_in_the_table_and_per_batch_in_the_detail():
     view = mid_run_view()
     assert cell(view, "slot:8", "latency") == "322.6 ms"
     detail = worker_detail(view, view.workers[8]).plain
-    assert "avg latency 322.6 ms/sample, 6,968 ms/batch" in detail
+    assert "avg latency 322.6 ms/sample (wall), 6,968 ms/batch (model)" in detail
 
 
 # ---------------------------------------------------------------- the speed graph
@@ -190,6 +190,8 @@ def test_the_header_draws_the_throughput_and_says_what_it_covers():
     speed = next(line for line in text.splitlines() if line.startswith("Speed"))
     assert sparkline(view.throughput).plain in speed
     assert "last 5 min, now 1,750×, peak 2,730×" in speed
+    short = replace(view, throughput=view.throughput[:3])
+    assert "graph: last 30 s, now 2,730×" in header_text(short)
     stalled = replace(view, throughput=(*view.throughput[:-3], 0.0, 0.0, 0.0))
     assert sparkline(stalled.throughput).plain.endswith(BLOCKS[0] * 3)
 

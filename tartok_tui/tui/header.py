@@ -68,9 +68,10 @@ def _speed_text(view: RunView) -> Text:
     speed.append(" real time")
     if view.throughput:
         shown = view.throughput[-BAR_WIDTH:]
-        minutes = len(shown) * THROUGHPUT_STEP_S / 60
+        span = len(shown) * THROUGHPUT_STEP_S
+        window = f"{span:.0f} s" if span < 120 else f"{span / 60:.0f} min"
         speed.append(
-            f"   graph: last {minutes:.0f} min, now {shown[-1]:,.0f}×, peak {max(shown):,.0f}×",
+            f"   graph: last {window}, now {shown[-1]:,.0f}×, peak {max(shown):,.0f}×",
             style="dim",
         )
     return speed

@@ -25,8 +25,8 @@ def worker_detail(view: RunView, worker: WorkerView) -> Text:
         text.append(f"{fmt.age(worker.progress_age_s)} ago", style=fmt.progress_age_style(worker))
     if worker.samples_done:
         text.append(
-            f"  avg latency {worker.avg_latency_ms:,.1f} ms/sample, "
-            f"{worker.avg_batch_ms:,.0f} ms/batch"
+            f"  avg latency {worker.avg_latency_ms:,.1f} ms/sample (wall), "
+            f"{worker.avg_batch_ms:,.0f} ms/batch (model)"
         )
     text.append(f"  errors {worker.errors:,}  audio {fmt.audio_amount(worker.audio_seconds)}")
     if worker.tar:

@@ -17,6 +17,7 @@ from tartok_tui.formatting import PROGRESS_WARN_S, STATE_LEGEND
 
 READING_THE_TABLE: tuple[tuple[str, str], ...] = (
     ("Lat/smp", "average latency per sample: the worker's wall time over its samples"),
+    ("detail line", "the selected row in full; per batch: average model time per batch"),
     ("Last prog", f"time since the worker last made progress; yellow past {PROGRESS_WARN_S:.0f} s"),
     ("×RT", "audio seconds per second of model time"),
     ("device rows", "the GPU's utilisation, power, temperature and memory used/total"),
