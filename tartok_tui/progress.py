@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -178,7 +179,7 @@ class HeadlessPrinter:
             console=self.console,
             auto_refresh=False,
         )
-        fields = dict.fromkeys(
+        fields: dict[str, Any] = dict.fromkeys(
             ("tars", "samples", "rate", "workers", "memory", "elapsed", "eta"), ""
         )
         self._task = progress.add_task("run", total=1000, **fields)

@@ -183,24 +183,25 @@ class TartokApp(App[int]):
         slot = self.table.selected_slot()
         if slot is not None and self.log_path_for is not None:
             self.worker_log.follow(slot, self.log_path_for(slot))
-            self.run_worker(
-                self.worker_log.poll(), group="log"
-            )  # show it now, not at the next tick
+            # Show it now rather than at the next tick.
+            self.run_worker(self.worker_log.poll(), group="log")
 
     def action_help(self) -> None:
         bindings = [active.binding for active in self.screen.active_bindings.values()]
         self.push_screen(HelpScreen(help_rows(bindings, self.get_key_display)))
 
-    def action_screenshot(self) -> None:
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the dashboard (default: tartok-tui-<time>.svg in screenshot_dir)."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
         try:
-            path = self.save_screenshot(
-                filename=f"tartok-tui-{stamp}.svg", path=str(self.screenshot_dir)
+            saved = self.save_screenshot(
+                filename=filename or f"tartok-tui-{stamp}.svg",
+                path=path or str(self.screenshot_dir),
             )
         except OSError as exc:  # an unwritable directory must not end the run
             self.notify(f"screenshot not saved: {exc}", severity="error")
             return
-        self.notify(f"screenshot saved: {path}")
+        self.notify(f"screenshot saved: {saved}")
 
     async def action_quit(self) -> None:
         """Quit cleanly: ask, request a stop, and leave when the run has ended."""

@@ -86,9 +86,6 @@ class HelpScreen(ModalScreen[None]):
             yield Static(columns)
             yield Static(Text("Esc or ? closes this help", style="dim"), id="help-close")
 
-    def action_dismiss(self) -> None:
-        self.dismiss(None)
-
 
 class ConfirmScreen(ModalScreen[bool]):
     """A question answered with y / n (or the buttons)."""
