@@ -1,40 +1,49 @@
-"""Human-readable numbers for the dashboard and the headless printer."""
+"""Human-readable numbers and states for the dashboard and the headless printer."""
 
 from __future__ import annotations
 
 import datetime
 import math
+from collections.abc import Iterable
 
 from rich.text import Text
 
-from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
+from tartok_tui.supervisor.views import Event, GpuView, RunView, WorkerState, WorkerView
 
 GIB = 1024**3
 
-ALIVE_STATES = frozenset(
-    {
-        WorkerState.STARTING,
-        WorkerState.LOADING,
-        WorkerState.IDLE,
-        WorkerState.RUNNING,
-        WorkerState.PAUSED,
-        WorkerState.STOPPING,
-        WorkerState.BACKOFF,
-    }
-)
-"""States of a slot that still has (or will have again) a process."""
+ALIVE_STATES = frozenset(state for state in WorkerState if state.alive)
+"""States in which the slot has a worker process (or one being started)."""
 
-STATE_STYLES: dict[WorkerState, str] = {
-    WorkerState.STARTING: "cyan",
-    WorkerState.LOADING: "cyan",
-    WorkerState.IDLE: "dim",
-    WorkerState.RUNNING: "bold green",
-    WorkerState.PAUSED: "bold yellow",
-    WorkerState.STOPPING: "magenta",
-    WorkerState.BACKOFF: "bold red",
-    WorkerState.FATAL: "bold white on red",
-    WorkerState.DONE: "blue",
+RETURNING_STATES = frozenset({WorkerState.PENDING, WorkerState.BACKOFF, WorkerState.STALLED})
+"""No process now, but the slot gets one again without anyone asking."""
+
+IN_PLAY_STATES = ALIVE_STATES | RETURNING_STATES
+"""Slots that still take part in the run: stopping the run means stopping these."""
+
+PROGRESS_WARN_S = 60.0
+"""A worker that should be progressing and has not for this long is shown as a warning."""
+
+STATE_LEGEND: dict[WorkerState, tuple[str, str]] = {
+    WorkerState.PENDING: ("italic cyan", "waiting for a node with room for it (cluster)"),
+    WorkerState.STARTING: ("cyan", "process started, not yet talking"),
+    WorkerState.LOADING: ("cyan", "loading and self-testing the model"),
+    WorkerState.IDLE: ("dim", "ready, waiting for a tar"),
+    WorkerState.RUNNING: ("bold green", "tokenizing a tar"),
+    WorkerState.PAUSING: ("yellow", "asked to pause; finishing the batch it is in"),
+    WorkerState.PAUSED: ("bold yellow", "paused: runs no batch until resumed"),
+    WorkerState.STOPPING: ("magenta", "finishing or aborting its tar, then exits"),
+    WorkerState.STALLED: (
+        "bold white on dark_orange3",
+        "no progress past the stall timeout: killed, restarts",
+    ),
+    WorkerState.BACKOFF: ("bold red", "died; restarts after a delay"),
+    WorkerState.FATAL: ("bold white on red", "gave up (crash loop, model load failed)"),
+    WorkerState.DONE: ("blue", "exited: no more work, or stopped"),
 }
+"""Each state's colour and what it means, in lifecycle order (the help screen's legend)."""
+
+STATE_STYLES: dict[WorkerState, str] = {state: look[0] for state, look in STATE_LEGEND.items()}
 
 LEVEL_STYLES: dict[str, str] = {"info": "", "warning": "yellow", "error": "bold red"}
 
@@ -50,6 +59,25 @@ def duration(seconds: float | None) -> str:
     if days:
         return f"{days}d {hours:02d}:{minutes:02d}:{secs:02d}"
     return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+def age(seconds: float | None) -> str:
+    """A short time since something: ``42s``, ``3m05s``, ``2h07m``; ``-`` when None."""
+    if seconds is None or not math.isfinite(seconds):
+        return "-"
+    total = max(0, int(seconds))
+    if total < 60:
+        return f"{total}s"
+    if total < 3600:
+        return f"{total // 60}m{total % 60:02d}s"
+    return f"{total // 3600}h{total % 3600 // 60:02d}m"
+
+
+def progress_age_style(worker: WorkerView) -> str:
+    """Warning colour once a worker that should progress has not for a minute."""
+    if worker.progress_age_s is not None and worker.progress_age_s >= PROGRESS_WARN_S:
+        return "bold yellow"
+    return ""
 
 
 def audio_amount(seconds: float) -> str:
@@ -81,6 +109,13 @@ def fraction_done(view: RunView) -> float:
     return 0.0
 
 
+def samples_total(view: RunView) -> str:
+    """The run's sample total, ``~`` in front while part of it is estimated; ``?`` unknown."""
+    if not view.samples_expected:
+        return "?"
+    return ("~" if view.samples_expected_is_estimate else "") + f"{view.samples_expected:,}"
+
+
 def eta_seconds(view: RunView) -> float | None:
     """Seconds left at this run's pace, or None before there is a pace to go by.
 
@@ -101,13 +136,55 @@ def eta_seconds(view: RunView) -> float | None:
     return None
 
 
+def eta(view: RunView) -> str:
+    """The ETA, ``~`` in front when it rests on an estimated sample total."""
+    text = duration(eta_seconds(view))
+    estimated = view.samples_expected_is_estimate and bool(view.samples_expected)
+    return f"~{text}" if estimated and not view.finished and text != "--:--" else text
+
+
 def audio_hours_per_hour(view: RunView) -> float:
     """Hours of audio tokenized per wall-clock hour (the same number as ×real time)."""
     return view.realtime_factor
 
 
 def workers_alive(view: RunView) -> int:
+    """Slots with a worker process now."""
     return sum(1 for w in view.workers if w.state in ALIVE_STATES)
+
+
+def slots_in(view: RunView, state: WorkerState) -> list[int]:
+    return [w.slot for w in view.workers if w.state == state]
+
+
+def slot_list(slots: Iterable[int]) -> str:
+    """``slot 3`` or ``slots 5, 6``."""
+    numbers = [str(s) for s in slots]
+    return ("slot " if len(numbers) == 1 else "slots ") + ", ".join(numbers)
+
+
+def nodes(view: RunView) -> list[str]:
+    """The machines the run's workers and GPUs are on, sorted ("local" alone without a cluster)."""
+    return sorted({w.node for w in view.workers} | {g.node for g in view.gpus})
+
+
+def gpu_figures(gpu: GpuView, *, degree: str = "°C") -> str:
+    """``87% 30.1/139.8 GiB 412 W 64°C``; what NVML did not say is left out."""
+    parts = []
+    if gpu.utilization_pct is not None:
+        parts.append(f"{gpu.utilization_pct:.0f}%")
+    if gpu.memory_used_bytes is not None and gpu.memory_total_bytes:
+        parts.append(f"{gpu.memory_used_bytes / GIB:.1f}/{gpu.memory_total_bytes / GIB:.1f} GiB")
+    if gpu.power_w is not None:
+        parts.append(f"{gpu.power_w:.0f} W")
+    if gpu.temperature_c is not None:
+        parts.append(f"{gpu.temperature_c:.0f}{degree}")
+    return " ".join(parts) or "no readings"
+
+
+def gpu_for(view: RunView, node: str, device: str) -> GpuView | None:
+    """The GPU a group of workers runs on: same node, same ``cuda:K``."""
+    return next((g for g in view.gpus if g.node == node and g.device == device), None)
 
 
 def tar_progress(worker: WorkerView) -> str:

@@ -2,7 +2,8 @@
 
 Prints every supervisor event as it happens (starts, restarts, errors, the
 periodic stats), a progress line at an interval — a rich progress bar on a
-terminal, plain lines otherwise (log files, CI) — and a summary at the end.
+terminal, plain lines otherwise (log files, CI), with a line of GPU readings
+after each — and a summary at the end.
 This module and everything it imports must never import textual.
 """
 
@@ -12,6 +13,7 @@ import asyncio
 import contextlib
 import datetime
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
@@ -28,11 +30,48 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.INCOMPLETE: "some tars failed or are unfinished",
     ExitCode.BAD_ARGS: "bad arguments",
     ExitCode.ALL_FATAL: "every worker slot failed",
+    ExitCode.OUTPUT_UNAVAILABLE: "the output took no more data; free space and run again to resume",
     ExitCode.INTERRUPTED: "interrupted; run the same command again to resume",
 }
 
 MAX_FAILED_SHOWN = 20
 """Failed tars named in the summary; run-summary.json and ``status`` have them all."""
+
+
+def samples_part(view: RunView) -> str:
+    """``samples 917,727/~10,000,000 (9.2%, total estimated)``."""
+    text = f"samples {view.samples_done:,}"
+    if not view.samples_expected:
+        return text
+    note = ", total estimated" if view.samples_expected_is_estimate else ""
+    return f"{text}/{fmt.samples_total(view)} ({100 * fmt.fraction_done(view):.1f}%{note})"
+
+
+def workers_part(view: RunView) -> str:
+    """``workers 7/9 (stalled: slot 3; pending: slots 5, 6)``: the slots to look at, by name."""
+    text = f"workers {fmt.workers_alive(view)}/{len(view.workers)}"
+    named = [
+        f"{state.value}: {fmt.slot_list(slots)}"
+        for state in (WorkerState.STALLED, WorkerState.PENDING, WorkerState.BACKOFF)
+        if (slots := fmt.slots_in(view, state))
+    ]
+    return f"{text} ({'; '.join(named)})" if named else text
+
+
+def gpu_line(view: RunView) -> str | None:
+    """Per GPU, after each progress line: ``[1:02:03] gpu | cuda:0 87% 30.1/79.6 GiB 412 W 64C | ...``
+    (node-qualified on a cluster); None without GPU readings."""
+    if not view.gpus:
+        return None
+    several_nodes = len(fmt.nodes(view)) > 1
+    gpus = sorted(view.gpus, key=lambda g: (g.node, fmt.device_sort_key(g.device)))
+    return " | ".join(
+        [f"[{fmt.duration(view.elapsed)}] gpu"]
+        + [
+            f"{g.node + '/' if several_nodes else ''}{g.device} {fmt.gpu_figures(g, degree='C')}"
+            for g in gpus
+        ]
+    )
 
 
 def progress_line(view: RunView) -> str:
@@ -41,22 +80,32 @@ def progress_line(view: RunView) -> str:
         f"[{fmt.duration(view.elapsed)}]",
         f"tars {fmt.tars_complete(view):,}/{view.tars_total:,}"
         + (f" ({view.tars_failed:,} failed)" if view.tars_failed else ""),
-        f"samples {view.samples_done:,}"
-        + (
-            f"/{view.samples_expected:,} ({100 * fmt.fraction_done(view):.1f}%)"
-            if view.samples_expected
-            else ""
-        ),
+        samples_part(view),
         f"{view.samples_per_second:,.1f} samples/s",
         f"{view.realtime_factor:,.0f}x real time",
         f"errors {view.errors:,}",
-        f"workers {fmt.workers_alive(view)}/{len(view.workers)}",
-        f"mem {fmt.gib(view.memory_bytes)}/{fmt.gib(view.memory_limit_bytes)}",
-        f"ETA {fmt.duration(fmt.eta_seconds(view))}",
+        workers_part(view),
     ]
+    if len(fmt.nodes(view)) > 1:
+        parts.append(f"nodes {view.nodes_alive}/{len(fmt.nodes(view))} alive")
+    parts.append(f"mem {fmt.gib(view.memory_bytes)}/{fmt.gib(view.memory_limit_bytes)}")
+    parts.append(f"ETA {fmt.eta(view)}")
     if view.stopping and not view.finished:
         parts.append("stopping")
     return " | ".join(parts)
+
+
+def gpu_average(view: RunView) -> str:
+    """For the live bar: mean utilisation and memory over all GPUs."""
+    util = [g.utilization_pct for g in view.gpus if g.utilization_pct is not None]
+    used = sum(g.memory_used_bytes or 0 for g in view.gpus)
+    total = sum(g.memory_total_bytes or 0 for g in view.gpus)
+    parts = []
+    if util:
+        parts.append(f"{sum(util) / len(util):.0f}% avg")
+    if total:
+        parts.append(f"{used / fmt.GIB:.0f}/{total / fmt.GIB:.0f} GiB")
+    return f" · gpu {' '.join(parts)}" if parts else ""
 
 
 class HeadlessPrinter:
@@ -95,17 +144,22 @@ class HeadlessPrinter:
         """Print (plain) or redraw (live) the progress for this snapshot."""
         if self._progress is None or self._task is None:
             self.console.print(progress_line(view), markup=False, soft_wrap=True)
+            gpus = gpu_line(view)
+            if gpus is not None:
+                self.console.print(gpus, markup=False, soft_wrap=True)
             return
         self._progress.update(
             self._task,
             completed=fmt.fraction_done(view) * 1000,
             tars=f"{fmt.tars_complete(view):,}/{view.tars_total:,}",
-            samples=fmt.count(view.samples_done),
+            samples=fmt.count(view.samples_done)
+            + (f"/{fmt.samples_total(view)}" if view.samples_expected else ""),
             rate=f"{view.samples_per_second:,.1f}/s {view.realtime_factor:,.0f}×rt",
-            workers=f"{fmt.workers_alive(view)}/{len(view.workers)}",
-            memory=f"{view.memory_bytes / fmt.GIB:.1f}/{view.memory_limit_bytes / fmt.GIB:.0f} GiB",
+            workers=workers_part(view).removeprefix("workers "),
+            memory=f"{view.memory_bytes / fmt.GIB:.1f}/{view.memory_limit_bytes / fmt.GIB:.0f} GiB"
+            + gpu_average(view),
             elapsed=fmt.duration(view.elapsed),
-            eta=fmt.duration(fmt.eta_seconds(view)),
+            eta=fmt.eta(view),
         )
         self._progress.refresh()
 
@@ -125,7 +179,7 @@ class HeadlessPrinter:
             console=self.console,
             auto_refresh=False,
         )
-        fields = dict.fromkeys(
+        fields: dict[str, Any] = dict.fromkeys(
             ("tars", "samples", "rate", "workers", "memory", "elapsed", "eta"), ""
         )
         self._task = progress.add_task("run", total=1000, **fields)

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import typer
+from fake_supervisor import FakeSupervisor
 from typer.testing import CliRunner
 
 from tartok_tui import __version__, cli
 from tartok_tui import run as pipeline
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.fake_supervisor import FakeSupervisor
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -207,7 +207,7 @@ def test_no_tui_run_prints_events_and_a_summary_and_returns_the_run_exit_code(mo
         ["run", "-i", "in", "-o", "out", "-m", "m", "--no-tui", "--progress-interval", "0.1"],
     )
     assert result.exit_code == ExitCode.INCOMPLETE, result.output
-    assert "EN-B000040.tar done: 25,000 samples" in result.output  # an event line
+    assert "EN-B000040.tar done: 25000 samples" in result.output  # an event line
     assert "| tars " in result.output  # a plain progress line (not a terminal)
     assert "Run finished: some tars failed or are unfinished (exit code 1)" in result.output
     assert "\x1b[" not in result.output  # no escape codes in a log file
@@ -224,9 +224,10 @@ def test_dashboard_falls_back_to_plain_output_without_a_terminal(monkeypatch):
 NO_TEXTUAL = textwrap.dedent(
     """
     import sys
+    sys.path.insert(0, "tests")  # the fake supervisor is test scaffolding
     from tartok_tui import cli
     from tartok_tui import run as pipeline
-    from tartok_tui.fake_supervisor import FakeSupervisor
+    from fake_supervisor import FakeSupervisor
 
     pipeline.validate_config = lambda config: (config, None)
     pipeline.make_supervisor = lambda config, on_event, validated: FakeSupervisor(on_event=on_event, step_s=0.01, max_steps=3)

@@ -10,12 +10,20 @@ import signal
 from dataclasses import replace
 from types import SimpleNamespace
 
+import pytest
+from fake_supervisor import FakeSupervisor
+from fake_views import cluster_view, mid_run_view
 from rich.console import Console
 
 from tartok_tui import formatting as fmt
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.fake_supervisor import FakeSupervisor, mid_run_view
-from tartok_tui.progress import HeadlessPrinter, progress_line, run_headless
+from tartok_tui.progress import (
+    EXIT_MEANINGS,
+    HeadlessPrinter,
+    gpu_line,
+    progress_line,
+    run_headless,
+)
 from tartok_tui.supervisor.views import Event, WorkerState
 
 
@@ -27,11 +35,60 @@ def plain_printer(**kwargs) -> tuple[HeadlessPrinter, io.StringIO]:
 
 def test_progress_line_has_the_numbers_a_log_reader_needs():
     line = progress_line(mid_run_view())
-    assert line.startswith("[1:02:03] | tars 46/400 (1 failed) | samples 917,727/10,000,000 (9.2%)")
+    assert line.startswith(
+        "[1:02:03] | tars 46/400 (1 failed) | samples 917,727/~9,700,000 (9.5%, total estimated)"
+    )
     assert "246.5 samples/s" in line
-    assert "workers 9/9" in line
+    assert "workers 8/9 (backoff: slot 5)" in line
     assert "mem 44.7 GiB/100.0 GiB" in line
-    assert "ETA 10:14:04" in line
+    assert line.endswith("ETA ~9:53:47")
+    assert "nodes" not in line  # one machine
+
+
+def test_a_counted_total_and_its_eta_are_printed_plainly():
+    line = progress_line(replace(mid_run_view(), samples_expected_is_estimate=False))
+    assert "samples 917,727/9,700,000 (9.5%)" in line
+    assert line.endswith("ETA 9:53:47")
+
+
+def test_before_any_tar_is_counted_only_the_samples_done_are_printed():
+    line = progress_line(replace(mid_run_view(), samples_expected=None))
+    assert "| samples 917,727 |" in line
+
+
+def test_stalled_and_pending_workers_are_named_by_slot():
+    view = mid_run_view()
+    states = {6: WorkerState.STALLED, 7: WorkerState.PENDING, 8: WorkerState.PENDING}
+    view = replace(
+        view,
+        workers=tuple(
+            replace(w, state=states[w.slot], pid=None) if w.slot in states else w
+            for w in view.workers
+        ),
+    )
+    line = progress_line(view)
+    assert "workers 5/9 (stalled: slot 6; pending: slots 7, 8; backoff: slot 5)" in line
+
+
+def test_gpu_readings_follow_each_progress_line():
+    assert gpu_line(mid_run_view()) == (
+        "[1:02:03] gpu | cuda:0 94% 31.2/79.6 GiB 654 W 70C | cuda:1 49% 30.6/79.6 GiB 384 W 53C"
+        " | cuda:2 47% 16.1/79.6 GiB 372 W 52C | cuda:3 3% 18.9/79.6 GiB 108 W 35C"
+    )
+    assert gpu_line(replace(mid_run_view(), gpus=())) is None
+    printer, out = plain_printer()
+    printer.show(mid_run_view())
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("[1:02:03] | tars") and lines[1].startswith("[1:02:03] gpu | ")
+
+
+def test_a_cluster_prints_nodes_alive_and_gpus_by_node():
+    view = cluster_view()
+    assert "| nodes 2/3 alive |" in progress_line(view)
+    line = gpu_line(view)
+    assert line is not None
+    assert "gpu-node-a/cuda:0 90%" in line and "gpu-node-b/cuda:1 84%" in line
+    assert "pending: slots 8, 9, 10, 11" in progress_line(view)
 
 
 def test_eta_without_expected_samples_goes_by_tars_done_this_run():
@@ -59,21 +116,25 @@ def test_events_are_printed_with_time_slot_and_message():
     ]
 
 
-def test_headless_run_prints_lines_events_and_summary_and_returns_the_exit_code():
+def test_every_exit_code_has_a_meaning_for_the_summary():
+    assert set(EXIT_MEANINGS) == set(ExitCode)
+
+
+@pytest.mark.parametrize("code", list(ExitCode))
+def test_headless_run_prints_lines_events_and_summary_and_returns_the_run_exit_code(code):
     printer, out = plain_printer(interval=0.05)
     supervisor = FakeSupervisor(
-        on_event=printer.on_event,
-        step_s=0.01,
-        max_steps=40,
-        sim_step_s=60.0,
-        exit_code=ExitCode.INCOMPLETE,
+        on_event=printer.on_event, step_s=0.01, max_steps=40, sim_step_s=60.0, exit_code=code
     )
-    code = asyncio.run(run_headless(supervisor, printer, handle_signals=False))
+    result = asyncio.run(run_headless(supervisor, printer, handle_signals=False))
     text = out.getvalue()
-    assert code == ExitCode.INCOMPLETE
+    assert result == code  # the run's code, passed on
     assert text.count("| tars ") >= 2  # periodic progress lines
-    assert "slot  2  EN-B000042.tar done: 25,000 samples" in text
-    assert "Run finished: some tars failed or are unfinished (exit code 1)" in text
+    assert text.count("] gpu | cuda:0 ") == text.count("| tars ")  # each with its GPU line
+    assert "slot  2  EN-B000042.tar done: 25000 samples" in text
+    # The printer's own words for the code, once, last but for the table.
+    assert text.count("Run finished: ") == 1
+    assert f"Run finished: {EXIT_MEANINGS[code]} (exit code {int(code)})" in text
     assert "\x1b[" not in text
 
 
@@ -86,6 +147,8 @@ def test_live_mode_draws_a_bar_on_a_terminal():
     asyncio.run(run_headless(supervisor, printer, handle_signals=False))
     text = out.getvalue()
     assert "━" in text and "tars 46/400" in text
+    assert "samples 917,727/~9,700,000" in text and "ETA ~" in text
+    assert "workers 8/9 (backoff: slot 5)" in text and "gpu 48% avg 97/318 GiB" in text
     assert "Run finished: all tars done (exit code 0)" in text
 
 
@@ -122,7 +185,10 @@ def test_summary_names_failed_tars_from_the_run_result():
 
 def test_ctrl_c_stops_gracefully_then_forcefully():
     printer, _ = plain_printer(interval=10.0)
-    supervisor = FakeSupervisor(on_event=printer.on_event, step_s=0.01, stop_steps=10_000)
+    # Stopped runs of this fake end with INCOMPLETE: what comes back is the run's own code.
+    supervisor = FakeSupervisor(
+        on_event=printer.on_event, step_s=0.01, stop_steps=10_000, stopped_code=ExitCode.INCOMPLETE
+    )
 
     async def main() -> int:
         loop = asyncio.get_running_loop()
@@ -130,7 +196,7 @@ def test_ctrl_c_stops_gracefully_then_forcefully():
         loop.call_later(0.3, os.kill, os.getpid(), signal.SIGINT)
         return await run_headless(supervisor, printer)
 
-    assert asyncio.run(main()) == ExitCode.INTERRUPTED
+    assert asyncio.run(main()) == ExitCode.INCOMPLETE
     assert supervisor.calls == [("request_stop", False), ("request_stop", True)]
     # The handlers are gone afterwards: Ctrl+C is Python's again.
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -16,9 +16,15 @@ from tartok_tui.output.scan import verify
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import RunView, WorkerState
 from tartok_tui.tui.app import TartokApp
-from tartok_tui.tui.widgets import EventLog, WorkerTable
+from tartok_tui.tui.log_pane import WorkerLogPane
+from tartok_tui.tui.panes import EventLog
+from tartok_tui.tui.table import WorkerTable
 
 pytestmark = pytest.mark.timeout(300)
+
+
+def pane_text(app: TartokApp) -> str:
+    return "\n".join(line.text for line in app.query_one(WorkerLogPane).lines)
 
 
 async def wait_for(
@@ -51,7 +57,9 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
         # Slow batches (about a second per tar here) leave time to press keys mid-run.
         worker_env={"TARTOK_FAULT_INJECT": "slow_ms=800"},
     )
-    app = TartokApp(Supervisor(config))
+    app = TartokApp(
+        Supervisor(config), log_path_for=lambda slot: config.logs_path / f"worker-{slot}.log"
+    )
     async with app.run_test(size=(160, 40)) as pilot:
         view = await wait_for(app, lambda v: any(w.state == WorkerState.RUNNING for w in v.workers))
         slot = next(w.slot for w in view.workers if w.state == WorkerState.RUNNING)
@@ -59,10 +67,16 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
         table.move_cursor(row=table.get_row_index(f"slot:{slot}"))
         await pilot.pause()
 
+        # The worker's own log, as it writes it.
+        await pilot.press("l")
+        await wait_for(app, lambda v: f"slot {slot} ready on cpu" in pane_text(app), timeout=30)
+
         await pilot.press("p")
         await wait_for(app, lambda v: v.workers[slot].state == WorkerState.PAUSED, timeout=30)
-        await pilot.pause(0.5)  # a refresh tick shows it
-        assert table.get_cell(f"slot:{slot}", "state").plain == "paused"
+        # A refresh tick shows it, however long the loaded machine takes to get there.
+        await wait_for(
+            app, lambda v: table.get_cell(f"slot:{slot}", "state").plain == "paused", timeout=30
+        )
 
         await pilot.press("r")
         await wait_for(app, lambda v: v.workers[slot].state != WorkerState.PAUSED, timeout=30)
@@ -70,5 +84,6 @@ async def test_dashboard_runs_pauses_and_resumes_real_workers_to_a_verified_outp
         await app.workers.wait_for_complete()
         log_text = "\n".join(line.text for line in app.query_one(EventLog).lines)
     assert app.return_code == ExitCode.OK, log_text
-    assert "paused" in log_text and "resumed" in log_text
+    assert "pausing" in log_text and "paused (no batch running)" in log_text
+    assert "resumed" in log_text
     assert verify(inp, out).ok

@@ -15,44 +15,34 @@ from typing import Any, ClassVar
 
 from rich.console import Console
 from textual.app import App, ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.screen import ModalScreen
 from textual.widgets import Footer
 
 from tartok_tui.control import RunResult, SupervisorControl, fire
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.formatting import ALIVE_STATES
+from tartok_tui.formatting import IN_PLAY_STATES
 from tartok_tui.supervisor.views import RunView
-from tartok_tui.tui.screens import ConfirmScreen, HelpScreen
-from tartok_tui.tui.widgets import EventLog, RunHeader, WorkerDetail, WorkerTable
+from tartok_tui.tui.actions import DASHBOARD_KEYS, RUN_ACTIONS
+from tartok_tui.tui.header import RunHeader
+from tartok_tui.tui.log_pane import WorkerLogPane
+from tartok_tui.tui.panes import EventLog, WorkerDetail
+from tartok_tui.tui.screens import ConfirmScreen, HelpScreen, help_rows
+from tartok_tui.tui.table import WorkerTable
 
 REFRESH_HZ = 3.0
-MODAL_BLOCKED = frozenset({"control", "pause_all", "resume_all", "help", "quit", "screenshot"})
-"""Actions that must not fire from under a modal screen (it has its own keys)."""
 
 
 class TartokApp(App[int]):
     """The dashboard. ``clock`` names screenshots; ``tz`` formats event times
-    (local time when None); both are injectable so tests are deterministic."""
+    (local time when None); both are injectable so tests are deterministic.
+    ``log_path_for``: a worker slot's log file, for the log pane (none without it)."""
 
-    CSS_PATH = "dashboard.tcss"
+    CSS_PATH = Path(__file__).with_name("dashboard.tcss")  # absolute: subclasses live elsewhere
     TITLE = "tartok-tui"
     ENABLE_COMMAND_PALETTE = False  # every action has its own key; keep the footer for them
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("p", "control('pause')", "Pause"),
-        Binding("r", "control('resume')", "Resume"),
-        Binding("s", "control('stop')", "Stop"),
-        Binding("K", "control('kill')", "Kill"),
-        Binding("R", "control('restart')", "Restart"),
-        Binding("P", "pause_all", "Pause all"),
-        Binding("U", "resume_all", "Resume all"),
-        Binding("S", "screenshot", "Screenshot"),
-        Binding("question_mark", "help", "Help"),
-        Binding("q", "quit", "Quit"),
-        # Ctrl+C must not kill the app mid-tar: it asks like q does.
-        Binding("ctrl+c", "quit", "Quit", show=False, priority=True),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = [key.binding() for key in DASHBOARD_KEYS]
 
     def __init__(
         self,
@@ -64,8 +54,12 @@ class TartokApp(App[int]):
         refresh_hz: float = REFRESH_HZ,
         handle_signals: bool = False,
         context: str | None = None,
+        log_path_for: Callable[[int], Path] | None = None,
+        log_poll_s: float = 0.5,
     ) -> None:
         super().__init__()
+        self.log_path_for = log_path_for
+        self.log_poll_s = log_poll_s
         self.supervisor = supervisor
         self.clock = clock
         self.tz = tz
@@ -87,16 +81,19 @@ class TartokApp(App[int]):
         self.header = RunHeader(self.context, id="header")
         self.table = WorkerTable(id="workers")
         self.detail = WorkerDetail(id="detail")
-        self.log_pane = EventLog(id="events", tz=self.tz)
+        self.event_log = EventLog(id="events", tz=self.tz)
+        self.worker_log = WorkerLogPane(id="worker-log", poll_s=self.log_poll_s)
+        self.worker_log.display = False
         yield self.header
         yield self.table
         yield self.detail
-        yield self.log_pane
+        yield self.event_log
+        yield self.worker_log
         yield Footer()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Worker and run controls are off while a modal screen (help, a question) is up."""
-        return not (isinstance(self.screen, ModalScreen) and action in MODAL_BLOCKED)
+        """The dashboard's keys are off while a modal screen (help, a question) is up."""
+        return not (isinstance(self.screen, ModalScreen) and action in RUN_ACTIONS)
 
     def on_mount(self) -> None:
         if self.handle_signals:
@@ -132,12 +129,14 @@ class TartokApp(App[int]):
         with self.batch_update():
             self.header.show(view)
             self.table.show(view)
-            self.detail.show(view, self.table.selected_slot())
-            self.log_pane.show(view.events)
+            self.detail.show(view, self.table.selected_key())
+            self.event_log.show(view.events)
 
     def on_data_table_row_highlighted(self, _event: WorkerTable.RowHighlighted) -> None:
         if self.view is not None:
-            self.detail.show(self.view, self.table.selected_slot())
+            self.detail.show(self.view, self.table.selected_key())
+        if self.worker_log.display:
+            self._follow_selected_log()
 
     # ------------------------------------------------------------------ actions
 
@@ -164,19 +163,45 @@ class TartokApp(App[int]):
         self.notify("resuming all workers")
         self.refresh_view()
 
-    def action_help(self) -> None:
-        self.push_screen(HelpScreen())
+    def action_toggle_log(self) -> None:
+        """Show (or hide) the selected worker's log file under the event log."""
+        if self.worker_log.display:
+            self.worker_log.display = False
+            return
+        if self.log_path_for is None:
+            self.notify(
+                "This dashboard was not told where the worker logs are.", severity="warning"
+            )
+            return
+        if self.table.selected_slot() is None and self.worker_log.tail is None:
+            self.notify("Select a worker row first (↑ ↓).", severity="warning")
+            return
+        self.worker_log.display = True
+        self._follow_selected_log()
 
-    def action_screenshot(self) -> None:
+    def _follow_selected_log(self) -> None:
+        slot = self.table.selected_slot()
+        if slot is not None and self.log_path_for is not None:
+            self.worker_log.follow(slot, self.log_path_for(slot))
+            # Show it now rather than at the next tick.
+            self.run_worker(self.worker_log.poll(), group="log")
+
+    def action_help(self) -> None:
+        bindings = [active.binding for active in self.screen.active_bindings.values()]
+        self.push_screen(HelpScreen(help_rows(bindings, self.get_key_display)))
+
+    def action_screenshot(self, filename: str | None = None, path: str | None = None) -> None:
+        """Save an SVG of the dashboard (default: tartok-tui-<time>.svg in screenshot_dir)."""
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.clock()))
         try:
-            path = self.save_screenshot(
-                filename=f"tartok-tui-{stamp}.svg", path=str(self.screenshot_dir)
+            saved = self.save_screenshot(
+                filename=filename or f"tartok-tui-{stamp}.svg",
+                path=path or str(self.screenshot_dir),
             )
         except OSError as exc:  # an unwritable directory must not end the run
             self.notify(f"screenshot not saved: {exc}", severity="error")
             return
-        self.notify(f"screenshot saved: {path}")
+        self.notify(f"screenshot saved: {saved}")
 
     async def action_quit(self) -> None:
         """Quit cleanly: ask, request a stop, and leave when the run has ended."""
@@ -197,7 +222,7 @@ class TartokApp(App[int]):
                 self._force_stop,
             )
             return
-        if any(w.state in ALIVE_STATES for w in view.workers):
+        if any(w.state in IN_PLAY_STATES for w in view.workers):
             self.push_screen(
                 ConfirmScreen(
                     "Stop the run? Committed tars stay done; tars in progress are redone "
@@ -226,15 +251,20 @@ class TartokApp(App[int]):
 
 
 def run_dashboard(
-    supervisor: SupervisorControl, *, console: Console | None = None, context: str | None = None
+    supervisor: SupervisorControl,
+    *,
+    console: Console | None = None,
+    context: str | None = None,
+    log_path_for: Callable[[int], Path] | None = None,
 ) -> int:
     """Show the dashboard until the run ends; print the summary; return the exit code.
 
     ``context``: one line saying what runs (input, output, model), shown on top.
+    ``log_path_for``: a slot's worker log file, for the log pane (key l).
     """
     from tartok_tui.progress import HeadlessPrinter
 
-    app = TartokApp(supervisor, handle_signals=True, context=context)
+    app = TartokApp(supervisor, handle_signals=True, context=context, log_path_for=log_path_for)
     code = app.run()
     if app.error is not None:
         raise app.error

@@ -1,58 +1,90 @@
-"""Modal screens: the key help and the yes/no confirmation."""
+"""Modal screens: the help (built from the live key bindings) and the yes/no question."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from tartok_tui.formatting import STATE_STYLES
+from tartok_tui.formatting import PROGRESS_WARN_S, STATE_LEGEND
 
-KEYS: tuple[tuple[str, str], ...] = (
-    ("↑ ↓", "select a worker"),
-    ("p", "pause the selected worker (it takes no new batch)"),
-    ("r", "resume the selected worker"),
-    ("s", "stop the selected worker after its current tar"),
-    ("K", "kill the selected worker now (its tar is leased again; the slot restarts)"),
-    ("R", "restart the selected worker"),
-    ("P / U", "pause / resume all workers"),
-    ("S", "save a screenshot (SVG) of the dashboard"),
-    ("q", "quit: stop the run cleanly (resumable); q again while stopping kills the workers"),
-    ("?", "this help"),
+READING_THE_TABLE: tuple[tuple[str, str], ...] = (
+    ("Lat/smp", "average latency per sample: the worker's wall time over its samples"),
+    ("detail line", "the selected row in full; per batch: average model time per batch"),
+    ("Last prog", f"time since the worker last made progress; yellow past {PROGRESS_WARN_S:.0f} s"),
+    ("×RT", "audio seconds per second of model time"),
+    ("device rows", "the GPU's utilisation, power, temperature and memory used/total"),
+    ("Speed graph", "×real time over the last minutes; red where nothing was done"),
 )
 
 
+def help_rows(
+    bindings: Iterable[Binding], key_display: Callable[[Binding], str]
+) -> list[tuple[str, str]]:
+    """(keys, what they do) per action, from the bindings that carry a help text.
+
+    Keys bound to the same action share a row; rows follow the first shown key of
+    each action, so hidden aliases (Ctrl+C for q) do not reorder the help.
+    """
+    groups: dict[str, list[tuple[int, Binding]]] = {}
+    for index, binding in enumerate(bindings):
+        if binding.tooltip and not binding.system:
+            groups.setdefault(binding.action, []).append((index, binding))
+
+    def position(action: str) -> tuple[int, int]:
+        shown = [index for index, b in groups[action] if b.show]
+        return (0, shown[0]) if shown else (1, groups[action][0][0])
+
+    rows = []
+    for action in sorted(groups, key=position):
+        group = sorted((b for _, b in groups[action]), key=lambda b: not b.show)
+        keys = " ".join(dict.fromkeys(key_display(b) for b in group))
+        rows.append((keys, group[0].tooltip))
+    return rows
+
+
 class HelpScreen(ModalScreen[None]):
-    """What each key does and what each state colour means."""
+    """What each key does (from the bindings), what each state means, how to read the table."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q", "dismiss", "Close"),
     ]
 
+    def __init__(self, rows: list[tuple[str, str]]) -> None:
+        super().__init__()
+        self.rows = rows
+
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
         keys.add_column(style="bold cyan", justify="right")
         keys.add_column()
-        for key, meaning in KEYS:
+        for key, meaning in self.rows:
             keys.add_row(key, meaning)
-        states = Text("States: ")
-        for state, style in STATE_STYLES.items():
-            states.append(state.value, style=style)
-            states.append("  ")
-        with Vertical(id="help-box"):
-            yield Static(Text("tartok-tui keys", style="bold"), id="help-title")
+        states = Table.grid(padding=(0, 2))
+        states.add_column(justify="right")
+        states.add_column()
+        for state, (style, meaning) in STATE_LEGEND.items():
+            states.add_row(Text(state.value, style=style), meaning)
+        columns = Table.grid(padding=(0, 2))
+        columns.add_column(style="bold", justify="right")
+        columns.add_column()
+        for name, meaning in READING_THE_TABLE:
+            columns.add_row(name, meaning)
+        with VerticalScroll(id="help-box"):
+            yield Static(Text("tartok-tui keys", style="bold"), id="help-first-title")
             yield Static(keys)
-            yield Static(states, id="help-states")
-            yield Static(Text("Esc or ? closes this help", style="dim"))
-
-    def action_dismiss(self) -> None:
-        self.dismiss(None)
+            yield Static(Text("Worker states", style="bold"), classes="help-title")
+            yield Static(states)
+            yield Static(Text("Reading the table", style="bold"), classes="help-title")
+            yield Static(columns)
+            yield Static(Text("Esc or ? closes this help", style="dim"), id="help-close")
 
 
 class ConfirmScreen(ModalScreen[bool]):
