@@ -62,7 +62,6 @@ app = typer.Typer(
 )
 
 
-
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"tartok-tui {__version__}")

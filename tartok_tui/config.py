@@ -245,6 +245,10 @@ class RunConfig:
     def logs_path(self) -> Path:
         return self.log_dir if self.log_dir is not None else self.output_dir / "logs"
 
+    def worker_log_path(self, slot: int) -> Path:
+        """The log file of a worker slot (every process the slot starts appends to it)."""
+        return self.logs_path / f"worker-{slot}.log"
+
 
 @dataclass
 class DisplayOptions:

@@ -76,7 +76,10 @@ def run_pipeline(
 
         context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
         return run_dashboard(
-            make_supervisor(config, None, validated), console=console, context=context
+            make_supervisor(config, None, validated),
+            console=console,
+            context=context,
+            log_path_for=config.worker_log_path,
         )
 
     from tartok_tui.progress import HeadlessPrinter, run_headless

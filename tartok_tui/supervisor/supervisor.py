@@ -325,7 +325,7 @@ class Supervisor:
             slot=p.slot,
             options=options,
             env={**self.config.worker_env, **p.env},
-            log_path=self.config.logs_path / f"worker-{p.slot}.log",
+            log_path=self.config.worker_log_path(p.slot),
         )
 
     async def _run_worker(self, slot: Slot) -> int:
@@ -586,6 +586,7 @@ class Supervisor:
             stopping=self._stopping,
             exit_reason=self._exit_reason,
             throughput=self._throughput.values(),
+            throughput_interval_s=self._throughput.interval_s,
             gpus=self._gpus,
             nodes_alive=nodes_alive(self._slots),
         )

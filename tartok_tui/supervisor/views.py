@@ -147,6 +147,7 @@ class RunView:
     """True while some tars' counts are estimated from the tars counted so far."""
     throughput: tuple[float, ...] = ()
     """x real time over the last minutes, one value per interval, oldest first."""
+    throughput_interval_s: float = 10.0
     gpus: tuple[GpuView, ...] = ()
     nodes_alive: int = 1
 

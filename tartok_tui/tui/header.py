@@ -15,8 +15,6 @@ from tartok_tui.supervisor.views import RunView, WorkerState
 
 BAR_WIDTH = 32
 BLOCKS = "▁▂▃▄▅▆▇█"
-THROUGHPUT_STEP_S = 10.0
-"""Seconds per value of ``RunView.throughput`` (the supervisor's measuring interval)."""
 
 
 def sparkline(values: Sequence[float], width: int = BAR_WIDTH) -> Text:
@@ -68,7 +66,7 @@ def _speed_text(view: RunView) -> Text:
     speed.append(" real time")
     if view.throughput:
         shown = view.throughput[-BAR_WIDTH:]
-        span = len(shown) * THROUGHPUT_STEP_S
+        span = len(shown) * view.throughput_interval_s
         window = f"{span:.0f} s" if span < 120 else f"{span / 60:.0f} min"
         speed.append(
             f"   graph: last {window}, now {shown[-1]:,.0f}×, peak {max(shown):,.0f}×",
