@@ -39,6 +39,8 @@ class Entry:
     record: dict | None = None
     error: tuple[str, str] | None = None
     """(stage, reason) when the sample gets an error record instead of tokens."""
+    held_back: bool = False
+    """Left out of a batch once already (see LeaseRunner._dispatch)."""
 
 
 @dataclass

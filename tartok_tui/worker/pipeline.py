@@ -53,6 +53,27 @@ WINDOW_BATCHES = 4
 has choice without buffering much (4 x 240 s of 16 kHz float32 is ~60 MB)."""
 
 
+class Window:
+    """Decoded samples waiting to be planned into batches."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.samples = 0
+        """16 kHz samples of audio held."""
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if entry.clip is not None:
+            self.samples += len(entry.clip)
+
+    def full(self, max_samples: float) -> bool:
+        return len(self.entries) >= WINDOW_MAX_SAMPLES or self.samples >= max_samples
+
+    def take(self) -> list[Entry]:
+        entries, self.entries, self.samples = self.entries, [], 0
+        return entries
+
+
 class LeaseAborted(Exception):
     """The supervisor asked to abort (or vanished); nothing of this tar is committed."""
 
@@ -239,47 +260,38 @@ class LeaseRunner:
 
     def _run_streaming(self, tar_path: Path, output: LeaseOutput) -> None:
         decoders = self.opts.resolved_decode_workers
-        # Deep enough that a GPU batch's worth of clips is decoded while the model runs
-        # the previous one; bounded so a tar of long clips cannot fill memory.
+        # Deep enough that decoding goes on while the lease thread waits for a free slot
+        # (on a GPU: a whole window, so a batch is never short of decoded clips); bounded
+        # so a tar of long clips cannot fill memory.
+        depth = WINDOW_MAX_SAMPLES if self.on_gpu else max(16, 8 * decoders)
         reader = TarReader(
-            tar_path,
-            self.opts.audio_exts,
-            self._decode,
-            self.pool,
-            self.counter,
-            depth=max(16, 8 * decoders),
+            tar_path, self.opts.audio_exts, self._decode, self.pool, self.counter, depth
         ).start()
         batches = self._batches(output)
-        full_batch = self.tokenizer.batch_seconds * SAMPLE_RATE if self.on_gpu else 1
-        feed = DecodedFeed(reader.items, batches, full_batch)
-        window: list[Entry] = []
-        window_samples = 0
-        window_cap = WINDOW_BATCHES * self.tokenizer.batch_seconds * SAMPLE_RATE
+        batch_samples = self.tokenizer.batch_seconds * SAMPLE_RATE
+        feed = DecodedFeed(reader.items, batches, batch_samples if self.on_gpu else 1)
+        window = Window()
         damaged = device_failed = False
         try:
             while True:
-                item = feed.next(window_samples)
+                item = feed.next(window.samples)
                 if item is END:
                     break
                 if isinstance(item, ReaderFailed) and item.unreadable:
                     raise OSError(item.reason)
-                if item is FLUSH or isinstance(item, (TarDamage, ReaderFailed)):
-                    # FLUSH: the device would idle, or can take a full batch ahead; hand it
-                    # what is decoded rather than wait for a full window.
-                    self._submit_window(window, batches, output)
-                    window, window_samples = [], 0
-                    if item is not FLUSH:
-                        damaged = True
-                        output.tar_error(item.reason)
-                    continue
-                entry = resolve(*item)
-                window.append(entry)
-                if entry.clip is not None:
-                    window_samples += len(entry.clip)
-                if len(window) >= WINDOW_MAX_SAMPLES or window_samples >= window_cap:
-                    self._submit_window(window, batches, output)
-                    window, window_samples = [], 0
-            self._submit_window(window, batches, output)
+                if item is FLUSH:
+                    # The device would idle, or can take a full batch ahead: hand it what
+                    # is decoded rather than wait for a full window.
+                    self._dispatch(window, batches, output, final=False)
+                elif isinstance(item, (TarDamage, ReaderFailed)):
+                    self._dispatch(window, batches, output, final=True)
+                    damaged = True
+                    output.tar_error(item.reason)
+                else:
+                    window.add(resolve(*item))
+                    if window.full(WINDOW_BATCHES * batch_samples):
+                        self._dispatch(window, batches, output, final=False)
+            self._dispatch(window, batches, output, final=True)
             batches.drain()
             output.state.read_clean = not damaged
         except BaseException as exc:
@@ -292,21 +304,37 @@ class LeaseRunner:
             batches.abandon(wait_running=not device_failed)
             reader.stop()
 
-    def _submit_window(
-        self, window: list[Entry], batches: RunningBatches, output: LeaseOutput
+    def _dispatch(
+        self, window: Window, batches: RunningBatches, output: LeaseOutput, final: bool
     ) -> None:
-        """Plan a window's clips into length-sorted batches and submit them (each as soon
-        as a slot is free); returns once the last is submitted, so the next window is
-        gathered while the model works. Samples without audio are written now; the writer
-        puts everything back in sample order."""
-        good = [e for e in window if e.clip is not None]
-        for entry in window:
+        """Plan the window's clips into length-sorted batches and submit them, each as soon
+        as a slot is free. Samples without audio are written now; the writer puts
+        everything back in sample order.
+
+        On a GPU the plan's last batch, the short remainder, goes back to the window to be
+        planned with the next clips (a full batch fills the device better), unless this is
+        the end, the device would idle, or it holds a clip that was already held back once
+        (so no clip waits longer than two windows)."""
+        good: list[Entry] = []
+        for entry in window.take():
             if entry.clip is None:
                 output.write(entry)
+            else:
+                good.append(entry)
         if not good:
             return
-        for batch in self.tokenizer.plan_batches([len(e.clip) for e in good]):
-            batches.submit([good[i] for i in batch])
+        plan = [
+            [good[i] for i in b] for b in self.tokenizer.plan_batches([len(e.clip) for e in good])
+        ]
+        *full, rest = plan
+        for batch in full:
+            batches.submit(batch)
+        if final or not self.on_gpu or batches.idle() or any(e.held_back for e in rest):
+            batches.submit(rest)
+            return
+        for entry in rest:
+            entry.held_back = True
+            window.add(entry)
 
     # ------------------------------------------------------------------ isolation mode
 
