@@ -74,7 +74,8 @@ class RunningBatches:
         now = time.monotonic()
         busy = now - self._mark
         self._mark = now
-        for future in done:
+        # In submission order, so the same run hands back its batches in the same order.
+        for future in [f for f in self.running if f in done]:
             entries, submitted = self.running.pop(future)
             self._on_done(entries, future.result(), now - submitted, busy)
             busy = 0.0
