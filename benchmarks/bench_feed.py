@@ -104,9 +104,8 @@ class SimulatedDevice:
     def submit(self, clips: list) -> Future:
         lengths = [len(c) for c in clips]
         host = np.zeros((len(clips), max(lengths)), dtype=np.float32)
-        for row, clip in zip(host, clips, strict=True):
-            if isinstance(clip, np.ndarray):
-                row[: clip.shape[0]] = clip
+        for row, clip, n in zip(host, clips, lengths, strict=True):
+            row[:n] = np.asarray(clip, dtype=np.float32)
         return self._stream.submit(self._run, lengths)
 
     def _run(self, lengths: list[int]) -> list[Tokens]:

@@ -86,9 +86,11 @@ class TarReader:
     def stop(self) -> None:
         """Stop reading and wait for the thread to end (it may be blocked on a full queue)."""
         self._stop.set()
-        while self._thread.is_alive():
+        while self._thread.is_alive() or not self.items.empty():
             with contextlib.suppress(queue.Empty):
-                self.items.get(timeout=0.05)
+                item = self.items.get(timeout=0.05)
+                if isinstance(item, tuple) and item[1] is not None:
+                    item[1].cancel()  # a decode nobody will read: skip it if not started
 
     def _decode_counted(self, data: bytes) -> Any:
         try:
