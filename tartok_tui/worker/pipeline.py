@@ -4,12 +4,13 @@ Samples flow through three stages. A reader thread (feed.TarReader) walks the ta
 hands each sample's audio to a decode pool, queueing (sample, future) pairs in a bounded
 queue so decoding runs ahead of the model without holding the whole tar in memory. The
 lease thread gathers a window of decoded samples, lets the tokenizer plan length-sorted
-batches inside it and submits each (batches.RunningBatches): one per stream on the CPU,
-one more than the streams on a GPU so that the next batch is packed while the current one
-runs. Pause, abort and cleanup requests take effect between batches. There is no barrier
-between windows: the next window gathers while the last batches of one run, and a device
-that would idle takes the clips decoded so far. Batches are written as they end; the
-TarWriter puts the results back in the tar's sample order.
+batches inside it and submits them (batches.RunningBatches): one per stream on the CPU;
+on a GPU one more than the streams, so that the next batch is packed on the host while
+the current one runs. There is no barrier between windows: a device that would idle takes
+the clips decoded so far, and on a GPU a free submission slot takes a window as soon as it
+holds a full batch (its short remainder waits for the next window, once at most). Pause,
+abort and cleanup requests take effect between batches. Batches are written as they end;
+the TarWriter puts the results back in the tar's sample order.
 
 A lost device (DeviceFailure) is never written down: the lease is dropped uncommitted and
 the error propagates, so the process exits and a fresh one takes the tar. A tar in which
@@ -94,8 +95,8 @@ class Tokenizer(Protocol):
 
     def plan_batches(self, lengths: list[int]) -> list[list[int]]: ...
 
-    def submit(self, clips: list[Any]) -> Any:
-        """A future of one result per clip (Tokens or TokenizeError); DeviceFailure from
+    def submit(self, clips: list[Any]) -> Future[list[Tokens | TokenizeError]]:
+        """Start one batch (packed on the calling thread); a future of one result per clip (Tokens or TokenizeError); DeviceFailure from
         the future when the device is gone."""
 
     def cleanup(self) -> None: ...
