@@ -11,8 +11,15 @@ from tartok_tui import messages as m
 
 log = logging.getLogger("tartok_tui.worker")
 
+EXIT_OK = 0
+EXIT_LOAD_FAILED = 3
+"""The model could not be loaded (a LoadFailed message says why)."""
 EXIT_ORPHANED = 4
 """The worker's exit code when the supervisor is gone (stdin closed, or stdout broken)."""
+EXIT_DEVICE_LOST = 5
+"""The device failed in a way no clip is to blame for (a lost CUDA context): the lease in
+hand was given up uncommitted and a Log message said why. A fresh process (and device
+context) must take over: the supervisor returns the tar to the queue and restarts the slot."""
 ORPHAN_GRACE_S = 3.0
 """After stdin closes, seconds the worker may take to abort cleanly before it just exits."""
 RESOURCES_EVERY_S = 2.0

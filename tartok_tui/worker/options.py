@@ -87,9 +87,21 @@ class WorkerOptions:
         return cls(**data)
 
     @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    @property
     def resolved_decode_workers(self) -> int:
+        """Decode threads: ``decode_workers`` if set, else chosen from the worker's cores.
+
+        On a GPU worker decoding is the main CPU work: the model runs on the device and
+        the lease thread mostly waits, so every core the worker is given decodes (one
+        thread per core; decode + soxr VHQ + normalisation is ~1,000x real time per core,
+        and a GPU in bf16 can take several thousand x). On the CPU the model needs the
+        cores (~10x real time against decoding's 1,000x): a couple of threads keep it fed.
+        """
         if self.decode_workers > 0:
             return self.decode_workers
-        # Decoding is cheap next to the model on a CPU (1,000x real time vs ~10x): a
-        # couple of threads keep the model fed without stealing its cores.
+        if self.on_gpu:
+            return max(1, self.threads)
         return max(1, min(4, self.threads // 2))

@@ -1,52 +1,115 @@
 """One lease: stream a tar, decode ahead of the model, batch by length, tokenize, write.
 
-Samples flow through three stages. A reader thread walks the tar and hands
-each sample's audio to a small decode pool, queueing (sample, future) pairs in
-a bounded queue so decoding runs ahead of the model without holding the whole
-tar in memory. The lease thread gathers a window of decoded samples, lets the
-tokenizer plan length-sorted batches inside it and starts each on a free stream
-of the tokenizer (pause, abort and cleanup requests take effect between
-batches). There is no barrier between windows: the next window gathers while
-the last batches of one run, and a stream that would idle takes the clips
-decoded so far. Batches are written as they end; the TarWriter puts the
-results back in the tar's sample order.
+Samples flow through three stages. A reader thread (feed.TarReader) walks the tar and
+hands each sample's audio to a decode pool, queueing (sample, future) pairs in a bounded
+queue so decoding runs ahead of the model without holding the whole tar in memory. The
+lease thread gathers a window of decoded samples, lets the tokenizer plan length-sorted
+batches inside it and submits them (batches.RunningBatches): one per stream on the CPU;
+on a GPU one more than the streams, so that the next batch is packed on the host while
+the current one runs. There is no barrier between windows: a device that would idle takes
+the clips decoded so far, and on a GPU a free submission slot takes a window as soon as it
+holds a full batch (its short remainder waits for the next window, once at most). Pause,
+abort and cleanup requests take effect between batches. Batches are written as they end;
+the TarWriter puts the results back in the tar's sample order.
+
+A lost device (DeviceFailure) is never written down: the lease is dropped uncommitted and
+the error propagates, so the process exits and a fresh one takes the tar. A tar in which
+too many clips got model errors is failed, not committed (lease.TooManyModelErrors).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tartok_tui import messages as m
-from tartok_tui.audio import AudioError
+from tartok_tui.codec.errors import DeviceFailure
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
-from tartok_tui.output.writer import TarWriter, make_record
-from tartok_tui.shards.reader import Sample, TarDamage, count_samples, iter_samples
-from tartok_tui.worker.channel import RESOURCES_EVERY_S, Channel, Control, gpu_resources
+from tartok_tui.output.writer import TarWriter
+from tartok_tui.shards.reader import Sample, TarDamage, iter_samples, scan_tar
+from tartok_tui.worker.batches import RunningBatches
+from tartok_tui.worker.channel import Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
+from tartok_tui.worker.feed import END, FLUSH, DecodedFeed, ReaderFailed, TarReader, resolve
+from tartok_tui.worker.heartbeat import ProgressCounter
+from tartok_tui.worker.lease import (
+    SAMPLE_RATE,
+    Entry,
+    LeaseOutput,
+    LeaseState,
+    TooManyModelErrors,
+)
 from tartok_tui.worker.options import WorkerOptions
 
 log = logging.getLogger("tartok_tui.worker")
 
-PROGRESS_EVERY_S = 0.25
-"""At most ~4 progress messages a second: enough for a live view, cheap for the pipe."""
 WINDOW_MAX_SAMPLES = 256
 WINDOW_BATCHES = 4
 """A window holds about this many model batches of audio, so planning by length
 has choice without buffering much (4 x 240 s of 16 kHz float32 is ~60 MB)."""
-SAMPLE_RATE = 16000
+
+
+class Window:
+    """Decoded samples waiting to be planned into batches."""
+
+    def __init__(self) -> None:
+        self.entries: list[Entry] = []
+        self.samples = 0
+        """16 kHz samples of audio held."""
+
+    def add(self, entry: Entry) -> None:
+        self.entries.append(entry)
+        if entry.clip is not None:
+            self.samples += len(entry.clip)
+
+    def full(self, max_samples: float) -> bool:
+        return len(self.entries) >= WINDOW_MAX_SAMPLES or self.samples >= max_samples
+
+    def take(self) -> list[Entry]:
+        entries, self.entries, self.samples = self.entries, [], 0
+        return entries
 
 
 class LeaseAborted(Exception):
     """The supervisor asked to abort (or vanished); nothing of this tar is committed."""
+
+
+class Tokenizer(Protocol):
+    """What the pipeline uses of the tokenizer (BiCodecTokenizer; a simulated device in
+    benchmarks/bench_feed.py)."""
+
+    streams: int
+    batch_seconds: float
+    device: Any
+    """A torch.device: its ``type`` is "cpu" or the accelerator's."""
+    fault_hook: Any
+    progress_hook: Any
+
+    def prepare(self, data: bytes, max_seconds: float | None = None) -> Any:
+        """Audio bytes -> a prepared clip; ``len(clip)`` is its 16 kHz sample count."""
+
+    def plan_batches(self, lengths: list[int]) -> list[list[int]]: ...
+
+    def submit(self, clips: list[Any]) -> Future[list[Tokens | TokenizeError]]:
+        """Start one batch (packed on the calling thread); a future of one result per clip (Tokens or TokenizeError); DeviceFailure from
+        the future when the device is gone."""
+
+    def cleanup(self) -> None: ...
+
+
+def is_device_failure(exc: BaseException) -> bool:
+    """A device that can no longer be trusted: nothing of the lease may be committed."""
+    if isinstance(exc, DeviceFailure):
+        return True
+    import torch
+
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    return accelerator_error is not None and isinstance(exc, accelerator_error)
 
 
 def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
@@ -65,158 +128,29 @@ def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
     return tokenizer
 
 
-@dataclass
-class _Entry:
-    """One sample on its way to the output file."""
-
-    index: int
-    key: str
-    sample: Sample
-    wav: Any = None
-    record: dict | None = None
-    error: tuple[str, str] | None = None
-    """(stage, reason) when the sample gets an error record instead of tokens."""
-
-
-@dataclass
-class _ReaderFailed:
-    reason: str
-    unreadable: bool = False
-    """The file could not be opened or read at all: fail the lease (nothing committed,
-    the next run retries) instead of committing an error record for a tar we never saw."""
-
-
-_END = object()
-
-
-_STREAM_FREE = object()
-"""From _Feed.next(): a stream is free and decoded clips wait in the window."""
-
-
-class _RunningBatches:
-    """Batches running on the tokenizer's streams (at most one per stream); each is
-    recorded and written as soon as it ends.
-
-    Pause, abort and cleanup act between submissions: a pause or a cleanup first lets
-    the running batches end, so "paused" means no batch running and cleanup frees the
-    most.
-    """
-
-    def __init__(self, runner: LeaseRunner, writer: TarWriter) -> None:
-        self.runner = runner
-        self.writer = writer
-        self.running: dict[Future, tuple[list[_Entry], float]] = {}
-        # Model wall time is counted once however many batches run at once: from the
-        # last accounting mark, while at least one batch is running.
-        self._mark = 0.0
-
-    def free(self) -> bool:
-        return len(self.running) < self.runner.tokenizer.streams
-
-    def submit(self, entries: list[_Entry]) -> None:
-        runner = self.runner
-        while not self.free():
-            self.collect(block=True)
-        if runner.control.paused.is_set() or runner.control.cleanup.is_set():
-            self.drain()
-        runner._checkpoint()
-        runner.faults.before_batch(e.key for e in entries)
-        now = time.monotonic()
-        if not self.running:
-            self._mark = now
-        self.running[runner.tokenizer.submit([e.wav for e in entries])] = (entries, now)
-
-    def collect(self, block: bool) -> None:
-        """Record and write the batches that have ended (waiting for one if `block`)."""
-        if not self.running:
-            return
-        done, _ = wait(
-            list(self.running), timeout=None if block else 0, return_when=FIRST_COMPLETED
-        )
-        if not done:
-            return
-        now = time.monotonic()
-        busy = now - self._mark
-        self._mark = now
-        for future in done:
-            entries, submitted = self.running.pop(future)
-            self.runner._record(entries, future.result(), now - submitted, busy)
-            busy = 0.0
-            for entry in entries:
-                self.runner._write(entry, self.writer)
-
-    def drain(self) -> None:
-        while self.running:
-            self.collect(block=True)
-
-    def abandon(self) -> None:
-        """Drop the batches still running (an aborted or failed lease): wait for them to
-        end, write nothing."""
-        running, self.running = list(self.running), {}
-        for future in running:
-            future.cancel()
-        wait(running)
-
-
-class _Feed:
-    """The reader's (sample, decode future) items, taken in tar order; while waiting for
-    the next one it writes batches that end and says when a stream would idle."""
-
-    POLL_S = 0.01
-    """How often to look for a batch that ended while the reader's queue is empty
-    (input slower than the model; the queue has no way to wake us)."""
-
-    def __init__(self, prefetch: queue.Queue, batches: _RunningBatches) -> None:
-        self.prefetch = prefetch
-        self.batches = batches
-        self._head: Any = None
-        """The item taken from the queue and not yet returned (items are never None)."""
-
-    def next(self, window_waiting: bool) -> Any:
-        """The next item once it is decoded, or _STREAM_FREE when `window_waiting` and a
-        stream has nothing to run."""
-        batches = self.batches
-        while True:
-            batches.collect(block=False)
-            if self._head is None:
-                try:
-                    self._head = self.prefetch.get_nowait()
-                except queue.Empty:
-                    if window_waiting and batches.free():
-                        return _STREAM_FREE
-                    try:
-                        self._head = self.prefetch.get(
-                            timeout=self.POLL_S if batches.running else None
-                        )
-                    except queue.Empty:
-                        continue
-            future = self._head[1] if isinstance(self._head, tuple) else None
-            if future is None or future.done():
-                item, self._head = self._head, None
-                return item
-            if window_waiting and batches.free():
-                return _STREAM_FREE
-            # Wake when the clip is decoded or a batch ends, whichever comes first.
-            wait([future, *batches.running], return_when=FIRST_COMPLETED)
-
-
 class LeaseRunner:
     """Processes leases one after another with one loaded tokenizer."""
 
     def __init__(
         self,
-        tokenizer: BiCodecTokenizer,
+        tokenizer: Tokenizer,
         opts: WorkerOptions,
         control: Control,
         channel: Channel,
         faults: Faults,
+        counter: ProgressCounter,
     ) -> None:
         self.tokenizer = tokenizer
         self.opts = opts
         self.control = control
         self.channel = channel
         self.faults = faults
-        self._last_resources = 0.0
+        self.counter = counter
+        self.on_gpu = tokenizer.device.type != "cpu"
+        tokenizer.progress_hook = faults.wrap_progress(counter.advance)
+        hook = faults.model_call_hook()
+        if hook is not None:
+            tokenizer.fault_hook = hook
         self.pool = ThreadPoolExecutor(
             max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
         )
@@ -224,211 +158,193 @@ class LeaseRunner:
     # ------------------------------------------------------------------ per lease
 
     def run(self, lease: m.Lease) -> None:
+        """Process one lease to a committed tar, a TarFailed, or an exception: LeaseAborted,
+        or a device failure (both leave nothing committed)."""
         tar_path = Path(lease.tar_path)
-        self._lease = lease
-        self._started = time.monotonic()
-        self._done = 0
-        self._errors = 0
-        self._audio = 0.0
-        self._batches = 0
-        self._model_s = 0.0
-        self._last_batch_ms = 0.0
-        self._last_batch_size = 0
-        self._last_progress = 0.0
-        self._journal_to_remove: IsolationJournal | None = None
-        self._expected: int | None = None
+        state = LeaseState(lease)
+        self.faults.on_lease(lease.tar_path)
         # Counting reads every member header (a few seconds on a big tar on a slow disk):
         # done alongside, so the model starts at once; progress carries the count when known.
         threading.Thread(
-            target=self._count, args=(lease, tar_path), name="count", daemon=True
+            target=self._count, args=(state, tar_path), name="count", daemon=True
         ).start()
         self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, None))
         writer = TarWriter(
             self.opts.output_dir, self.opts.input_dir, tar_path, lease_id=lease.lease_id
         )
+        output = LeaseOutput(state, writer, self.channel, self.counter, self.opts.device)
         try:
             if lease.isolate:
-                self._run_isolated(tar_path, writer)
+                self._run_isolated(tar_path, output)
             else:
-                self._run_streaming(tar_path, writer)
-            self._checkpoint()
-            writer.commit()
-            # Committed: a journal (this attempt's, or one an earlier run left) has served
-            # its purpose and must not blame a sample in some later run.
-            if self._journal_to_remove is not None:
-                self._journal_to_remove.remove()
-            else:
-                writer.paths.journal.unlink(missing_ok=True)
-        except LeaseAborted:
+                self._run_streaming(tar_path, output)
+            self._checkpoint(output)
+            output.check_model_errors(state.done)
+            writer.commit(expected_samples=state.commit_count())
+            self.counter.advance()
+        except (LeaseAborted, DeviceFailure):
             writer.abort()
             raise
-        except Exception as exc:
-            log.exception("tar %s failed", tar_path)
+        except TooManyModelErrors as exc:
             writer.abort()
-            self.channel.send(
-                m.TarFailed(lease.lease_id, lease.tar_path, f"{type(exc).__name__}: {exc}")
-            )
+            self._failed(lease, str(exc))
             return
-        self._progress(force=True)
-        self.channel.send(
-            m.TarDone(
-                lease_id=lease.lease_id,
-                tar_path=lease.tar_path,
-                samples=self._done,
-                errors=self._errors,
-                audio_seconds=self._audio,
-                wall_seconds=time.monotonic() - self._started,
-                model_seconds=self._model_s,
-            )
-        )
-
-    def _count(self, lease: m.Lease, tar_path: Path) -> None:
-        try:
-            count = count_samples(tar_path)
-            if self._lease is lease:  # not a late answer about an earlier tar
-                self._expected = count
         except Exception as exc:
-            # Counting is only for the progress bar; a damaged tar is reported by the reader.
+            writer.abort()
+            if is_device_failure(exc):
+                raise
+            log.exception("tar %s failed", tar_path)
+            self._failed(lease, f"{type(exc).__name__}: {exc}")
+            return
+        # Committed: a journal (this attempt's, or one an earlier run left) has served its
+        # purpose and must not blame a sample in some later run.
+        if state.journal is not None:
+            state.journal.remove()
+        else:
+            writer.paths.journal.unlink(missing_ok=True)
+        output.progress(force=True)
+        self.channel.send(output.done_message())
+
+    def _failed(self, lease: m.Lease, reason: str) -> None:
+        log.error("tar %s failed: %s", lease.tar_path, reason)
+        self.channel.send(m.TarFailed(lease.lease_id, lease.tar_path, reason, kind="tar"))
+
+    @staticmethod
+    def _count(state: LeaseState, tar_path: Path) -> None:
+        try:
+            scan = scan_tar(tar_path)
+        except Exception as exc:
+            # Counting is for the progress bar and the commit check; the reader reports
+            # what is wrong with the tar.
             log.warning("could not count samples of %s: %s", tar_path, exc)
+            return
+        state.scan = (scan.count, scan.damage is None)
 
     def cleanup(self) -> None:
         self.control.cleanup.clear()
         self.tokenizer.cleanup()
         self.channel.send(gpu_resources(self.opts.device))
 
-    # ------------------------------------------------------------------ streaming mode
-
-    def _run_streaming(self, tar_path: Path, writer: TarWriter) -> None:
-        # Deep enough that a GPU batch's worth of clips is decoded while the model runs
-        # the previous one; bounded so a tar of long clips cannot fill memory.
-        prefetch: queue.Queue = queue.Queue(maxsize=max(16, 8 * self.opts.resolved_decode_workers))
-        stop_reading = threading.Event()
-        reader = threading.Thread(
-            target=self._read_tar,
-            args=(tar_path, prefetch, stop_reading),
-            name="tar-reader",
-            daemon=True,
-        )
-        reader.start()
-        batches = _RunningBatches(self, writer)
-        feed = _Feed(prefetch, batches)
-        window: list[_Entry] = []
-        window_seconds = 0.0
-        seconds_cap = WINDOW_BATCHES * self.opts.batch_seconds
-        try:
-            while True:
-                item = feed.next(window_waiting=bool(window))
-                if item is _STREAM_FREE:
-                    # A stream would idle: hand it what is decoded rather than wait for a
-                    # full window (which only sorts batches by length).
-                    self._submit_window(window, batches, writer)
-                    window, window_seconds = [], 0.0
-                    continue
-                if item is _END:
-                    break
-                if isinstance(item, _ReaderFailed) and item.unreadable:
-                    raise OSError(item.reason)
-                if isinstance(item, (TarDamage, _ReaderFailed)):
-                    self._submit_window(window, batches, writer)
-                    window, window_seconds = [], 0.0
-                    self._tar_error(writer, item.reason)
-                    continue
-                sample, future = item
-                entry = self._resolve(sample, future)
-                window.append(entry)
-                if entry.wav is not None:
-                    window_seconds += len(entry.wav) / SAMPLE_RATE
-                if len(window) >= WINDOW_MAX_SAMPLES or window_seconds >= seconds_cap:
-                    self._submit_window(window, batches, writer)
-                    window, window_seconds = [], 0.0
-            self._submit_window(window, batches, writer)
-            batches.drain()
-        finally:
-            # Aborted or failed: what is running cannot be interrupted; let it end before
-            # the lease is given up, so no stream is still busy with a dropped tar.
-            batches.abandon()
-            stop_reading.set()
-            # Unblock a reader waiting on a full queue so it sees the stop flag.
-            while reader.is_alive():
-                with contextlib.suppress(queue.Empty):
-                    prefetch.get(timeout=0.05)
-
-    def _read_tar(self, tar_path: Path, out: queue.Queue, stop: threading.Event) -> None:
-        def put(item) -> bool:
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=0.1)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        try:
-            for item in iter_samples(tar_path, self.opts.audio_exts):
-                if isinstance(item, TarDamage):
-                    if not put(item):
-                        return
-                    continue
-                future = None
-                if item.problem is None and item.audio is not None:
-                    future = self.pool.submit(self._decode, item.audio)
-                    item.audio = None  # the bytes live on in the decode task only
-                if not put((item, future)):
-                    return
-        except OSError as exc:
-            # iter_samples reports damage as TarDamage; an OSError is the file itself
-            # (missing, unreadable, I/O error): maybe transient, so not the tar's fault.
-            log.exception("cannot read %s", tar_path)
-            if not put(_ReaderFailed(f"{type(exc).__name__}: {exc}", unreadable=True)):
-                return
-        except Exception as exc:
-            # Anything else is still a tar-level error record, never a dead worker.
-            log.exception("reading %s failed", tar_path)
-            if not put(_ReaderFailed(f"{type(exc).__name__}: {exc}")):
-                return
-        put(_END)
-
-    def _decode(self, data: bytes):
+    def _decode(self, data: bytes) -> Any:
         return self.tokenizer.prepare(data, max_seconds=self.opts.max_duration)
 
-    def _resolve(self, sample: Sample, future: Future | None) -> _Entry:
-        entry = _Entry(sample.index, sample.key, sample)
-        if sample.problem is not None:
-            entry.error = ("sample", sample.problem)
-        elif future is None:
-            entry.error = ("sample", "no audio")
-        else:
-            try:
-                entry.wav = future.result()
-            except AudioError as exc:
-                entry.error = (exc.stage, exc.reason)
-            except Exception as exc:
-                entry.error = ("decode", f"{type(exc).__name__}: {exc}")
-        return entry
+    # ------------------------------------------------------------------ streaming mode
 
-    def _submit_window(
-        self, window: list[_Entry], batches: _RunningBatches, writer: TarWriter
+    def _batches(self, output: LeaseOutput) -> RunningBatches:
+        streams = self.tokenizer.streams
+        batches: RunningBatches
+
+        def before_submit(entries: list[Entry]) -> None:
+            # A pause or a cleanup first lets the running batches end, so "paused" means
+            # no batch running and cleanup frees the most.
+            if self.control.paused.is_set() or self.control.cleanup.is_set():
+                batches.drain()
+            self._checkpoint(output)
+            self.faults.before_batch(e.key for e in entries)
+
+        def on_done(
+            entries: list[Entry], results: list[Tokens | TokenizeError], latency: float, busy: float
+        ) -> None:
+            output.batch_done(entries, results, latency, busy)
+            self.faults.after_batch(len(entries))
+            for entry in entries:
+                output.write(entry)
+
+        batches = RunningBatches(
+            self.tokenizer.submit,
+            streams,
+            streams + 1 if self.on_gpu else streams,
+            before_submit,
+            on_done,
+        )
+        return batches
+
+    def _run_streaming(self, tar_path: Path, output: LeaseOutput) -> None:
+        decoders = self.opts.resolved_decode_workers
+        # Deep enough that decoding goes on while the lease thread waits for a free slot
+        # (on a GPU: a whole window, so a batch is never short of decoded clips); bounded
+        # so a tar of long clips cannot fill memory.
+        depth = WINDOW_MAX_SAMPLES if self.on_gpu else max(16, 8 * decoders)
+        reader = TarReader(
+            tar_path, self.opts.audio_exts, self._decode, self.pool, self.counter, depth
+        ).start()
+        batches = self._batches(output)
+        batch_samples = self.tokenizer.batch_seconds * SAMPLE_RATE
+        feed = DecodedFeed(reader.items, batches, batch_samples if self.on_gpu else 1)
+        window = Window()
+        damaged = device_failed = False
+        try:
+            while True:
+                item = feed.next(window.samples)
+                if item is END:
+                    break
+                if isinstance(item, ReaderFailed) and item.unreadable:
+                    raise OSError(item.reason)
+                if item is FLUSH:
+                    # The device would idle, or can take a full batch ahead: hand it what
+                    # is decoded rather than wait for a full window.
+                    self._dispatch(window, batches, output, final=False)
+                elif isinstance(item, (TarDamage, ReaderFailed)):
+                    self._dispatch(window, batches, output, final=True)
+                    damaged = True
+                    output.tar_error(item.reason)
+                else:
+                    window.add(resolve(*item))
+                    if window.full(WINDOW_BATCHES * batch_samples):
+                        self._dispatch(window, batches, output, final=False)
+            self._dispatch(window, batches, output, final=True)
+            batches.drain()
+            output.state.read_clean = not damaged
+        except BaseException as exc:
+            device_failed = is_device_failure(exc)
+            raise
+        finally:
+            # Aborted or failed: what is running cannot be interrupted; let it end before
+            # the lease is given up, so no stream is still busy with a dropped tar. A lost
+            # device may never end its calls: the process exits instead.
+            batches.abandon(wait_running=not device_failed)
+            reader.stop()
+
+    def _dispatch(
+        self, window: Window, batches: RunningBatches, output: LeaseOutput, final: bool
     ) -> None:
-        """Plan a window's clips into length-sorted batches and start them on the streams
-        (each as soon as one is free); returns once the last is running, so the next
-        window is gathered while the model works. Samples without audio are written now;
-        the writer puts everything back in sample order."""
-        good = [e for e in window if e.wav is not None]
-        for entry in window:
-            if entry.wav is None:
-                self._write(entry, writer)
+        """Plan the window's clips into length-sorted batches and submit them, each as soon
+        as a slot is free. Samples without audio are written now; the writer puts
+        everything back in sample order.
+
+        On a GPU the plan's last batch, the short remainder, goes back to the window to be
+        planned with the next clips (a full batch fills the device better), unless this is
+        the end, the device would idle, or it holds a clip that was already held back once
+        (so no clip waits longer than two windows)."""
+        good: list[Entry] = []
+        for entry in window.take():
+            if entry.clip is None:
+                output.write(entry)
+            else:
+                good.append(entry)
         if not good:
             return
-        for batch in self.tokenizer.plan_batches([len(e.wav) for e in good]):
-            batches.submit([good[i] for i in batch])
+        plan = [
+            [good[i] for i in b] for b in self.tokenizer.plan_batches([len(e.clip) for e in good])
+        ]
+        *full, rest = plan
+        for batch in full:
+            batches.submit(batch)
+        if final or not self.on_gpu or batches.idle() or any(e.held_back for e in rest):
+            batches.submit(rest)
+            return
+        for entry in rest:
+            entry.held_back = True
+            window.add(entry)
 
     # ------------------------------------------------------------------ isolation mode
 
-    def _run_isolated(self, tar_path: Path, writer: TarWriter) -> None:
+    def _run_isolated(self, tar_path: Path, output: LeaseOutput) -> None:
         """One sample at a time, journalled: a sample that was begun by a worker that
         died before finishing it is the poison; it gets an error record, the rest tokens."""
+        state = output.state
         with IsolationJournal.open(self.opts.output_dir, self.opts.input_dir, tar_path) as journal:
-            if self._lease.retry_crashed and journal.crashed:
+            if state.lease.retry_crashed and journal.crashed:
                 log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
                 journal.crashed.clear()
             log.info(
@@ -437,101 +353,57 @@ class LeaseRunner:
                 len(journal.completed),
                 sorted(journal.crashed.values()),
             )
+            damaged = False
             for item in iter_samples(tar_path, self.opts.audio_exts):
+                self.counter.advance()
                 if isinstance(item, TarDamage):
-                    self._tar_error(writer, item.reason)
+                    damaged = True
+                    output.tar_error(item.reason)
                     continue
                 decided = journal.outcome(item.index, item.key)
-                entry = _Entry(item.index, item.key, item)
                 if decided is not None:
                     # Finished by an earlier attempt, or the sample that attempt died in.
-                    entry.record = decided.record
+                    entry = Entry(item.index, item.key, item, record=decided.record)
                     if decided.is_error:
                         entry.error = (decided.stage or "", decided.reason or "")
-                    self._write(entry, writer)
+                    output.write(entry)
                     continue
-                self._checkpoint()
+                self._checkpoint(output)
                 journal.begin(item.index, item.key)
-                future: Future | None = None
-                if item.problem is None and item.audio is not None:
-                    future = Future()
-                    try:
-                        future.set_result(self._decode(item.audio))
-                    except Exception as exc:
-                        future.set_exception(exc)
-                entry = self._resolve(item, future)
-                if entry.wav is not None:
-                    self._tokenize([entry])
+                entry = self._isolated_sample(item, output)
                 if entry.record is not None:
                     journal.done(item.index, entry.record)
                 else:
                     stage, reason = entry.error or ("tokenize", "no result")
                     journal.done_error(item.index, item.key, stage, reason)
-                self._write(entry, writer)
-        self._journal_to_remove = journal
+                output.write(entry)
+            state.read_clean = not damaged
+        state.journal = journal
 
-    # ------------------------------------------------------------------ shared steps
-
-    def _tokenize(self, entries: list[_Entry]) -> None:
-        self._checkpoint()
-        self.faults.before_batch(e.key for e in entries)
+    def _isolated_sample(self, sample: Sample, output: LeaseOutput) -> Entry:
+        """Decode and tokenize one sample on this thread; its Entry has a record or error."""
+        future: Future | None = None
+        if sample.problem is None and sample.audio is not None:
+            future = Future()
+            try:
+                future.set_result(self._decode(sample.audio))
+            except Exception as exc:
+                future.set_exception(exc)
+            self.counter.advance()
+        entry = resolve(sample, future)
+        if entry.clip is None:
+            return entry
+        self.faults.before_batch([entry.key])
         started = time.monotonic()
-        results = self.tokenizer.tokenize_many([e.wav for e in entries])
+        results = self.tokenizer.submit([entry.clip]).result()
         elapsed = time.monotonic() - started
-        self._record(entries, results, elapsed, elapsed)
+        output.batch_done([entry], results, elapsed, elapsed)
+        self.faults.after_batch(1)
+        return entry
 
-    def _record(
-        self,
-        entries: list[_Entry],
-        results: list[Tokens | TokenizeError],
-        latency: float,
-        busy: float,
-    ) -> None:
-        """Turn a batch's results into records; `busy`: model wall time to add for it."""
-        for entry, result in zip(entries, results, strict=True):
-            if isinstance(result, Tokens):
-                entry.record = make_record(
-                    entry.sample.key,
-                    entry.sample.meta,
-                    result.global_tokens,
-                    result.semantic_tokens,
-                )
-            else:
-                entry.error = (
-                    getattr(result, "stage", "tokenize"),
-                    getattr(result, "reason", None) or str(result),
-                )
-        self.faults.after_batch(len(entries))
-        self._batches += 1
-        self._model_s += busy
-        self._last_batch_ms = latency * 1000.0
-        self._last_batch_size = len(entries)
-        self._progress()
+    # ------------------------------------------------------------------ between batches
 
-    def _write(self, entry: _Entry, writer: TarWriter) -> None:
-        self._done += 1
-        if entry.record is not None:
-            writer.add(entry.index, entry.record)
-            if entry.wav is not None:
-                self._audio += len(entry.wav) / SAMPLE_RATE
-        else:
-            stage, reason = entry.error or ("tokenize", "no result")
-            self._errors += 1
-            writer.add_error(entry.index, entry.key, stage, reason)
-            self.channel.send(
-                m.SampleError(self._lease.lease_id, self._lease.tar_path, entry.key, stage, reason)
-            )
-        entry.wav = None
-        self._progress()
-
-    def _tar_error(self, writer: TarWriter, reason: str) -> None:
-        self._errors += 1
-        writer.add_error(None, None, "tar", reason)
-        self.channel.send(
-            m.SampleError(self._lease.lease_id, self._lease.tar_path, None, "tar", reason)
-        )
-
-    def _checkpoint(self) -> None:
+    def _checkpoint(self, output: LeaseOutput) -> None:
         """Between batches: honour abort, cleanup and pause."""
         control = self.control
         if control.abort.is_set():
@@ -539,32 +411,10 @@ class LeaseRunner:
         if control.cleanup.is_set():
             self.cleanup()
         if control.paused.is_set():
-            self._progress(force=True)
+            output.progress(force=True)
             self.channel.send(m.StateChanged("paused"))
             while control.paused.is_set() and not control.abort.is_set():
                 control.wait_change(0.5)
             if control.abort.is_set():
                 raise LeaseAborted
             self.channel.send(m.StateChanged("running"))
-
-    def _progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_progress < PROGRESS_EVERY_S:
-            return
-        self._last_progress = now
-        if now - self._last_resources >= RESOURCES_EVERY_S:
-            self._last_resources = now
-            self.channel.send(gpu_resources(self.opts.device))
-        self.channel.send(
-            m.Progress(
-                lease_id=self._lease.lease_id,
-                samples_done=self._done,
-                errors=self._errors,
-                audio_seconds=self._audio,
-                batches=self._batches,
-                model_seconds=self._model_s,
-                last_batch_ms=self._last_batch_ms,
-                last_batch_size=self._last_batch_size,
-                samples_expected=self._expected,
-            )
-        )

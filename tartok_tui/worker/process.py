@@ -19,18 +19,19 @@ import time
 
 from tartok_tui import messages as m
 from tartok_tui.worker.channel import (
+    EXIT_DEVICE_LOST,
+    EXIT_LOAD_FAILED,
+    EXIT_OK,
     EXIT_ORPHANED,
     RESOURCES_EVERY_S,
     Channel,
     Control,
     gpu_resources,
 )
+from tartok_tui.worker.heartbeat import Heartbeat, ProgressCounter
 from tartok_tui.worker.options import WorkerOptions
 
 log = logging.getLogger("tartok_tui.worker")
-
-EXIT_OK = 0
-EXIT_LOAD_FAILED = 3
 
 
 def parse_args(argv: list[str] | None = None) -> WorkerOptions:
@@ -78,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     channel = Channel(msg_fd)
     channel.send(m.Hello(pid=os.getpid(), device=opts.device))
+    # Alive from here on, loading included; the counter moves only with real work.
+    counter = ProgressCounter()
+    Heartbeat(channel, counter).start()
     control = Control()
     control.start_reader(sys.stdin.buffer)
 
@@ -101,13 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     log.info("slot %d ready on %s in %.1f s", opts.slot, opts.device, time.monotonic() - started)
-    runner = LeaseRunner(tokenizer, opts, control, channel, faults)
+    runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter)
     return serve(runner, control, channel, opts)
 
 
 def serve(runner, control: Control, channel: Channel, opts: WorkerOptions) -> int:
     """Take leases until told to stop or abort, or until stdin closes."""
-    from tartok_tui.worker.pipeline import LeaseAborted
+    from tartok_tui.worker.pipeline import LeaseAborted, is_device_failure
 
     reported_paused = False
     last_resources = 0.0
@@ -139,4 +143,24 @@ def serve(runner, control: Control, channel: Channel, opts: WorkerOptions) -> in
         except LeaseAborted:
             log.info("lease %d aborted (%s)", lease.lease_id, lease.tar_path)
             return EXIT_ORPHANED if control.closed.is_set() else EXIT_OK
+        except Exception as exc:
+            if not is_device_failure(exc):
+                raise
+            report_device_lost(channel, opts, lease, exc)
+            return EXIT_DEVICE_LOST
         reported_paused = False
+
+
+def report_device_lost(
+    channel: Channel, opts: WorkerOptions, lease: m.Lease, exc: BaseException
+) -> None:
+    """Log a lost device and tell the supervisor why this worker is about to exit."""
+    log.error("device %s lost on %s", opts.device, lease.tar_path, exc_info=exc)
+    first_line = (str(exc).strip().splitlines() or [""])[0]
+    channel.send(
+        m.Log(
+            "error",
+            f"device {opts.device} lost ({type(exc).__name__}: {first_line}); "
+            f"{os.path.basename(lease.tar_path)} given back uncommitted, the worker exits",
+        )
+    )
