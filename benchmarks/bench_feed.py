@@ -39,8 +39,8 @@ import torch
 from tartok_tui import messages as m
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.shards.reader import Sample, iter_samples
-from tartok_tui.testing_data import write_emilia_tar
 from tartok_tui.worker.channel import Channel, Control
 from tartok_tui.worker.faults import Faults
 from tartok_tui.worker.heartbeat import Heartbeat, ProgressCounter

@@ -137,3 +137,15 @@ def test_random_lease_histories_keep_every_tar_done_exactly_once() -> None:
     counts = q.counts()
     assert len(committed) == len(set(committed)) == counts[TarStatus.DONE]
     assert counts[TarStatus.DONE] + counts[TarStatus.FAILED] == len(tars)
+
+
+def test_a_lost_device_counts_against_the_tar_but_never_blames_a_sample() -> None:
+    q = TarQueue(["a"], poison_threshold=1, max_kills=3)
+    q.give_back(q.lease().lease_id, ReturnCause.DEVICE)
+    isolated = q.lease()
+    assert isolated.isolate and not isolated.retry_crashed
+    assert q.give_back(isolated.lease_id, ReturnCause.DEVICE).requeued
+    again = q.lease()
+    assert again.retry_crashed  # the sample the device died in is tried again, not blamed
+    back = q.give_back(again.lease_id, ReturnCause.DEVICE)
+    assert not back.requeued and "lost the device of 3 workers" in (back.reason or "")

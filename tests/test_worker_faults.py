@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tartok_tui.demo.data import GeneratedSample, write_emilia_tar
 from tartok_tui.output.paths import tar_output_paths
-from tartok_tui.testing_data import GeneratedSample, write_emilia_tar
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.faults import lost_device_error
 
@@ -87,12 +87,12 @@ def test_a_lost_device_never_writes_a_record_and_every_sample_is_done_once_by_fr
     # Each worker process loses its device after 10 samples, so none can do more than one
     # tar and a bit of the next: every tar is finished by a fresh process.
     good = _write_tars(inp, n_tars=5, n_samples=6)
-    # A permissive crash limit: every worker dies. The poison threshold too: isolation
-    # would blame the sample that a (randomly) lost device died in, and this test is about
-    # the worker giving the tar back, not about poison samples.
+    # A permissive crash limit: every worker dies. The poison threshold is the default:
+    # a tar that was on two lost devices is isolated, and isolation must not blame the
+    # sample a lost device happened to die in.
     result = _run(
-        inp, out, tiny_model_dir, "device_lost_after=10",
-        "--crash-limit", "1000", "--poison-threshold", "1000",
+        inp, out, tiny_model_dir, "device_lost_after=10", "--crash-limit", "1000",
+        "--poison-threshold", "1",
     )  # fmt: skip
     output = result.stdout + result.stderr
     assert result.returncode == 0, output

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from tartok_tui import messages as m
-from tartok_tui.testing_data import write_emilia_tar
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.worker.options import WorkerOptions
 
 pytestmark = pytest.mark.timeout(300)

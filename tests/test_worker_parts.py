@@ -13,13 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from tar_faults import write_truncated_tar
 
 from tartok_tui import messages as m
 from tartok_tui.audio import prepare_audio
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.paths import tar_output_paths
 from tartok_tui.shards.reader import Sample
-from tartok_tui.testing_data import write_emilia_tar, write_truncated_tar
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control
 from tartok_tui.worker.faults import LOST_DEVICE_MESSAGE, Faults, lost_device_error

@@ -21,6 +21,7 @@ from typing import Protocol
 
 from tartok_tui import messages as m
 from tartok_tui.supervisor.memory import TreeMemory, tree_memory
+from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.options import WorkerOptions
 
 STREAM_LIMIT = 2**22
@@ -97,6 +98,8 @@ def killpg(pid: int) -> None:
 
 
 def describe_exit(rc: int) -> str:
+    if rc == EXIT_DEVICE_LOST:
+        return f"lost its device (exit code {rc})"
     if rc < 0:
         try:
             return f"killed by {signal.Signals(-rc).name}"

@@ -50,6 +50,11 @@ class ReturnCause(enum.StrEnum):
     """The worker died (or lost its device) while holding it: counts against the tar."""
     STALL = "stall"
     """The worker stopped making progress and was killed: counts against the tar."""
+    DEVICE = "device"
+    """The worker lost its device (a dead CUDA context): counts against the tar, so that a
+    clip that keeps breaking the device gets its tar isolated and in the end given up, but
+    never blames the sample it was in (a GPU that fails on its own is not the data's
+    fault): an isolated tar retries that sample."""
     INTENDED = "intended"
     """Killed, restarted, stopped or recycled on purpose: not the tar's fault."""
     INPUT = "input"
@@ -207,13 +212,19 @@ class TarQueue(Generic[T]):
     def give_back(self, lease_id: int, cause: ReturnCause) -> Returned:
         """The lease ended uncommitted: requeue the tar at the front, or give it up."""
         tar, entry = self._end(lease_id)
-        if cause in (ReturnCause.CRASH, ReturnCause.STALL):
+        if cause in (ReturnCause.CRASH, ReturnCause.STALL, ReturnCause.DEVICE):
             entry.kills += 1
             if entry.kills >= self.max_kills:
-                what = "killed" if cause == ReturnCause.CRASH else "stalled"
+                what = {
+                    ReturnCause.CRASH: "killed",
+                    ReturnCause.STALL: "stalled",
+                    ReturnCause.DEVICE: "lost the device of",
+                }[cause]
                 entry.status = TarStatus.FAILED
                 entry.reason = f"{what} {entry.kills} workers, even sample by sample"
                 return Returned(False, entry.reason)
+            if cause == ReturnCause.DEVICE and entry.isolated:
+                entry.retry_crashed = True
         elif cause == ReturnCause.INPUT:
             entry.input_failures += 1
             if entry.input_failures >= self.input_retries:

@@ -46,6 +46,7 @@ from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
 from tartok_tui.supervisor.snapshot import ThroughputHistory, nodes_alive, slot_totals, worker_view
 from tartok_tui.supervisor.summary import RunSummary, TarResult, decide_exit, write_summary
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
+from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.options import WorkerOptions
 
 MAX_EVENTS = 500
@@ -246,7 +247,7 @@ class Supervisor:
             intent = slot.intent
             lease = slot.lease_ended()
             if lease is not None:
-                self._lease_lost(slot, lease, intent)
+                self._lease_lost(slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST)
             if self._stopping:
                 slot.phase = WorkerState.DONE
                 return
@@ -435,6 +436,12 @@ class Supervisor:
         if lease is None or lease.lease_id != msg.lease_id:
             self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
             return
+        if self._output_exists(lease.tar):
+            # Done meanwhile by another run sharing the output (in either format).
+            self._queue.committed_elsewhere(lease.lease_id)
+            self._event("info", slot.n, f"{name} is done already: {msg.reason}")
+            self._after_lease()
+            return
         if msg.kind == "output":
             self._queue.give_back(lease.lease_id, ReturnCause.INTENDED)
             self._halt(
@@ -492,7 +499,9 @@ class Supervisor:
                 m.Lease(grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed)
             )
 
-    def _lease_lost(self, slot: Slot, lease: ActiveLease, intent: ExitIntent) -> None:
+    def _lease_lost(
+        self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
+    ) -> None:
         """The worker ended without reporting the end of its lease."""
         if self._output_exists(lease.tar):
             # Committed, then died before reporting it: done, nothing to redo.
@@ -502,8 +511,10 @@ class Supervisor:
             return
         if self._stopping or not intent.blames_tar:
             cause = ReturnCause.INTENDED
+        elif intent == ExitIntent.STALL:
+            cause = ReturnCause.STALL
         else:
-            cause = ReturnCause.STALL if intent == ExitIntent.STALL else ReturnCause.CRASH
+            cause = ReturnCause.DEVICE if device_lost else ReturnCause.CRASH
         back = self._queue.give_back(lease.lease_id, cause)
         if not back.requeued:
             self._event("error", slot.n, f"{lease.tar.name} given up: {back.reason}")

@@ -12,14 +12,14 @@ import contextlib
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tartok_tui.audio import AudioError
-from tartok_tui.shards.reader import Sample, TarDamage, iter_samples
+from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.heartbeat import ProgressCounter
 from tartok_tui.worker.lease import Entry
@@ -64,14 +64,14 @@ class TarReader:
     def __init__(
         self,
         tar_path: Path,
-        audio_exts: Sequence[str],
+        read: Callable[[Path], Iterator[Sample | TarDamage | Ungrouped]],
         decode: Callable[[bytes], Any],
         pool: Executor,
         counter: ProgressCounter,
         depth: int,
     ) -> None:
         self.tar_path = tar_path
-        self.audio_exts = audio_exts
+        self.read = read
         self.decode = decode
         self.pool = pool
         self.counter = counter
@@ -109,9 +109,9 @@ class TarReader:
 
     def _read(self) -> None:
         try:
-            for item in iter_samples(self.tar_path, self.audio_exts):
+            for item in self.read(self.tar_path):
                 self.counter.advance()
-                if isinstance(item, TarDamage):
+                if isinstance(item, (TarDamage, Ungrouped)):
                     if not self._put(item):
                         return
                     continue

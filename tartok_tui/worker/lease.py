@@ -77,6 +77,15 @@ class LeaseState:
         reader can yield, whatever it meets)."""
         return self.scan[0] if self.scan is not None and self.scan[1] else None
 
+    def restart(self) -> None:
+        """Forget what a dropped attempt did (the scan, from headers alone, still holds)."""
+        self.started = time.monotonic()
+        self.done = self.errors = self.model_errors = self.batches = 0
+        self.audio_s = self.model_s = self.last_batch_ms = 0.0
+        self.last_batch_size = 0
+        self.read_clean = False
+        self.journal = None
+
     def commit_count(self) -> int | None:
         """The count the writer must have results for, when it is certain: both the scan
         and the reader saw the whole tar end cleanly. A damaged tar ends where the damage

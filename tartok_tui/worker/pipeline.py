@@ -30,8 +30,8 @@ from tartok_tui import messages as m
 from tartok_tui.codec.errors import DeviceFailure
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
-from tartok_tui.output.writer import TarWriter
-from tartok_tui.shards.reader import Sample, TarDamage, iter_samples, scan_tar
+from tartok_tui.output.writer import OutputUnavailable, TarWriter
+from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
@@ -77,6 +77,15 @@ class Window:
 
 class LeaseAborted(Exception):
     """The supervisor asked to abort (or vanished); nothing of this tar is committed."""
+
+
+class InputFailure(Exception):
+    """The tar could not be read at all (missing, I/O or network error after retries): not
+    the tar's fault, so nothing is committed and the tar is tried again."""
+
+
+class _Regroup(Exception):
+    """The tar's members are not grouped by sample: drop what was written, read it indexed."""
 
 
 class Tokenizer(Protocol):
@@ -169,33 +178,55 @@ class LeaseRunner:
             target=self._count, args=(state, tar_path), name="count", daemon=True
         ).start()
         self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, None))
-        writer = TarWriter(
-            self.opts.output_dir, self.opts.input_dir, tar_path, lease_id=lease.lease_id
-        )
-        output = LeaseOutput(state, writer, self.channel, self.counter, self.opts.device)
+        indexed = False
+        while True:
+            try:
+                committed = self._attempt(lease, state, tar_path, indexed)
+            except _Regroup as exc:
+                # Streaming met a key again after other samples: what it wrote may hold
+                # incomplete samples. Start over, reading members grouped by key.
+                log.info("%s: %s; reading it again indexed", tar_path, exc)
+                self.channel.send(m.Log("info", f"{tar_path.name}: {exc}; read again by key"))
+                indexed = True
+                state.restart()
+                continue
+            if committed is not None:
+                self.channel.send(committed)
+            return
+
+    def _attempt(
+        self, lease: m.Lease, state: LeaseState, tar_path: Path, indexed: bool
+    ) -> m.Message | None:
+        """One pass over the tar; returns the message that ends the lease (TarDone or
+        TarFailed), or raises (LeaseAborted, a device failure, _Regroup)."""
+        writer: TarWriter | None = None
         try:
+            writer = TarWriter(
+                self.opts.output_dir,
+                self.opts.input_dir,
+                tar_path,
+                lease_id=lease.lease_id,
+                output_format=self.opts.output_format,
+            )
+            output = LeaseOutput(state, writer, self.channel, self.counter, self.opts.device)
             if lease.isolate:
                 self._run_isolated(tar_path, output)
             else:
-                self._run_streaming(tar_path, output)
+                self._run_streaming(tar_path, output, indexed)
             self._checkpoint(output)
             output.check_model_errors(state.done)
             writer.commit(expected_samples=state.commit_count())
             self.counter.advance()
-        except (LeaseAborted, DeviceFailure):
-            writer.abort()
+        except (LeaseAborted, DeviceFailure, _Regroup):
+            if writer is not None:
+                writer.abort()
             raise
-        except TooManyModelErrors as exc:
-            writer.abort()
-            self._failed(lease, str(exc))
-            return
         except Exception as exc:
-            writer.abort()
+            if writer is not None:
+                writer.abort()
             if is_device_failure(exc):
                 raise
-            log.exception("tar %s failed", tar_path)
-            self._failed(lease, f"{type(exc).__name__}: {exc}")
-            return
+            return self._failure(lease, exc)
         # Committed: a journal (this attempt's, or one an earlier run left) has served its
         # purpose and must not blame a sample in some later run.
         if state.journal is not None:
@@ -203,11 +234,32 @@ class LeaseRunner:
         else:
             writer.paths.journal.unlink(missing_ok=True)
         output.progress(force=True)
-        self.channel.send(output.done_message())
+        return output.done_message()
 
-    def _failed(self, lease: m.Lease, reason: str) -> None:
-        log.error("tar %s failed: %s", lease.tar_path, reason)
-        self.channel.send(m.TarFailed(lease.lease_id, lease.tar_path, reason, kind="tar"))
+    def _failure(self, lease: m.Lease, exc: Exception) -> m.TarFailed:
+        """The TarFailed for a lease that ended in ``exc``: what kind of failure it is
+        decides what the supervisor does with the tar."""
+        if isinstance(exc, OutputUnavailable):
+            kind, reason = "output", str(exc)
+        elif isinstance(exc, InputFailure):
+            kind, reason = "input", str(exc)
+        elif isinstance(exc, TooManyModelErrors):
+            kind, reason = "tar", str(exc)
+        else:
+            log.exception("tar %s failed", lease.tar_path)
+            kind, reason = "tar", f"{type(exc).__name__}: {exc}"
+        log.error("tar %s failed (%s): %s", lease.tar_path, kind, reason)
+        return m.TarFailed(lease.lease_id, lease.tar_path, reason, kind=kind)
+
+    def _samples(self, tar_path: Path, indexed: bool = False):
+        """The tar's samples as the options bound them."""
+        return iter_samples(
+            tar_path,
+            self.opts.audio_exts,
+            indexed=indexed,
+            max_json_bytes=int(self.opts.max_json_mib * 2**20),
+            max_audio_bytes=int(self.opts.max_audio_mib * 2**20),
+        )
 
     @staticmethod
     def _count(state: LeaseState, tar_path: Path) -> None:
@@ -259,14 +311,19 @@ class LeaseRunner:
         )
         return batches
 
-    def _run_streaming(self, tar_path: Path, output: LeaseOutput) -> None:
+    def _run_streaming(self, tar_path: Path, output: LeaseOutput, indexed: bool) -> None:
         decoders = self.opts.resolved_decode_workers
         # Deep enough that decoding goes on while the lease thread waits for a free slot
         # (on a GPU: a whole window, so a batch is never short of decoded clips); bounded
         # so a tar of long clips cannot fill memory.
         depth = WINDOW_MAX_SAMPLES if self.on_gpu else max(16, 8 * decoders)
         reader = TarReader(
-            tar_path, self.opts.audio_exts, self._decode, self.pool, self.counter, depth
+            tar_path,
+            lambda path: self._samples(path, indexed),
+            self._decode,
+            self.pool,
+            self.counter,
+            depth,
         ).start()
         batches = self._batches(output)
         batch_samples = self.tokenizer.batch_seconds * SAMPLE_RATE
@@ -279,7 +336,9 @@ class LeaseRunner:
                 if item is END:
                     break
                 if isinstance(item, ReaderFailed) and item.unreadable:
-                    raise OSError(item.reason)
+                    raise InputFailure(item.reason)
+                if isinstance(item, Ungrouped):
+                    raise _Regroup(item.reason)
                 if item is FLUSH:
                     # The device would idle, or can take a full batch ahead: hand it what
                     # is decoded rather than wait for a full window.
@@ -343,6 +402,9 @@ class LeaseRunner:
         """One sample at a time, journalled: a sample that was begun by a worker that
         died before finishing it is the poison; it gets an error record, the rest tokens."""
         state = output.state
+        # The journal's sample numbers must mean the same samples in every attempt: an
+        # ungrouped tar is read by key from the start (a header scan says which it is).
+        indexed = not scan_tar(tar_path).grouped
         with IsolationJournal.open(self.opts.output_dir, self.opts.input_dir, tar_path) as journal:
             if state.lease.retry_crashed and journal.crashed:
                 log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
@@ -354,8 +416,10 @@ class LeaseRunner:
                 sorted(journal.crashed.values()),
             )
             damaged = False
-            for item in iter_samples(tar_path, self.opts.audio_exts):
+            for item in self._samples(tar_path, indexed):
                 self.counter.advance()
+                if isinstance(item, Ungrouped):
+                    raise InputFailure(f"{item.reason} (the header scan said it was grouped)")
                 if isinstance(item, TarDamage):
                     damaged = True
                     output.tar_error(item.reason)
