@@ -59,3 +59,16 @@ def assert_svg_snapshot(name: str, svg: str) -> None:
         f"screenshot differs from {path} (actual saved to {failed}; regenerate with {UPDATE_ENV}=1)\n"
         + (diff or "(same text; styles differ)")
     )
+
+
+async def settled_screenshot(app, pilot, tries: int = 40) -> str:
+    """The app's screenshot once the screen stops changing between two idle points: on a
+    loaded machine the footer and a resized table may be drawn a few frames late."""
+    previous = None
+    for _ in range(tries):
+        await pilot.pause()
+        shot = normalise(app.export_screenshot())
+        if shot == previous:
+            return app.export_screenshot()
+        previous = shot
+    return app.export_screenshot()

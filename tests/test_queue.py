@@ -88,9 +88,10 @@ def test_intended_returns_do_not_blame_the_tar_and_an_isolated_tar_retries_its_s
 
 def test_unreadable_input_is_retried_a_few_times_then_failed() -> None:
     q = TarQueue(["a"], input_retries=3)
-    outcomes = [q.give_back(q.lease().lease_id, ReturnCause.INPUT) for _ in range(3)]
+    outcomes = [q.give_back(q.lease().lease_id, ReturnCause.INPUT, "EIO") for _ in range(3)]
     assert [o.requeued for o in outcomes] == [True, True, False]
     assert q.entry("a").status == TarStatus.FAILED and q.entry("a").kills == 0
+    assert q.entry("a").reason == "input unreadable 3 times; last: EIO"
 
 
 def test_a_tar_committed_before_its_worker_died_is_done() -> None:

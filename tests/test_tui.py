@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from fake_supervisor import FakeSupervisor
 from fake_views import cluster_view, fleet_view, mid_run_view, worker
-from svg_snapshot import assert_svg_snapshot
+from svg_snapshot import assert_svg_snapshot, settled_screenshot
 
 from tartok_tui.control import SupervisorControl
 from tartok_tui.exit_codes import ExitCode
@@ -409,37 +409,33 @@ async def test_snapshot_mid_run():
     )
     async with app.run_test(size=SIZE) as pilot:
         await select_slot(pilot, app, 5)
-        assert_svg_snapshot("dashboard_mid_run", app.export_screenshot())
+        assert_svg_snapshot("dashboard_mid_run", await settled_screenshot(app, pilot))
 
 
 async def test_snapshot_sixteen_workers():
     app = make_app(FakeSupervisor(fleet_view(8, 2), sim_step_s=0.0, step_s=3600.0))
     async with app.run_test(size=(160, 40)) as pilot:
-        await pilot.pause()
-        assert_svg_snapshot("dashboard_sixteen_workers", app.export_screenshot())
+        assert_svg_snapshot("dashboard_sixteen_workers", await settled_screenshot(app, pilot))
 
 
 async def test_snapshot_cluster():
     app = make_app(FakeSupervisor(cluster_view(), sim_step_s=0.0, step_s=3600.0))
     async with app.run_test(size=(160, 40)) as pilot:
-        await pilot.pause()
-        assert_svg_snapshot("dashboard_cluster", app.export_screenshot())
+        assert_svg_snapshot("dashboard_cluster", await settled_screenshot(app, pilot))
 
 
 async def test_snapshot_help():
     app = make_app(still())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("question_mark")
-        await pilot.pause()
-        assert_svg_snapshot("dashboard_help", app.export_screenshot())
+        assert_svg_snapshot("dashboard_help", await settled_screenshot(app, pilot))
 
 
 async def test_snapshot_quit_confirmation():
     app = make_app(still())
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("q")
-        await pilot.pause()
-        assert_svg_snapshot("dashboard_quit_confirm", app.export_screenshot())
+        assert_svg_snapshot("dashboard_quit_confirm", await settled_screenshot(app, pilot))
 
 
 async def test_sigterm_stops_the_run_cleanly_like_q():

@@ -209,8 +209,10 @@ class TarQueue(Generic[T]):
         entry.reason = reason
         return tar
 
-    def give_back(self, lease_id: int, cause: ReturnCause) -> Returned:
-        """The lease ended uncommitted: requeue the tar at the front, or give it up."""
+    def give_back(self, lease_id: int, cause: ReturnCause, detail: str | None = None) -> Returned:
+        """The lease ended uncommitted: requeue the tar at the front, or give it up.
+
+        ``detail``: what went wrong, kept in the reason if the tar is given up."""
         tar, entry = self._end(lease_id)
         if cause in (ReturnCause.CRASH, ReturnCause.STALL, ReturnCause.DEVICE):
             entry.kills += 1
@@ -229,7 +231,9 @@ class TarQueue(Generic[T]):
             entry.input_failures += 1
             if entry.input_failures >= self.input_retries:
                 entry.status = TarStatus.FAILED
-                entry.reason = f"input unreadable {entry.input_failures} times"
+                entry.reason = f"input unreadable {entry.input_failures} times" + (
+                    f"; last: {detail}" if detail else ""
+                )
                 return Returned(False, entry.reason)
         elif entry.isolated:
             entry.retry_crashed = True

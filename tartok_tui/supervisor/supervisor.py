@@ -451,13 +451,13 @@ class Supervisor:
             )
             return
         if msg.kind == "input":
-            back = self._queue.give_back(lease.lease_id, ReturnCause.INPUT)
+            back = self._queue.give_back(lease.lease_id, ReturnCause.INPUT, msg.reason)
             if back.requeued:
                 self._event(
                     "warning", slot.n, f"{name}: input unreadable, retried later: {msg.reason}"
                 )
             else:
-                self._event("error", slot.n, f"{name} given up: {back.reason}: {msg.reason}")
+                self._event("error", slot.n, f"{name} given up: {back.reason}")
         else:
             self._queue.fail(lease.lease_id, msg.reason)
             self._event("error", slot.n, f"{name} failed: {msg.reason}")
