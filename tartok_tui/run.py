@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.control import SupervisorControl
@@ -30,7 +31,14 @@ def make_supervisor(
     """The real supervisor, given the tars validation found; tests replace this with a fake."""
     from tartok_tui.supervisor.supervisor import Supervisor
 
-    return Supervisor(config, tars=tars, on_event=on_event)
+    if config.ray_address is None:
+        return Supervisor(config, tars=tars, on_event=on_event)
+    from tartok_tui.supervisor.ray_launcher import RayLauncher
+
+    launcher = RayLauncher(model_source=config.model_dir)
+    supervisor = Supervisor(config, tars=tars, on_event=on_event, launcher=launcher)
+    launcher.bind(supervisor.report)
+    return supervisor
 
 
 def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
@@ -38,11 +46,14 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, list[Path] | None]:
 
     Returns the config to run and the tars found. A Hugging Face repo id is downloaded (or
     found in the cache) here, and the config returned names the local directory, so the
-    run resolves neither the model nor the tar list again.
+    run resolves neither the model nor the tar list again. On a Ray cluster the repo id is
+    kept: each node fetches it into its own cache.
     """
     from tartok_tui.supervisor.preflight import validate
 
     validated = validate(config)
+    if config.ray_address is not None:
+        return config, validated.tars
     return replace(config, model_dir=str(validated.model_dir)), validated.tars
 
 
@@ -56,10 +67,36 @@ def run_pipeline(
     """Validate, then run to the end; returns the process exit code (see ``ExitCode``)."""
     console = console if console is not None else Console(highlight=False)
     try:
+        if config.ray_address is not None:
+            from tartok_tui.supervisor.ray_cluster import connect
+
+            connect(config.ray_address)
         config, tars = validate_config(config)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}")
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        _leave_cluster(config)
         return ExitCode.BAD_ARGS
+    try:
+        return _run_validated(config, tars, tui, progress_interval, console)
+    finally:
+        # Leaving ends this run's Ray job: Ray ends every actor it started, pending or not.
+        _leave_cluster(config)
+
+
+def _leave_cluster(config: RunConfig) -> None:
+    if config.ray_address is not None:
+        from tartok_tui.supervisor.ray_cluster import disconnect
+
+        disconnect()
+
+
+def _run_validated(
+    config: RunConfig,
+    tars: list[Path] | None,
+    tui: bool,
+    progress_interval: float | None,
+    console: Console,
+) -> int:
     if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
         err_console.print(
             "[yellow]not a terminal: showing plain progress instead of the dashboard[/]"
