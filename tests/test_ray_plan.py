@@ -190,9 +190,7 @@ class Worker:
         return TreeMemory(rss=self.rss, pss=self.rss if pss else None)
 
 
-def test_the_memory_limit_holds_per_node_and_recycles_the_biggest_worker_of_that_node() -> (
-    None
-):
+def test_the_memory_limit_holds_per_node_and_recycles_the_biggest_worker_of_that_node() -> None:
     controls = Controls()
     watch = MemoryWatch(limit_bytes=100, controls=controls)
     # Node a is over (60 + 70); node b holds the biggest worker but is under its limit.
@@ -284,7 +282,9 @@ def test_ray_address_without_ray_installed_exits_2_naming_the_install_command(
     assert "pip install 'tartok-tui[ray]'" in " ".join(output.split()), output
 
 
-def test_an_address_where_no_cluster_answers_exits_2_quickly(tmp_path: Path, tiny_model_dir) -> None:
+def test_an_address_where_no_cluster_answers_exits_2_quickly(
+    tmp_path: Path, tiny_model_dir
+) -> None:
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
