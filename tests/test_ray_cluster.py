@@ -171,6 +171,27 @@ async def test_a_path_a_node_cannot_use_is_an_error_naming_the_node_before_any_w
     launcher.close()
 
 
+async def test_a_worker_whose_node_does_not_answer_a_kill_is_ended_through_ray(
+    cluster, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    (tmp_path / "in").mkdir()
+    config = _config(cluster, tmp_path, tiny_model_dir)
+    options = WorkerOptions.for_slot(config, slot=0, device="cpu", threads=1,
+                                     model_dir=tiny_model_dir)  # fmt: skip
+    events: list[tuple] = []
+    launcher = RayLauncher(report=lambda *event: events.append(event))
+    process = await launcher.start(WorkerSpec(0, options, {}, tmp_path / "w.log", {"CPU": 1.0}))
+    host = psutil.Process(process.pid).parent()
+    assert host is not None and "ray::WorkerHost" in " ".join(host.cmdline())
+    host.suspend()  # the relay frozen, as on a partitioned node
+    process.kill()
+    assert await asyncio.wait_for(process.wait(), 60) == -signal.SIGKILL
+    assert any("did not answer the kill" in event[2] for event in events), events
+    wait_until(lambda: not worker_processes(tmp_path) and not psutil.pid_exists(host.pid),
+               30, "the worker and its host to be gone")  # fmt: skip
+    launcher.close()
+
+
 # ---------------------------------------------------------------- losing and gaining nodes
 
 

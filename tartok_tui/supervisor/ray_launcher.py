@@ -80,6 +80,7 @@ class RayWorkerProcess:
         self._gone = asyncio.Event()
         """Set when the worker is given up without word from its node."""
         self._kill_timer: asyncio.TimerHandle | None = None
+        self._killing = False
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -117,7 +118,10 @@ class RayWorkerProcess:
                     await asyncio.sleep(UNAVAILABLE_RETRY_S)
                     continue
                 except errors.RayError as exc:
-                    self._lost(f"its Ray actor died ({_short(exc)})")
+                    if self._killing:
+                        self._lost("its node did not answer the kill; ended through Ray")
+                    else:
+                        self._lost(f"its Ray actor died ({_short(exc)})")
                     break
                 for line in lines:
                     try:
@@ -153,8 +157,9 @@ class RayWorkerProcess:
     def kill(self) -> None:
         """SIGKILL the worker's process group on its node; if the node does not answer,
         kill the actor through Ray, and in the end give the worker up."""
-        if self._rc is not None or self._kill_timer is not None:
+        if self._rc is not None or self._killing:
             return
+        self._killing = True
         with contextlib.suppress(self._launcher.ray.exceptions.RayError):
             self._actor.kill.remote()
         loop = asyncio.get_running_loop()
