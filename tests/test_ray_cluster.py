@@ -345,12 +345,14 @@ def test_ctrl_c_or_a_killed_driver_leaves_no_worker_and_the_same_command_resumes
 
     interrupted = Driver([*args, *slow])
     wait_until(lambda: loaded(interrupted), 180, "both workers to load")
+    assert len(worker_processes(tmp_path)) == 2 and host_actor_processes(), interrupted.text()
     interrupted.proc.send_signal(signal.SIGINT)
     assert interrupted.finish(120) == 130, interrupted.text()
     wait_until(nothing_left, 60, "the workers and their actors to be gone after Ctrl-C")
 
     killed = Driver([*args, *slow])
     wait_until(lambda: loaded(killed), 180, "both workers to load")
+    assert len(worker_processes(tmp_path)) == 2 and host_actor_processes(), killed.text()
     killed.proc.kill()
     killed.finish(30)
     wait_until(nothing_left, 120, "Ray to end the dead driver's actors and their workers")
