@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -141,16 +142,35 @@ def test_a_node_reports_every_path_it_cannot_use(tmp_path: Path, tiny_model_dir:
     assert prepare_node(good, str(tiny_model_dir)) == (good, [])
 
 
-def test_a_hub_model_missing_on_a_node_is_fetched_there_or_named(
-    tmp_path: Path, monkeypatch
+def _prepare_on_a_node(options: WorkerOptions, hf_home: Path) -> tuple[str, str]:
+    """prepare_node in a process of its own: the Hub cache's location is read when
+    huggingface_hub is imported. Returns (model dir, problems) as printed."""
+    code = (
+        "import sys; from tartok_tui.worker.options import WorkerOptions; "
+        "from tartok_tui.supervisor.ray_host import prepare_node; "
+        "o, p = prepare_node(WorkerOptions.from_json(sys.argv[1]), 'SparkAudio/Spark-TTS-0.5B'); "
+        "print(o.model_dir); print(p)"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)}
+    out = subprocess.run([sys.executable, "-c", code, options.to_json()], env=env,
+                         capture_output=True, text=True, check=True)  # fmt: skip
+    model_dir, problems = out.stdout.splitlines()
+    return model_dir, problems
+
+
+def test_a_hub_model_comes_from_each_nodes_own_cache_or_is_named(
+    tmp_path: Path, tiny_model_dir
 ) -> None:
     (tmp_path / "in").mkdir()
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    # The supervisor's copy is in its own cache, at a path this node does not have.
     options = _options(tmp_path, model_dir=tmp_path / "driver-cache" / "snapshot")
-    _, problems = prepare_node(options, "SparkAudio/Spark-TTS-0.5B")
-    assert len(problems) == 1
-    assert problems[0].startswith("model SparkAudio/Spark-TTS-0.5B: cannot get")
+    _, problems = _prepare_on_a_node(options, tmp_path / "empty-hf")
+    assert "model SparkAudio/Spark-TTS-0.5B: cannot get" in problems
+    hub = tmp_path / "hf" / "hub" / "models--SparkAudio--Spark-TTS-0.5B"
+    shutil.copytree(tiny_model_dir, hub / "snapshots" / "rev1")
+    (hub / "refs").mkdir()
+    (hub / "refs" / "main").write_text("rev1")
+    assert _prepare_on_a_node(options, tmp_path / "hf") == (str(hub / "snapshots" / "rev1"), "[]")
 
 
 def test_a_log_dir_the_node_cannot_write_falls_back_to_its_temp_dir(tmp_path: Path) -> None:

@@ -103,8 +103,9 @@ def connect(address: str, timeout_s: float = CONNECT_TIMEOUT_S) -> ModuleType:
                 address=address,
                 # Actors' prints would land in the dashboard: their logs stay on the nodes.
                 log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=True,
+                # No handler of Ray's own on the terminal the dashboard draws on: Ray's
+                # warnings go through Python's last-resort handler to the current stderr.
+                configure_logging=False,
             )
             outcome.append(None)
         except BaseException as exc:

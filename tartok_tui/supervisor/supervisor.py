@@ -357,6 +357,10 @@ class Supervisor:
         if self._stopping:
             slot.expect_exit(ExitIntent.SHUTDOWN)
             process.send(m.Abort())
+        elif not self._queue.work_remaining():
+            # Placed only after the work ran out (a cluster slot that waited for a node).
+            slot.expect_exit(ExitIntent.DRAIN)
+            process.send(m.Abort())
         await self._talk(slot, process)
         rc = await process.wait()
         slot.exited()
