@@ -104,6 +104,11 @@ def parse_env(pairs: list[str] | dict[str, str] | None) -> dict[str, str]:
     return env
 
 
+def parse_optional_text(value: str | None) -> str | None:
+    """An empty value (``TARTOK_X=``) is the same as not giving the option."""
+    return value.strip() or None if value is not None else None
+
+
 def parse_json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
     if value is None or isinstance(value, dict):
         return dict(value or {})
@@ -230,6 +235,13 @@ class RunConfig:
         help="A worker with no progress on its tar for this long is killed and replaced "
         "(loading the model gets max(this, 1800) s).",
         min=1,
+    )
+    ray_address: str | None = option(
+        None,
+        help="Run the workers on a Ray cluster: HOST:PORT of its head, or auto for the "
+        "cluster this machine belongs to (needs pip install 'tartok-tui[ray]').",
+        parse=parse_optional_text,
+        default_text="no cluster: workers on this machine",
     )
     log_dir: Path | None = option(None, help="Worker logs.", default_text="OUTPUT_DIR/logs")
     worker_env: dict[str, str] = option(

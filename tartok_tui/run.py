@@ -34,9 +34,18 @@ def make_supervisor(
     """The real supervisor, given what validation found; tests replace this with a fake."""
     from tartok_tui.supervisor.supervisor import Supervisor
 
-    if validated is None:
-        return Supervisor(config, on_event=on_event)
-    return Supervisor(config, tars=validated.tars, on_event=on_event, ignored=validated.ignored)
+    tars = validated.tars if validated is not None else None
+    ignored = validated.ignored if validated is not None else ()
+    if config.ray_address is None:
+        return Supervisor(config, tars=tars, on_event=on_event, ignored=ignored)
+    from tartok_tui.supervisor.ray_launcher import RayLauncher
+
+    launcher = RayLauncher(model_source=config.model_dir)
+    supervisor = Supervisor(
+        config, tars=tars, on_event=on_event, launcher=launcher, ignored=ignored
+    )
+    launcher.bind(supervisor.report)
+    return supervisor
 
 
 def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
@@ -44,11 +53,14 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
 
     Returns the config to run and what validation found. A Hugging Face repo id is
     downloaded (or found in the cache) here, and the config returned names the local
-    directory, so the run resolves neither the model nor the tar list again.
+    directory, so the run resolves neither the model nor the tar list again. On a Ray
+    cluster the repo id is kept: each node fetches it into its own cache.
     """
     from tartok_tui.supervisor.preflight import validate
 
     validated = validate(config)
+    if config.ray_address is not None:
+        return config, validated
     return replace(config, model_dir=str(validated.model_dir)), validated
 
 
@@ -62,10 +74,36 @@ def run_pipeline(
     """Validate, then run to the end; returns the process exit code (see ``ExitCode``)."""
     console = console if console is not None else Console(highlight=False)
     try:
+        if config.ray_address is not None:
+            from tartok_tui.supervisor.ray_cluster import connect
+
+            connect(config.ray_address)
         config, validated = validate_config(config)
     except ConfigError as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        _leave_cluster(config)
         return ExitCode.BAD_ARGS
+    try:
+        return _run_validated(config, validated, tui, progress_interval, console)
+    finally:
+        # Leaving ends this run's Ray job: Ray ends every actor it started, pending or not.
+        _leave_cluster(config)
+
+
+def _leave_cluster(config: RunConfig) -> None:
+    if config.ray_address is not None:
+        from tartok_tui.supervisor.ray_cluster import disconnect
+
+        disconnect()
+
+
+def _run_validated(
+    config: RunConfig,
+    validated: ValidatedRun | None,
+    tui: bool,
+    progress_interval: float | None,
+    console: Console,
+) -> int:
     if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
         err_console.print(
             "[yellow]not a terminal: showing plain progress instead of the dashboard[/]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -122,6 +123,8 @@ class MeasuredWorker(Protocol):
 
     n: int
     mem_bytes: int
+    node: str
+    """The machine its worker runs on: the limit applies per machine."""
 
     @property
     def recyclable(self) -> bool:
@@ -131,53 +134,103 @@ class MeasuredWorker(Protocol):
     async def measure(self, pss: bool) -> TreeMemory | None: ...
 
 
+LOCAL_NODE = "local"
+
+
+def _node_of(worker: MeasuredWorker) -> str:
+    return getattr(worker, "node", LOCAL_NODE)
+
+
 class MemoryWatch:
     """Measures the workers, keeps the totals shown, and acts through the controls:
-    cleanup above the limit, then a recycle of the biggest worker if still above."""
+    cleanup above the limit, then a recycle of the biggest worker if still above.
+
+    The limit is per machine (one guard per node): on a cluster each node's workers are
+    held to it on their own, and a recycle picks the biggest worker of the node over it.
+    """
 
     def __init__(self, limit_bytes: int, controls: MemoryControls) -> None:
-        self.guard = MemoryGuard(limit_bytes)
+        self.limit_bytes = limit_bytes
         self.controls = controls
-        self.total_bytes = 0
-        """Workers' memory as the limit counts it (PSS where read), last measured."""
-        self._last_pss = float("-inf")
+        self.node_bytes: dict[str, int] = {}
+        """Workers' memory per node as the limit counts it (PSS where read), last measured."""
+        self._guards: dict[str, MemoryGuard] = {}
+        self._last_pss: dict[str, float] = {}
+        self._recycling: dict[int, str] = {}
+        """Slot -> node of each recycle asked for and not finished."""
 
     @property
-    def limit_bytes(self) -> int:
-        return self.guard.limit_bytes
+    def total_bytes(self) -> int:
+        """All workers' memory (every node), last measured."""
+        return sum(self.node_bytes.values())
+
+    def _guard(self, node: str) -> MemoryGuard:
+        if node not in self._guards:
+            self._guards[node] = MemoryGuard(self.limit_bytes)
+        return self._guards[node]
 
     async def check(self, workers: Sequence[MeasuredWorker], now: float) -> None:
-        usage = {w.n: await w.measure(pss=False) for w in workers}
+        by_node: dict[str, list[MeasuredWorker]] = {}
+        for worker in workers:
+            by_node.setdefault(_node_of(worker), []).append(worker)
+        for node in list(self.node_bytes):
+            if node not in by_node:
+                del self.node_bytes[node]  # no worker there any more
+        # Nodes measured side by side: one slow node (a remote call) must not hold up the rest.
+        await asyncio.gather(*(self._check_node(n, ws, now) for n, ws in by_node.items()))
+
+    async def _check_node(self, node: str, workers: list[MeasuredWorker], now: float) -> None:
+        usage = await _measure(workers, pss=False)
         rss_total = sum(mem.rss for mem in usage.values() if mem is not None)
-        if needs_pss(rss_total, self.limit_bytes, now - self._last_pss):
-            self._last_pss = now
-            usage = {w.n: await w.measure(pss=True) for w in workers}
-            self.total_bytes = sum(mem.used for mem in usage.values() if mem is not None)
+        last_pss = self._last_pss.get(node, float("-inf"))
+        if needs_pss(rss_total, self.limit_bytes, now - last_pss):
+            self._last_pss[node] = now
+            usage = await _measure(workers, pss=True)
+            self.node_bytes[node] = sum(mem.used for mem in usage.values() if mem is not None)
         used: dict[int, int] = {}
         for worker in workers:
             mem = usage.get(worker.n)
             worker.mem_bytes = mem.rss if mem is not None else 0  # shown: RSS; limit: PSS
             if mem is not None:
                 used[worker.n] = mem.used
-        action = self.guard.check(used, {w.n for w in workers if w.recyclable})
-        if action is None:
-            return
-        gib = self.total_bytes / 2**30
+        action = self._guard(node).check(used, {w.n for w in workers if w.recyclable})
+        if action is not None:
+            self._act(node, action)
+
+    def _act(self, node: str, action: MemoryAction) -> None:
+        gib = self.node_bytes.get(node, 0) / 2**30
         limit_gib = self.limit_bytes / 2**30
+        where = "" if node == LOCAL_NODE else f"node {node}: "
         if action.kind == "cleanup":
             self.controls.report(
                 "warning",
                 None,
-                f"workers use {gib:.1f} GiB > limit {limit_gib:g} GiB: asking all to free memory",
+                f"{where}workers use {gib:.1f} GiB > limit {limit_gib:g} GiB: "
+                "asking all to free memory",
             )
             self.controls.cleanup_all()
         elif action.kind == "recycle" and action.slot is not None:
             self.controls.report(
                 "warning",
                 action.slot,
-                f"still {gib:.1f} GiB after cleanup: recycling this worker after its current tar",
+                f"{where}still {gib:.1f} GiB after cleanup: recycling this worker after its "
+                "current tar",
             )
+            self._recycling[action.slot] = node
             self.controls.recycle(action.slot)
 
-    def recycle_finished(self) -> None:
-        self.guard.recycle_finished()
+    def recycle_finished(self, slot: int | None = None) -> None:
+        """The recycled worker of ``slot`` is back (None: every recycle asked for)."""
+        if slot is None:
+            nodes = set(self._recycling.values()) | {LOCAL_NODE}
+            self._recycling.clear()
+        else:
+            nodes = {self._recycling.pop(slot, LOCAL_NODE)}
+        for node in nodes:
+            if node in self._guards:
+                self._guards[node].recycle_finished()
+
+
+async def _measure(workers: Sequence[MeasuredWorker], pss: bool) -> dict[int, TreeMemory | None]:
+    results = await asyncio.gather(*(w.measure(pss=pss) for w in workers))
+    return {w.n: mem for w, mem in zip(workers, results, strict=True)}

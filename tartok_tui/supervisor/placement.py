@@ -29,6 +29,8 @@ class Placement:
     """Torch intra-op threads for this worker."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment overrides for the worker process."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """What the worker asks a cluster scheduler for (Ray resources); empty on one machine."""
 
 
 def available_cores() -> int:

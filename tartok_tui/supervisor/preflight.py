@@ -118,5 +118,10 @@ def validate(config: RunConfig, tars: list[Path] | None = None) -> ValidatedRun:
     model_dir = check_model(config.model_dir)
     check_writable(config.output_dir, "output directory")
     check_writable(config.logs_path, "log directory")
-    placements = plan_slots(config)
+    if config.ray_address is not None:
+        from tartok_tui.supervisor.ray_cluster import plan_cluster_slots
+
+        placements = plan_cluster_slots(config)
+    else:
+        placements = plan_slots(config)
     return ValidatedRun(list(tars), model_dir, placements, ignored)

@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +49,8 @@ class WorkerSpec:
     """Environment overrides (thread counts, CUDA_VISIBLE_DEVICES, the user's --worker-env)."""
     log_path: Path
     """Where the worker's stderr (its log) goes."""
+    resources: dict[str, float] = field(default_factory=dict)
+    """Cluster resources the worker's host asks for (empty for local workers)."""
 
 
 class WorkerProcess(Protocol):

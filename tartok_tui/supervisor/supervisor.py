@@ -34,6 +34,7 @@ from tartok_tui.supervisor.memory import MemoryWatch, TreeMemory
 from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
     LocalLauncher,
+    NoResources,
     WorkerLauncher,
     WorkerProcess,
     WorkerSpec,
@@ -52,6 +53,8 @@ from tartok_tui.worker.options import WorkerOptions
 MAX_EVENTS = 500
 WATCH_EVERY_S = 1.0
 """Stall checks, throughput samples and GPU readings."""
+PLACEMENT_RETRY_S = 5.0
+"""Cluster mode: how often a slot that could not be placed tries again."""
 
 EventCallback = Callable[[Event], None]
 
@@ -62,6 +65,7 @@ class _Measured:
     def __init__(self, slot: Slot) -> None:
         self.slot = slot
         self.n = slot.n
+        self.node = slot.node
 
     @property
     def mem_bytes(self) -> int:
@@ -243,7 +247,11 @@ class Supervisor:
             if self._stopping or slot.intent == ExitIntent.STOP or not self._queue.work_remaining():
                 slot.phase = WorkerState.DONE
                 return
-            rc = await self._run_worker(slot)
+            try:
+                rc = await self._run_worker(slot)
+            except NoResources as exc:
+                await self._wait_for_placement(slot, str(exc))
+                continue
             intent = slot.intent
             lease = slot.lease_ended()
             if lease is not None:
@@ -253,7 +261,7 @@ class Supervisor:
                 return
             if intent == ExitIntent.RECYCLE:
                 # However the recycled worker ended, the memory watch may act again.
-                self._memory.recycle_finished()
+                self._memory.recycle_finished(slot.n)
             if intent == ExitIntent.STOP:
                 slot.phase = WorkerState.DONE
                 return
@@ -305,6 +313,17 @@ class Supervisor:
         slot.backoff_until = None
         return True
 
+    async def _wait_for_placement(self, slot: Slot, reason: str) -> None:
+        """Cluster mode: no node can take the worker now. Not a failure: the slot is
+        PENDING and tries again every PLACEMENT_RETRY_S (a node may join) until the
+        work is done or the run stops."""
+        if slot.phase != WorkerState.PENDING:
+            self._event("warning", slot.n, f"pending: {reason}; trying again")
+        slot.phase = WorkerState.PENDING
+        slot.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(slot.wake.wait(), PLACEMENT_RETRY_S)
+
     def _fatal(self, slot: Slot, reason: str) -> None:
         slot.phase = WorkerState.FATAL
         slot.last_error = reason
@@ -327,14 +346,18 @@ class Supervisor:
             options=options,
             env={**self.config.worker_env, **p.env},
             log_path=self.config.worker_log_path(p.slot),
+            resources=dict(p.resources),
         )
 
     async def _run_worker(self, slot: Slot) -> int:
         """Start one worker and talk to it until it exits; returns its exit code."""
         spec = self._spec(slot)
-        slot.phase = WorkerState.STARTING
+        if slot.phase != WorkerState.PENDING:
+            slot.phase = WorkerState.STARTING
         try:
             process = await self._launcher.start(spec)
+        except NoResources:
+            raise
         except WorkerStartError as exc:
             slot.load_failed = str(exc)
             return 1
@@ -345,6 +368,10 @@ class Supervisor:
             process.send(m.Pause())
         if self._stopping:
             slot.expect_exit(ExitIntent.SHUTDOWN)
+            process.send(m.Abort())
+        elif not self._queue.work_remaining():
+            # Placed only after the work ran out (a cluster slot that waited for a node).
+            slot.expect_exit(ExitIntent.DRAIN)
             process.send(m.Abort())
         await self._talk(slot, process)
         rc = await process.wait()
