@@ -36,11 +36,10 @@ for key, value in {
 }.items():
     os.environ[key] = value
 
-from tartok_tui.testing_data import write_emilia_tar  # noqa: E402
-
 from tartok_tui import messages as m  # noqa: E402
 from tartok_tui.codec.random_model import write_random_model  # noqa: E402
 from tartok_tui.config import RunConfig  # noqa: E402
+from tartok_tui.demo.data import write_emilia_tar  # noqa: E402
 from tartok_tui.supervisor.process import (  # noqa: E402
     LocalLauncher,
     Warn,

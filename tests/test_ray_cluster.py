@@ -26,9 +26,9 @@ from ray_support import (
     wait_until,
     worker_processes,
 )
-from tartok_tui.testing_data import write_emilia_tar
 
 from tartok_tui.config import RunConfig
+from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.scan import verify
 from tartok_tui.supervisor.process import NoResources, WorkerSpec, WorkerStartError
 from tartok_tui.supervisor.ray_cluster import connect, disconnect, plan_cluster_slots

@@ -279,7 +279,7 @@ def _cli(args: list[str], prelude: str = "", timeout: float = 240) -> str:
 
 
 def _run_args(tmp_path: Path, model_dir: Path) -> list[str]:
-    from tartok_tui.testing_data import write_emilia_tar
+    from tartok_tui.demo.data import write_emilia_tar
 
     write_emilia_tar(tmp_path / "in" / "EN-B000000.tar", 2, seed=0, audio_format="flac")
     return ["run", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"),

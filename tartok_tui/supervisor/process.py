@@ -188,5 +188,5 @@ class LocalLauncher:
                     limit=STREAM_LIMIT,
                 )
         except OSError as exc:
-            raise WorkerStartError(f"could not start the worker: {exc}") from exc
+            raise WorkerStartError(str(exc)) from exc
         return LocalWorkerProcess(proc)

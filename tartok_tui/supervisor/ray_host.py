@@ -171,7 +171,7 @@ class WorkerHost:
                     limit=STREAM_LIMIT,
                 )
         except OSError as exc:
-            return {"error": f"could not start the worker: {exc}"}
+            return {"error": f"{type(exc).__name__}: {exc}"}
         self._arrived = asyncio.Event()
         self._reader = asyncio.create_task(self._read())
         return {"pid": self._proc.pid, "log": str(log_at), "gpus": list(place.gpu_ids)}

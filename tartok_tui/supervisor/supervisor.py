@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import time
 from collections import deque
@@ -49,6 +50,8 @@ from tartok_tui.supervisor.summary import RunSummary, TarResult, decide_exit, wr
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.options import WorkerOptions
+
+log = logging.getLogger("tartok_tui.supervisor")
 
 MAX_EVENTS = 500
 WATCH_EVERY_S = 1.0
@@ -178,7 +181,7 @@ class Supervisor:
         watchers: list[asyncio.Task[None]] = []
         if self._queue.pending and not self._stopping:
             for slot in self._slots:
-                slot.task = asyncio.create_task(self._slot_main(slot))
+                slot.task = asyncio.create_task(self._guarded_slot(slot))
             watchers = [
                 asyncio.create_task(self._watch_memory()),
                 asyncio.create_task(self._watch()),
@@ -242,6 +245,22 @@ class Supervisor:
 
     # ------------------------------------------------------------------ one slot
 
+    async def _guarded_slot(self, slot: Slot) -> None:
+        """A slot's life; a bug in it makes the slot FATAL with the error said, instead of a
+        task that dies unseen while the run waits on its tar."""
+        try:
+            await self._slot_main(slot)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("slot %d failed", slot.n)
+            lease = slot.lease_ended()
+            if lease is not None:
+                self._lease_lost(slot, lease, ExitIntent.KILL)
+            if slot.process is not None:
+                slot.process.kill()
+            self._fatal(slot, f"supervisor error: {type(exc).__name__}: {exc}")
+
     async def _slot_main(self, slot: Slot) -> None:
         while True:
             if self._stopping or slot.intent == ExitIntent.STOP or not self._queue.work_remaining():
@@ -290,6 +309,9 @@ class Supervisor:
         slot.last_error = reason
         now = time.monotonic()
         never_ready = slot.phase in (WorkerState.STARTING, WorkerState.LOADING)
+        if slot.load_failed is not None and slot.load_failed.startswith("could not start"):
+            self._fatal(slot, reason)
+            return False
         if slot.load_failed is not None or (never_ready and rc > 0 and intent != ExitIntent.STALL):
             self._fatal(slot, f"model load failed: {reason}")
             return False
@@ -359,7 +381,7 @@ class Supervisor:
         except NoResources:
             raise
         except WorkerStartError as exc:
-            slot.load_failed = str(exc)
+            slot.load_failed = f"could not start the worker: {exc}"
             return 1
         slot.started(process, time.monotonic())
         where = self._launcher.describe(spec)
@@ -704,7 +726,7 @@ class Supervisor:
             s.policy = self._new_policy()
             s.intent = ExitIntent.NONE
             s.phase = WorkerState.STARTING
-            s.task = asyncio.get_running_loop().create_task(self._slot_main(s))
+            s.task = asyncio.get_running_loop().create_task(self._guarded_slot(s))
         self._event("info", slot, "restarting")
 
     def cleanup_all(self) -> None:

@@ -1,0 +1,69 @@
+"""The supervisor through its launcher interface, with launchers that fail on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tartok_tui.config import RunConfig
+from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.exit_codes import ExitCode
+from tartok_tui.supervisor.process import WorkerSpec, WorkerStartError
+from tartok_tui.supervisor.supervisor import Supervisor
+from tartok_tui.supervisor.views import Event, WorkerState
+
+pytestmark = pytest.mark.timeout(120)
+
+
+class BrokenLauncher:
+    """Fails every start with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+        self.starts = 0
+
+    def describe(self, spec: WorkerSpec) -> str:
+        return "nowhere"
+
+    async def start(self, spec: WorkerSpec):
+        self.starts += 1
+        raise self.error
+
+
+def _config(tmp_path: Path, model_dir: Path) -> RunConfig:
+    write_emilia_tar(tmp_path / "in" / "EN-B000000.tar", 1, seed=0, min_s=0.5, max_s=0.6)
+    return RunConfig(
+        input_dir=tmp_path / "in",
+        output_dir=tmp_path / "out",
+        model_dir=str(model_dir),
+        device="cpu",
+        num_proc=1,
+    )
+
+
+async def test_a_worker_that_cannot_start_makes_its_slot_fatal_saying_why(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    events: list[Event] = []
+    launcher = BrokenLauncher(WorkerStartError("cannot run on node n1: /data is missing"))
+    sup = Supervisor(_config(tmp_path, tiny_model_dir), on_event=events.append, launcher=launcher)
+    summary = await asyncio.wait_for(sup.run(), 60)
+    assert summary.exit_code == ExitCode.ALL_FATAL
+    assert "could not start the worker: cannot run on node n1" in summary.exit_reason
+    assert "model load failed" not in summary.exit_reason
+    assert sup.snapshot().workers[0].state == WorkerState.FATAL
+    assert launcher.starts == 1
+
+
+async def test_a_bug_in_a_slot_ends_the_slot_loudly_not_silently(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    events: list[Event] = []
+    launcher = BrokenLauncher(KeyError("a bug"))
+    sup = Supervisor(_config(tmp_path, tiny_model_dir), on_event=events.append, launcher=launcher)
+    summary = await asyncio.wait_for(sup.run(), 60)
+    assert summary.exit_code == ExitCode.ALL_FATAL
+    assert any("supervisor error: KeyError" in e.message for e in events)
+    assert summary.tars_unfinished == 1
