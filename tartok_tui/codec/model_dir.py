@@ -15,12 +15,14 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 if TYPE_CHECKING:  # torch is imported where tensors are loaded: the supervisor reads
     import torch  # configs only and never pays for it
+
+    from tartok_tui.codec.wav2vec import SemanticFeatures
 
 BICODEC_DIR = "BiCodec"
 WAV2VEC2_DIR = "wav2vec2-large-xlsr-53"
@@ -88,7 +90,8 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _need(mapping: dict, key: str, path: Path, prefix: str = "") -> object:
+def _need(mapping: dict, key: str, path: Path, prefix: str = "") -> Any:
+    """The value of a YAML key, of whatever type the file gave it."""
     if key not in mapping:
         raise ModelDirError("config key is missing", path, prefix + key)
     return mapping[key]
@@ -370,7 +373,9 @@ def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
+def load_wav2vec2(
+    cfg: ModelDirConfig, num_layers: int
+) -> tuple[Wav2Vec2Settings, SemanticFeatures]:
     """(settings, SemanticFeatures loaded) for wav2vec2's first `num_layers` layers, read
     from the files.
 

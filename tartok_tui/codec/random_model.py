@@ -31,7 +31,7 @@ TOP_CONFIG = {
     "volume_normalize": True,
 }
 
-FULL_AUDIO_TOKENIZER = {
+FULL_AUDIO_TOKENIZER: dict[str, dict[str, object]] = {
     "mel_params": {
         "sample_rate": 16000,
         "n_fft": 1024,
@@ -124,7 +124,7 @@ PREPROCESSOR = {
 }
 
 
-def _tiny_configs() -> tuple[dict, dict]:
+def _tiny_configs() -> tuple[dict[str, dict[str, object]], dict[str, object]]:
     section = copy.deepcopy(FULL_AUDIO_TOKENIZER)
     section["mel_params"]["num_mels"] = 32
     section["encoder"].update(
