@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR, Wav2Vec2Settings
+from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR
+from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 # Random init puts nearly every clip's speaker latents in the same FSQ cell; scaling the FSQ
 # input projection spreads them so that global tokens differ between clips.

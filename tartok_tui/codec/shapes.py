@@ -7,7 +7,7 @@ modules' own state dicts.
 
 from __future__ import annotations
 
-from tartok_tui.codec.model_dir import Wav2Vec2Settings
+from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 Shape = tuple[int, ...]
 Shapes = dict[str, Shape]

@@ -20,7 +20,7 @@ from torch import nn
 from tartok_tui.codec.precision import fp32_island
 
 if TYPE_CHECKING:
-    from tartok_tui.codec.model_dir import Wav2Vec2Settings
+    from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
