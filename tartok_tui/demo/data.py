@@ -30,7 +30,7 @@ _SNDFILE_FORMATS: dict[str, tuple[str, str | None]] = {
 }
 """format -> (libsndfile format, subtype)"""
 _FFMPEG_FORMATS = {"m4a": ("mp4", "aac")}
-"""format -> (container, codec), written with FFmpeg (PyAV): libsndfile cannot write or read them"""
+"""format -> (container, codec), written with PyAV: libsndfile cannot write or read them"""
 _FORMATS = frozenset({*_SNDFILE_FORMATS, *_FFMPEG_FORMATS})
 LAYOUTS = ("grouped", "ungrouped")
 _WORDS = {
