@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import io
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
 import soxr
+
+if TYPE_CHECKING:  # PyAV is imported on first use: most datasets never need it
+    import av
+    from av.container import InputContainer
 
 MIN_SAMPLES = 400
 """The model's receptive field: a clip shorter than this yields no token at all."""
@@ -131,7 +136,7 @@ def _decode_sndfile(
 _INT_SCALE = {np.dtype(np.uint8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2.0**31}
 
 
-def _first_channel(frame) -> np.ndarray:  # frame: av.AudioFrame
+def _first_channel(frame: av.AudioFrame) -> np.ndarray:
     """A decoded frame's first channel as float64 in [-1, 1]."""
     array = frame.to_ndarray()
     channels = frame.layout.nb_channels
@@ -144,7 +149,7 @@ def _first_channel(frame) -> np.ndarray:  # frame: av.AudioFrame
     return first.astype(np.float64) / scale
 
 
-def _header_seconds(container, stream) -> float | None:
+def _header_seconds(container: InputContainer, stream: av.AudioStream) -> float | None:
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

@@ -9,7 +9,7 @@ never go to stdout.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, fields
 from typing import Any, ClassVar, TypeVar
 
 _BY_TYPE: dict[str, type[Message]] = {}
@@ -20,6 +20,9 @@ class Message:
     """Base of every message; ``TYPE`` is its tag on the wire."""
 
     TYPE: ClassVar[str]
+    # Every message is a dataclass (set by @dataclass on each one); declared here so that
+    # asdict() and fields() accept any Message.
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
 
 def message(cls: _M) -> _M:

@@ -93,6 +93,8 @@ class SemanticEncoder(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, C_in, T), mask (B, 1, T) of 0/1 or None -> (B, out_channels, T)."""
         h = self.encoder(x, mask)
-        for sampling, backbone in self.downsample:
+        for stage in self.downsample:
+            assert isinstance(stage, nn.ModuleList)  # (sampling, backbone), as built
+            sampling, backbone = stage
             h = backbone(sampling(h), mask)
         return self.project(h).transpose(1, 2)

@@ -11,16 +11,20 @@ a ModelDirError naming the file and the key: a partly random model would tokeniz
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from tartok_tui.codec.errors import ModelDirError
+from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
+
 if TYPE_CHECKING:  # torch is imported where tensors are loaded: the supervisor reads
     import torch  # configs only and never pays for it
+
+    from tartok_tui.codec.wav2vec import SemanticFeatures
 
 BICODEC_DIR = "BiCodec"
 WAV2VEC2_DIR = "wav2vec2-large-xlsr-53"
@@ -45,19 +49,6 @@ UNUSED_BICODEC_PREFIXES = (
 PRETRAINING_HEADS = ("quantizer.", "project_q.", "project_hid.", "lm_head.", "dropout_features")
 # Buffers the official file may carry; recomputed from the config when absent.
 OPTIONAL_BICODEC_KEYS = ("mel_transformer.spectrogram.window", "mel_transformer.mel_scale.fb")
-
-
-class ModelDirError(Exception):
-    """The model dir is unusable; `file` and `key` say where."""
-
-    def __init__(self, message: str, file: Path | str | None = None, key: str | None = None):
-        where = f"{file}" if file is not None else ""
-        if key is not None:
-            where += f" [{key}]"
-        super().__init__(f"{where}: {message}" if where else message)
-        self.file = str(file) if file is not None else None
-        self.key = key
-        self.message = message
 
 
 @dataclass(frozen=True)
@@ -88,7 +79,8 @@ def _read_yaml(path: Path) -> dict:
     return data
 
 
-def _need(mapping: dict, key: str, path: Path, prefix: str = "") -> object:
+def _need(mapping: dict, key: str, path: Path, prefix: str = "") -> Any:
+    """The value of a YAML key, of whatever type the file gave it."""
     if key not in mapping:
         raise ModelDirError("config key is missing", path, prefix + key)
     return mapping[key]
@@ -255,68 +247,6 @@ def load_bicodec_state(
     )
 
 
-@dataclass(frozen=True)
-class Wav2Vec2Settings:
-    """The fields of wav2vec2's config.json the tokenizer's model is built from; a missing
-    field takes the default of the original implementation's config."""
-
-    conv_dim: tuple[int, ...] = (512,) * 7
-    conv_kernel: tuple[int, ...] = (10, 3, 3, 3, 3, 2, 2)
-    conv_stride: tuple[int, ...] = (5, 2, 2, 2, 2, 2, 2)
-    conv_bias: bool = False
-    feat_extract_norm: str = "group"
-    feat_extract_activation: str = "gelu"
-    do_stable_layer_norm: bool = False
-    hidden_size: int = 768
-    hidden_act: str = "gelu"
-    num_hidden_layers: int = 12
-    num_attention_heads: int = 12
-    intermediate_size: int = 3072
-    layer_norm_eps: float = 1e-5
-    num_conv_pos_embeddings: int = 128
-    num_conv_pos_embedding_groups: int = 16
-
-    @classmethod
-    def read(cls, path: Path) -> Wav2Vec2Settings:
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ModelDirError(f"cannot read the wav2vec2 config: {exc}", path) from exc
-        if not isinstance(raw, dict):
-            raise ModelDirError("cannot read the wav2vec2 config: not a JSON object", path)
-        return cls.from_dict(raw, path)
-
-    @classmethod
-    def from_dict(cls, raw: dict, path: Path) -> Wav2Vec2Settings:
-        """From config.json's mapping (`path` names it in errors); unknown keys ignored."""
-        values = {}
-        for f in fields(cls):
-            if f.name not in raw:
-                continue
-            value = raw[f.name]
-            default = f.default
-            try:
-                if isinstance(default, tuple):
-                    value = tuple(int(v) for v in value)
-                elif isinstance(default, bool):
-                    if not isinstance(value, bool):
-                        raise TypeError("expected true or false")
-                elif isinstance(default, (int, float)):
-                    value = type(default)(value)
-                elif not isinstance(value, str):
-                    raise TypeError("expected a string")
-            except (TypeError, ValueError) as exc:
-                raise ModelDirError(f"bad value {value!r}: {exc}", path, f.name) from exc
-            values[f.name] = value
-        settings = cls(**values)
-        if not len(settings.conv_dim) == len(settings.conv_kernel) == len(settings.conv_stride):
-            raise ModelDirError("conv_dim, conv_kernel and conv_stride differ in length", path)
-        for name in ("hidden_act", "feat_extract_activation"):
-            if getattr(settings, name) != "gelu":
-                raise ModelDirError("only gelu is supported", path, name)
-        return settings
-
-
 def read_wav2vec2_settings(cfg: ModelDirConfig, num_layers: int) -> Wav2Vec2Settings:
     """The wav2vec2 config, checked to be the architecture and depth the tokenizer reads."""
     config_path = cfg.root / WAV2VEC2_DIR / "config.json"
@@ -370,7 +300,9 @@ def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_wav2vec2(cfg: ModelDirConfig, num_layers: int):
+def load_wav2vec2(
+    cfg: ModelDirConfig, num_layers: int
+) -> tuple[Wav2Vec2Settings, SemanticFeatures]:
     """(settings, SemanticFeatures loaded) for wav2vec2's first `num_layers` layers, read
     from the files.
 

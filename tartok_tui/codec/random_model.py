@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR, Wav2Vec2Settings
+from tartok_tui.codec.model_dir import BICODEC_DIR, WAV2VEC2_DIR
+from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 # Random init puts nearly every clip's speaker latents in the same FSQ cell; scaling the FSQ
 # input projection spreads them so that global tokens differ between clips.
@@ -31,7 +32,7 @@ TOP_CONFIG = {
     "volume_normalize": True,
 }
 
-FULL_AUDIO_TOKENIZER = {
+FULL_AUDIO_TOKENIZER: dict[str, dict[str, object]] = {
     "mel_params": {
         "sample_rate": 16000,
         "n_fft": 1024,
@@ -124,7 +125,7 @@ PREPROCESSOR = {
 }
 
 
-def _tiny_configs() -> tuple[dict, dict]:
+def _tiny_configs() -> tuple[dict[str, dict[str, object]], dict[str, object]]:
     section = copy.deepcopy(FULL_AUDIO_TOKENIZER)
     section["mel_params"]["num_mels"] = 32
     section["encoder"].update(

@@ -7,7 +7,7 @@ modules' own state dicts.
 
 from __future__ import annotations
 
-from tartok_tui.codec.model_dir import Wav2Vec2Settings
+from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 Shape = tuple[int, ...]
 Shapes = dict[str, Shape]
@@ -80,12 +80,12 @@ def _speaker(out: Shapes, name: str, mels: int, dim: int, latents: int, levels: 
     _linear(out, f"{perceiver}.proj_context", 3 * ECAPA, dim)
     inner = int(dim * 4 * 2 / 3)
     for i in range(PERCEIVER_DEPTH):
-        layer = f"{perceiver}.layers.{i}"
-        _linear(out, f"{layer}.0.to_q", dim, PERCEIVER_INNER, bias=False)
-        _linear(out, f"{layer}.0.to_kv", dim, 2 * PERCEIVER_INNER, bias=False)
-        _linear(out, f"{layer}.0.to_out", PERCEIVER_INNER, dim, bias=False)
-        _linear(out, f"{layer}.1.0", dim, 2 * inner)
-        _linear(out, f"{layer}.1.2", inner, dim)
+        prefix = f"{perceiver}.layers.{i}"
+        _linear(out, f"{prefix}.0.to_q", dim, PERCEIVER_INNER, bias=False)
+        _linear(out, f"{prefix}.0.to_kv", dim, 2 * PERCEIVER_INNER, bias=False)
+        _linear(out, f"{prefix}.0.to_out", PERCEIVER_INNER, dim, bias=False)
+        _linear(out, f"{prefix}.1.0", dim, 2 * inner)
+        _linear(out, f"{prefix}.1.2", inner, dim)
     out[f"{perceiver}.norm.gamma"] = (dim,)
     _linear(out, f"{name}.quantizer.project_in", dim, levels)
 

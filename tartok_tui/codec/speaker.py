@@ -167,7 +167,9 @@ class Perceiver(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.proj_context(x)
         latents = self.latents.unsqueeze(0).expand(x.shape[0], -1, -1)
-        for attn, ff in self.layers:
+        for layer in self.layers:
+            assert isinstance(layer, nn.ModuleList)  # (attention, feed-forward), as built
+            attn, ff = layer
             latents = attn(latents, x) + latents
             latents = ff(latents) + latents
         return self.norm(latents)
@@ -175,6 +177,9 @@ class Perceiver(nn.Module):
 
 class _FSQIndices(nn.Module):
     """Project to len(levels) dims, bound, round: (B, L, dim) -> indices (B, L)."""
+
+    _levels: torch.Tensor
+    _basis: torch.Tensor
 
     def __init__(self, dim: int, levels: list[int]) -> None:
         super().__init__()

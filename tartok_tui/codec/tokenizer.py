@@ -210,11 +210,7 @@ class BiCodecTokenizer:
             use_ieee_fp32()
         for module in (semantic, bicodec):
             module.eval().requires_grad_(False).to(dev)
-        for layer in semantic.feature_extractor.conv_layers:
-            layer.prepare()
-        for layer in semantic.encoder.layers:
-            layer.attention.prepare()
-        semantic.encoder.pos_conv_embed.prepare()
+        semantic.prepare()
         if streams is None:
             streams = default_streams(dev)
         return cls(cfg, semantic, bicodec, dev, precision, batch_seconds, streams)
@@ -330,8 +326,8 @@ class BiCodecTokenizer:
                 global_tokens = model.speaker_encoder(mel)  # (B, G)
             self._progress()
             # One copy back for both kinds of tokens.
-            rows = torch.cat([semantic.to(torch.int64), global_tokens.to(torch.int64)], 1)
-            rows = rows.cpu().numpy()
+            device_rows = torch.cat([semantic.to(torch.int64), global_tokens.to(torch.int64)], 1)
+            rows = device_rows.cpu().numpy()
         return self._results(rows, semantic.shape[1], batch.lengths)
 
     def _results(

@@ -11,12 +11,16 @@ Parameter names follow transformers' `Wav2Vec2Model`, so its state dict loads as
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tartok_tui.codec.precision import fp32_island
+
+if TYPE_CHECKING:
+    from tartok_tui.codec.wav2vec_config import Wav2Vec2Settings
 
 
 def gelu_(x: torch.Tensor) -> torch.Tensor:
@@ -127,7 +131,7 @@ class _ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     """The convolutional front end: (B, N) samples -> (B, T, C) frames (channels-last)."""
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Wav2Vec2Settings) -> None:
         super().__init__()
         if config.feat_extract_norm != "layer":
             raise ValueError("only the layer-norm conv front end (xlsr-53 style) is supported")
@@ -218,7 +222,9 @@ class _PositionalConv(nn.Module):
         y = frames.transpose(2, 3).reshape(b, blocks * block, c)[:, :t]
         # Into a contiguous buffer: GELU rounds differently on a strided one, and a clip
         # must get the same frames alone and in a batch.
-        y = torch.add(y, self.conv.bias, out=torch.empty((b, t, c), dtype=y.dtype, device=y.device))
+        bias = self.conv.bias
+        assert bias is not None  # the conv is built with one
+        y = torch.add(y, bias, out=torch.empty((b, t, c), dtype=y.dtype, device=y.device))
         return gelu_(y).to(x.dtype)  # (a new buffer only under autocast)
 
 
@@ -285,7 +291,7 @@ class _Layer(nn.Module):
 
 
 class _Encoder(nn.Module):
-    def __init__(self, config, num_layers: int) -> None:
+    def __init__(self, config: Wav2Vec2Settings, num_layers: int) -> None:
         super().__init__()
         hidden = config.hidden_size
         # The final layer norm is part of the last hidden state only: it is used when the
@@ -315,7 +321,7 @@ class SemanticFeatures(nn.Module):
 
     LAYERS = (11, 14, 16)
 
-    def __init__(self, config) -> None:
+    def __init__(self, config: Wav2Vec2Settings) -> None:
         super().__init__()
         if not config.do_stable_layer_norm:
             raise ValueError("only the stable-layer-norm wav2vec2 variant (xlsr-53) is supported")
@@ -326,6 +332,13 @@ class SemanticFeatures(nn.Module):
             config.conv_dim[-1], config.hidden_size, config.layer_norm_eps
         )
         self.encoder = _Encoder(config, max(self.LAYERS))
+
+    def prepare(self) -> None:
+        """Build the weights' cached forms (GEMM operands, fused q/k/v, kernel spectrum) now,
+        on the module's device, rather than in the first forward pass."""
+        for module in self.modules():
+            if isinstance(module, (_ConvLayer, _Attention, _PositionalConv)):
+                module.prepare()
 
     def frames(self, num_samples: int) -> int:
         return conv_output_length(num_samples, self.kernels, self.strides)

@@ -21,14 +21,17 @@ import soundfile as sf
 BROKEN_KINDS = frozenset(
     {"no_audio", "no_json", "bad_json", "undecodable_audio", "empty_audio", "too_long"}
 )
-_FORMATS = {
+_SNDFILE_FORMATS: dict[str, tuple[str, str | None]] = {
     "mp3": ("MP3", None),
     "wav": ("WAV", "PCM_16"),
     "flac": ("FLAC", "PCM_16"),
     "ogg": ("OGG", "VORBIS"),
     "opus": ("OGG", "OPUS"),  # 8, 12, 16, 24 or 48 kHz only
-    "m4a": ("mp4", "aac"),  # written with FFmpeg (PyAV): libsndfile cannot write or read it
 }
+"""format -> (libsndfile format, subtype)"""
+_FFMPEG_FORMATS = {"m4a": ("mp4", "aac")}
+"""format -> (container, codec), written with PyAV: libsndfile cannot write or read them"""
+_FORMATS = frozenset({*_SNDFILE_FORMATS, *_FFMPEG_FORMATS})
 LAYOUTS = ("grouped", "ungrouped")
 _WORDS = {
     "EN": [
@@ -102,9 +105,9 @@ def synth_speech(rng: np.random.Generator, seconds: float, sr: int) -> np.ndarra
 
 
 def _encode(wav: np.ndarray, sr: int, audio_format: str) -> bytes:
-    fmt, subtype = _FORMATS[audio_format]
-    if audio_format == "m4a":
-        return _encode_ffmpeg(wav, sr, fmt, subtype)
+    if audio_format in _FFMPEG_FORMATS:
+        return _encode_ffmpeg(wav, sr, *_FFMPEG_FORMATS[audio_format])
+    fmt, subtype = _SNDFILE_FORMATS[audio_format]
     buf = io.BytesIO()
     sf.write(buf, wav, sr, format=fmt, subtype=subtype)
     return buf.getvalue()
@@ -116,6 +119,8 @@ def _encode_ffmpeg(wav: np.ndarray, sr: int, container: str, codec: str) -> byte
     buf = io.BytesIO()
     with av.open(buf, "w", format=container) as out:
         stream = out.add_stream(codec, rate=sr, layout="mono")
+        if not isinstance(stream, av.AudioStream):
+            raise ValueError(f"{codec} is not an audio codec")
         samples = wav.astype(np.float32).reshape(1, -1)
         for start in range(0, samples.shape[1], 1024):
             frame = av.AudioFrame.from_ndarray(

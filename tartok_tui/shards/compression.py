@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import bz2
 import gzip
+import io
 import lzma
 import tempfile
 import zlib
 from collections.abc import Callable
 from typing import BinaryIO
 
+from tartok_tui.shards.tario import ByteSource
 from tartok_tui.storage.errors import InputUnavailable
 
 _MAGIC = {b"\x1f\x8b": "gz", b"BZh": "bz2", b"\xfd7zXZ\x00": "xz"}
-_DECOMPRESSORS: dict[str, Callable[[BinaryIO], BinaryIO]] = {
+_DECOMPRESSORS: dict[str, Callable[[ByteSource], io.BufferedIOBase]] = {
     "gz": lambda raw: gzip.GzipFile(fileobj=raw, mode="rb"),
     "bz2": lambda raw: bz2.BZ2File(raw, mode="rb"),
-    "xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),  # noqa: SIM115 - used in a with
+    # lzma's stubs want an IO[bytes]; LZMAFile only reads and seeks it.
+    "xz": lambda raw: lzma.LZMAFile(raw, mode="rb"),  # type: ignore[arg-type]  # noqa: SIM115 - used in a with
 }
 _SPOOL_CHUNK = 1 << 20
 
 
-def compression(raw: BinaryIO) -> str | None:
+def compression(raw: ByteSource) -> str | None:
     """The compression of a tar from its first bytes: "gz", "bz2", "xz", or None for a
     plain tar. Leaves ``raw`` at offset 0."""
     head = raw.read(6)
@@ -36,7 +39,7 @@ def compression(raw: BinaryIO) -> str | None:
     return None
 
 
-def spool(raw: BinaryIO, kind: str, directory: str | None = None) -> tuple[BinaryIO, str | None]:
+def spool(raw: ByteSource, kind: str, directory: str | None = None) -> tuple[BinaryIO, str | None]:
     """Decompress ``raw`` into an anonymous temporary file (removed when closed).
 
     Returns (spool at offset 0, None), or the part that decompressed and why it stopped:

@@ -99,7 +99,9 @@ def stream_groups(tf: tarfile.TarFile, wants: Wants) -> Iterator[Group | TarDama
     for item in iter_headers(tf):
         if isinstance(item, End):
             if item.damage is not None:
-                yield TarDamage(count, incomplete(item.damage, current and current.key))
+                yield TarDamage(
+                    count, incomplete(item.damage, None if current is None else current.key)
+                )
             elif current is not None:
                 yield current
             elif count == 0:

@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from tartok_tui.shards.grouping import EMPTY, Group, Refused, Wants, incomplete, keyed_name
@@ -148,7 +149,7 @@ def _planned_ahead(
     next plans is being read meanwhile, up to 2 x parallel plans and READ_AHEAD_BYTES."""
     if parallel <= 1:
         for plan in plans:
-            yield plan, lambda plan=plan: load(plan)
+            yield plan, partial(load, plan)
         return
     pool = ThreadPoolExecutor(parallel, thread_name_prefix="tar-ranges")
     pending: deque[tuple[_Plan, Future]] = deque()

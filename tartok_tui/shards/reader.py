@@ -37,17 +37,16 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import BinaryIO
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
 from tartok_tui.shards.compression import compression, spool
 from tartok_tui.shards.grouping import EMPTY, Group, Refused, Wants, split_key, stream_groups
 from tartok_tui.shards.indexed import TarIndex, index_headers, indexed_groups
 from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
-from tartok_tui.shards.tario import is_damage, open_seekable, open_stream
+from tartok_tui.shards.tario import ByteSource, is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
 from tartok_tui.storage.reading import Access, open_input
 
@@ -138,7 +137,7 @@ def _not_a_tar(exc: BaseException) -> TarDamage:
 
 def _streamed(
     tar: Location, wants: Wants, access: Access | None
-) -> Iterator[Group | TarDamage | Ungrouped]:
+) -> Generator[Group | TarDamage | Ungrouped, None, None]:
     with open_input(tar, sequential=True, access=access) as raw:
         try:
             tf = open_stream(raw)
@@ -151,7 +150,7 @@ def _streamed(
             yield from stream_groups(tf, wants)
 
 
-def _index(raw: BinaryIO) -> TarIndex | TarDamage:
+def _index(raw: ByteSource) -> TarIndex | TarDamage:
     try:
         tf = open_seekable(raw)
     except Exception as exc:
@@ -164,7 +163,7 @@ def _index(raw: BinaryIO) -> TarIndex | TarDamage:
 
 def _indexed(
     tar: Location, wants: Wants, access: Access | None, spool_dir: str | None
-) -> Iterator[Group | TarDamage]:
+) -> Generator[Group | TarDamage, None, None]:
     # Closing this generator closes indexed_groups (its range readers) before the files.
     with ExitStack() as stack:
         yield from _indexed_in(stack, tar, wants, access, spool_dir)
@@ -178,6 +177,7 @@ def _indexed_in(
     spool_dir: str | None,
 ) -> Iterator[Group | TarDamage]:
     spool_error: str | None = None
+    data: ByteSource
     # Headers are read front to back (read-ahead pays on remote storage), then the data
     # where the index says (exact ranges); a compressed tar is first decompressed to a spool.
     with open_input(tar, sequential=True, access=access) as source:
@@ -188,7 +188,9 @@ def _indexed_in(
             data, spool_error = spool(source, kind, spool_dir)
             stack.enter_context(data)
     if kind is None:
-        data = stack.enter_context(open_input(tar, sequential=False, access=access))
+        # Entered apart: enter_context() would type a LocalInput | RemoteInput as object.
+        data = open_input(tar, sequential=False, access=access)
+        stack.enter_context(data)
     else:
         index = _index(data)
     if isinstance(index, TarDamage):
@@ -219,7 +221,7 @@ def iter_samples(
     tar (default: the system's temporary directory).
     """
     wants = Wants(tuple(e.lower().lstrip(".") for e in audio_exts), max_json_bytes, max_audio_bytes)
-    groups: Iterator[Group | TarDamage | Ungrouped] = (
+    groups: Generator[Group | TarDamage | Ungrouped, None, None] = (
         _indexed(tar, wants, access, spool_dir) if indexed else _streamed(tar, wants, access)
     )
     try:
@@ -229,7 +231,7 @@ def iter_samples(
                 return
             yield _sample(item, index, wants)
     finally:
-        groups.close()  # type: ignore[attr-defined]
+        groups.close()
 
 
 def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:

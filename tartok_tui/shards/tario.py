@@ -14,7 +14,7 @@ import tarfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO, Protocol, Self
 
 from tartok_tui.storage.errors import InputUnavailable
 
@@ -35,6 +35,16 @@ _EXTENDED_TYPES = (
 )
 
 
+class ByteSource(Protocol):
+    """A readable, seekable file of bytes: an input (local or remote) or a decompressed spool."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+    def seekable(self) -> bool: ...
+    def tell(self) -> int: ...
+    def close(self) -> None: ...
+
+
 def is_damage(exc: BaseException) -> bool:
     """True for what a damaged tar raises; False for an unreadable input (never damage)."""
     return isinstance(exc, DAMAGE_ERRORS) and not isinstance(exc, InputUnavailable)
@@ -50,7 +60,7 @@ class _RecordingTarInfo(tarfile.TarInfo):
     """
 
     @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> Self:
         tarfile_.tartok_header_error = None  # type: ignore[attr-defined]
         try:
             return super().fromtarfile(tarfile_)
@@ -61,28 +71,31 @@ class _RecordingTarInfo(tarfile.TarInfo):
     def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
         # tarfile reads an extended header whole, at the size its header claims.
         if self.type in _EXTENDED_TYPES and self.size > MAX_EXTENDED_HEADER:
-            raise tarfile.SubsequentHeaderError(
+            # tarfile's header error subclasses are not in its stubs (here and below).
+            raise tarfile.SubsequentHeaderError(  # type: ignore[attr-defined]
                 f"extended header of {self.size} bytes at offset {self.offset}"
             )
-        return super()._proc_member(tarfile_)  # type: ignore[misc]
+        return super()._proc_member(tarfile_)  # type: ignore[misc]  # private, not in the stubs
 
 
-def open_stream(raw: BinaryIO) -> tarfile.TarFile:
+def open_stream(raw: ByteSource) -> tarfile.TarFile:
     """A tar read front to back (plain or compressed); raises DAMAGE_ERRORS on a non-tar."""
-    return tarfile.open(fileobj=raw, mode="r|*", tarinfo=_RecordingTarInfo)
+    # tarfile's stubs want a fileobj with write() whatever the mode; reading never calls it.
+    return tarfile.open(fileobj=raw, mode="r|*", tarinfo=_RecordingTarInfo)  # type: ignore[call-overload]
 
 
-def open_seekable(raw: BinaryIO) -> tarfile.TarFile:
+def open_seekable(raw: ByteSource) -> tarfile.TarFile:
     """An uncompressed tar whose headers are reached by seeking over member data."""
-    return tarfile.open(fileobj=raw, mode="r:", tarinfo=_RecordingTarInfo)
+    # (write() as in open_stream)
+    return tarfile.open(fileobj=raw, mode="r:", tarinfo=_RecordingTarInfo)  # type: ignore[call-overload]
 
 
 def _end_damage(tf: tarfile.TarFile) -> str | None:
     """Why the member iteration stopped, or None when it met the end-of-archive block."""
     error = getattr(tf, "tartok_header_error", None)
-    if error is None or isinstance(error, tarfile.EOFHeaderError):
+    if error is None or isinstance(error, tarfile.EOFHeaderError):  # type: ignore[attr-defined]
         return None
-    if isinstance(error, tarfile.EmptyHeaderError):
+    if isinstance(error, tarfile.EmptyHeaderError):  # type: ignore[attr-defined]
         return "unexpected end of file (no end-of-archive marker)"
     return f"corrupt header: {error}"
 
@@ -105,15 +118,15 @@ def iter_headers(tf: tarfile.TarFile) -> Iterator[tarfile.TarInfo | End]:
             yield End(f"truncated or corrupt tar: {exc}")
             return
         # tarfile keeps every member it has seen; a tar holds ~50k members and we never
-        # look back, so drop them to keep memory flat.
-        tf.members.clear()
+        # look back, so drop them to keep memory flat. (`members` is missing from the stubs.)
+        tf.members.clear()  # type: ignore[attr-defined]
         if member is None:
             yield End(_end_damage(tf))
             return
         yield member
 
 
-def read_exactly(fileobj: BinaryIO, size: int) -> bytes:
+def read_exactly(fileobj: IO[bytes], size: int) -> bytes:
     """``size`` bytes a chunk at a time; EOFError if fewer are there. Only what is really
     there is ever held, whatever ``size`` claims."""
     chunks = []

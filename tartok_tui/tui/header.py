@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Unpack
 
 from rich.console import Group
 from rich.progress_bar import ProgressBar
@@ -12,6 +13,7 @@ from textual.widgets import Static
 
 from tartok_tui import formatting as fmt
 from tartok_tui.supervisor.views import RunView, WorkerState
+from tartok_tui.tui.keywords import WidgetKeywords
 
 BAR_WIDTH = 32
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -137,7 +139,7 @@ def render_header(view: RunView, context: str | None = None) -> Group:
 class RunHeader(Static):
     """What is being run, overall progress, throughput over time, memory and time."""
 
-    def __init__(self, context: str | None = None, **kwargs) -> None:
+    def __init__(self, context: str | None = None, **kwargs: Unpack[WidgetKeywords]) -> None:
         super().__init__(**kwargs)
         self.context = context
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Unpack
 
 import aiofiles
 import aiofiles.os
 from rich.text import Text
 from textual.widgets import RichLog
+
+from tartok_tui.tui.keywords import WidgetKeywords
 
 START_BYTES = 64 * 1024
 """How much of an existing log is shown when the pane starts following it."""
@@ -87,7 +90,7 @@ class LogTail:
 class WorkerLogPane(RichLog):
     """Follows one worker's log file while shown; switching worker starts over."""
 
-    def __init__(self, *, poll_s: float = 0.5, **kwargs) -> None:
+    def __init__(self, *, poll_s: float = 0.5, **kwargs: Unpack[WidgetKeywords]) -> None:
         super().__init__(max_lines=2000, wrap=False, markup=False, highlight=False, **kwargs)
         self.poll_s = poll_s
         self.tail: LogTail | None = None

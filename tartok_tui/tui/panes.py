@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime
+from typing import Unpack
 
 from rich.text import Text
 from textual.widgets import RichLog, Static
 
 from tartok_tui import formatting as fmt
 from tartok_tui.supervisor.views import Event, RunView, WorkerState, WorkerView
+from tartok_tui.tui.keywords import WidgetKeywords
 
 
 def worker_detail(view: RunView, worker: WorkerView) -> Text:
@@ -87,7 +89,9 @@ class EventLog(RichLog):
     matching the last event already shown.
     """
 
-    def __init__(self, *, tz: datetime.tzinfo | None = None, **kwargs) -> None:
+    def __init__(
+        self, *, tz: datetime.tzinfo | None = None, **kwargs: Unpack[WidgetKeywords]
+    ) -> None:
         super().__init__(max_lines=1000, wrap=False, markup=False, highlight=False, **kwargs)
         self.tz = tz
         self._last: Event | None = None

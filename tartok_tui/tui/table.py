@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import groupby
-from typing import ClassVar
+from typing import ClassVar, Unpack
 
 from rich.text import Text
 from textual.binding import BindingType
@@ -18,6 +18,7 @@ from textual.widgets import DataTable
 from tartok_tui import formatting as fmt
 from tartok_tui.supervisor.views import RunView, WorkerState, WorkerView
 from tartok_tui.tui.actions import TABLE_KEYS
+from tartok_tui.tui.keywords import WidgetKeywords
 
 # (key, label, width); the last column takes what is left.
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
@@ -184,7 +185,7 @@ class WorkerTable(DataTable):
 
     BINDINGS: ClassVar[list[BindingType]] = [key.binding() for key in TABLE_KEYS]
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, **kwargs: Unpack[WidgetKeywords]) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
         self._error_width = 40
         self._add_columns()

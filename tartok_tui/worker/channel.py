@@ -6,6 +6,7 @@ import logging
 import os
 import queue
 import threading
+from collections.abc import Iterable
 
 from tartok_tui import messages as m
 
@@ -60,7 +61,7 @@ class Control:
         self.closed = threading.Event()
         self._changed = threading.Condition()
 
-    def start_reader(self, stream) -> threading.Thread:
+    def start_reader(self, stream: Iterable[bytes]) -> threading.Thread:
         thread = threading.Thread(target=self._read, args=(stream,), name="stdin", daemon=True)
         thread.start()
         return thread
@@ -90,7 +91,7 @@ class Control:
             log.warning("ignoring a message the worker does not take: %r", msg)
         self._notify()
 
-    def _read(self, stream) -> None:
+    def _read(self, stream: Iterable[bytes]) -> None:
         for line in stream:
             if not line.strip():
                 continue

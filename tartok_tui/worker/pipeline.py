@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
@@ -251,7 +252,9 @@ class LeaseRunner:
         log.error("tar %s failed (%s): %s", lease.tar_path, kind, reason)
         return m.TarFailed(lease.lease_id, lease.tar_path, reason, kind=kind)
 
-    def _samples(self, tar_path: Path, indexed: bool = False):
+    def _samples(
+        self, tar_path: Path, indexed: bool = False
+    ) -> Iterator[Sample | TarDamage | Ungrouped]:
         """The tar's samples as the options bound them."""
         return iter_samples(
             tar_path,

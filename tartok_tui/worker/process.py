@@ -16,6 +16,7 @@ import queue
 import signal
 import sys
 import time
+from typing import TYPE_CHECKING
 
 from tartok_tui import messages as m
 from tartok_tui.worker.channel import (
@@ -30,6 +31,9 @@ from tartok_tui.worker.channel import (
 )
 from tartok_tui.worker.heartbeat import Heartbeat, ProgressCounter
 from tartok_tui.worker.options import WorkerOptions
+
+if TYPE_CHECKING:  # imported at run time after the hello (see main)
+    from tartok_tui.worker.pipeline import LeaseRunner
 
 log = logging.getLogger("tartok_tui.worker")
 
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     return serve(runner, control, channel, opts)
 
 
-def serve(runner, control: Control, channel: Channel, opts: WorkerOptions) -> int:
+def serve(runner: LeaseRunner, control: Control, channel: Channel, opts: WorkerOptions) -> int:
     """Take leases until told to stop or abort, or until stdin closes."""
     from tartok_tui.worker.pipeline import LeaseAborted, is_device_failure
 
