@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -376,7 +376,7 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     if not bad:
         return
     table = Table(title=f"Tars with problems ({len(bad)})", title_justify="left")
-    for name, justify in (
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
         ("tar", "left"),
         ("expected", "right"),
         ("lines", "right"),
@@ -385,7 +385,8 @@ def print_verify(report: VerifyReport, console: Console) -> None:
         ("dup", "right"),
         ("unknown", "right"),
         ("note", "left"),
-    ):
+    )
+    for name, justify in columns:
         table.add_column(name, justify=justify)
     for t in bad[:MAX_LISTED]:
         table.add_row(

@@ -37,7 +37,8 @@ def _load_nvml() -> Nvml | None:
         import pynvml
     except ImportError:
         return None
-    return pynvml  # type: ignore[return-value]
+    nvml: Nvml = pynvml
+    return nvml
 
 
 class GpuMonitor:
