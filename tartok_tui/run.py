@@ -64,7 +64,10 @@ def run_pipeline(
     try:
         config, validated = validate_config(config)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        from tartok_tui.storage import redact_text
+
+        message = redact_text(str(exc), config.storage_options)
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
         return ExitCode.BAD_ARGS
     if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
         err_console.print(
@@ -72,9 +75,13 @@ def run_pipeline(
         )
         tui = False
     if tui:
+        from tartok_tui.storage import redact_location
         from tartok_tui.tui.app import run_dashboard
 
-        context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
+        context = (
+            f"{redact_location(config.input_dir)} → {redact_location(config.output_dir)}"
+            f"   model {config.model_dir}"
+        )
         return run_dashboard(
             make_supervisor(config, None, validated),
             console=console,
