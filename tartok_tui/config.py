@@ -284,7 +284,7 @@ class RunConfig:
     @property
     def spool_path(self) -> Path:
         """This output's spool folder (used when the output is a URL; see output.spool)."""
-        from tartok_tui.output.spool import spool_root
+        from tartok_tui.storage.spool import spool_root
 
         return spool_root(self.spool_dir, str(self.output_dir))
 

@@ -28,7 +28,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
 from tartok_tui.output.target import UNAVAILABLE_ERRNOS, OutputUnavailable
-from tartok_tui.storage import Access, filesystem, redact_text, redact_url
+from tartok_tui.storage import (
+    Access,
+    filesystem,
+    is_credentials_error,
+    redact_text,
+    redact_url,
+)
 
 log = logging.getLogger("tartok_tui.output")
 
@@ -83,7 +89,7 @@ def unavailable_errno(exc: BaseException) -> int | None:
             return errno.ENOSPC
         if _READ_ONLY.search(text):
             return errno.EROFS
-        if isinstance(e, PermissionError):
+        if is_credentials_error(e):
             return errno.EACCES
     return None
 

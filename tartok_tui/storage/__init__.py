@@ -6,7 +6,12 @@ are retried, :mod:`tartok_tui.storage.filesystems` for credentials, and
 :mod:`tartok_tui.storage.urls` for keeping secrets out of messages.
 """
 
-from tartok_tui.storage.errors import BackendMissing, InputUnavailable, StorageError
+from tartok_tui.storage.errors import (
+    BackendMissing,
+    InputUnavailable,
+    StorageError,
+    is_credentials_error,
+)
 from tartok_tui.storage.filesystems import BACKENDS, filesystem, filesystem_class
 from tartok_tui.storage.listing import list_files
 from tartok_tui.storage.reading import (
@@ -48,6 +53,7 @@ __all__ = [
     "as_location",
     "filesystem",
     "filesystem_class",
+    "is_credentials_error",
     "is_url",
     "join",
     "list_files",
