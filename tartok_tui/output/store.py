@@ -45,6 +45,14 @@ _FULL = re.compile(
     r"storage ?full|insufficient ?storage|no space|storage limit|disk full|\b507\b", re.IGNORECASE
 )
 _READ_ONLY = re.compile(r"read[- ]?only", re.IGNORECASE)
+_DENIED_CODES = re.compile(
+    r"AccessDenied|AllAccessDisabled|AccountProblem|InvalidAccessKeyId|SignatureDoesNotMatch|"
+    r"ExpiredToken|Forbidden|^403$"
+)
+
+
+_BUGS = (TypeError, AttributeError, NameError, AssertionError, NotImplementedError)
+"""A mistake in the program, not a store's hiccup: never retried."""
 
 
 class StoreUnavailable(OSError):
@@ -89,7 +97,7 @@ def unavailable_errno(exc: BaseException) -> int | None:
             return errno.ENOSPC
         if _READ_ONLY.search(text):
             return errno.EROFS
-        if is_credentials_error(e):
+        if is_credentials_error(e) or _DENIED_CODES.search(_code(e)):
             return errno.EACCES
     return None
 
@@ -184,6 +192,8 @@ class StoreOutput:
         while True:
             try:
                 return call()
+            except _BUGS:
+                raise
             except Exception as exc:
                 err = unavailable_errno(exc)
                 if err is not None:
