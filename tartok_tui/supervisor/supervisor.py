@@ -513,6 +513,8 @@ class Supervisor:
             if back.requeued:
                 self._event("warning", slot.n, f"{name}: {what}, retried later: {msg.reason}")
             else:
+                # The summary says why, not only how often (the last failure's words).
+                self._queue.entry(lease.tar).reason = f"{back.reason}: {msg.reason}"
                 self._event("error", slot.n, f"{name} given up: {back.reason}: {msg.reason}")
         else:
             self._queue.fail(lease.lease_id, msg.reason)
