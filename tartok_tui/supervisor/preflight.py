@@ -159,9 +159,10 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
         tars, ignored = find_tars(config)
     else:
         _check_input_dir(config)
+    local_output_dir = config.local_output_dir
     for tar in tars:
         try:
-            tar_output_paths(config.local_output_dir, config.input_dir, tar)
+            tar_output_paths(local_output_dir, config.input_dir, tar)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     model_dir = check_model(config.model_dir)
