@@ -4,7 +4,10 @@
       clip at a time with the reference implementation),
   (b) our engine on audio already decoded in memory (the model-bound ceiling),
   (c) ``tartok-tui run --no-tui`` end to end (tar reading, MP3 decoding,
-      resampling, batching, writing, pipes), start-up reported separately.
+      resampling, batching, writing, pipes), start-up reported separately;
+  (d) with ``--s3``: the same run reading its tars from an S3 protocol server on
+      127.0.0.1 (moto, in this process) instead of the local disk: what streaming
+      from object storage costs. The output stays local, so only the input differs.
 
 The three take turns tar by tar (one ``run`` per tar, its start-up excluded and
 reported), so a shared machine's changing load falls on all of them alike. (a)
@@ -17,6 +20,10 @@ here; speed does not depend on the weight values). Needs the dev dependency
 
     uv run python benchmarks/bench_e2e.py --minutes 16
     python benchmarks/bench_e2e.py --device cuda --skip-reference --minutes 60
+    uv run python benchmarks/bench_e2e.py --s3 --skip-reference --minutes 4
+
+moto's server is Python and shares the machine's cores with the run: on a small machine
+(d) measures this setup's cost, an upper bound on what a real store's reads take here.
 """
 
 from __future__ import annotations
@@ -110,9 +117,49 @@ def engine_server(model_dir: Path, device: str) -> None:
         print(f"error {bad[0]}" if bad else f"{elapsed}", flush=True)
 
 
+def serve_s3(tars: list[Path]) -> tuple[object, list[str]]:
+    """A moto S3 server on 127.0.0.1 holding ``tars`` (each under its part's prefix), with
+    this process's environment (inherited by the runs) pointing at it; the server and the
+    URL prefix of each tar's part."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    os.environ.update(
+        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench-secret",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_CONFIG_FILE="/nonexistent/tartok-bench-aws-config",
+        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/tartok-bench-aws-credentials",
+        NO_PROXY="127.0.0.1,localhost",
+    )
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "HTTP_PROXY",
+                 "HTTPS_PROXY", "http_proxy", "https_proxy"):  # fmt: skip
+        os.environ.pop(name, None)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    from tartok_tui.storage import filesystem
+
+    fs, _ = filesystem("s3://tartok-bench")
+    fs.mkdir("tartok-bench")
+    prefixes = []
+    for tar in tars:
+        fs.put_file(str(tar), f"tartok-bench/{tar.parent.name}/{tar.name}")
+        prefixes.append(f"s3://tartok-bench/{tar.parent.name}")
+    return server, prefixes
+
+
 def bench_cli(
     model_dir: Path,
-    input_dir: Path,
+    input_dir: Path | str,
     output_dir: Path,
     num_proc: int,
     extra: list[str] | None = None,
@@ -177,6 +224,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-reference", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--s3", action="store_true", help="also (d): the same runs reading the tars from S3"
+    )
     parser.add_argument("--engine-server", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine_server is not None:
@@ -206,7 +256,9 @@ def main() -> None:
     streams, threads = server.stdout.readline().split()
     print(f"(b) engine: {streams} stream(s) x {threads} thread(s)", flush=True)
 
+    s3_server, prefixes = serve_s3(tars) if args.s3 else (None, [])
     totals = {"a": 0.0, "b": 0.0, "c_wall": 0.0, "c_startup": 0.0, "c_tars": 0.0, "sup_cpu": 0.0}
+    totals |= {"d_wall": 0.0, "d_startup": 0.0, "d_tars": 0.0}
     peak_rss = 0.0
     for i, tar in enumerate(tars):
         samples = samples_of(tar)
@@ -227,9 +279,20 @@ def main() -> None:
         totals["c_tars"] += sum(t["wall_seconds"] for t in res["summary"]["tars"])
         totals["sup_cpu"] += res["supervisor_cpu_s"]
         peak_rss = max(peak_rss, res["supervisor_peak_rss_mb"])
+        if prefixes:
+            out = root / "output-s3" / f"part{i}"
+            res = bench_cli(model_dir, prefixes[i], out, args.num_proc, device=args.device)
+            totals["d_wall"] += res["wall"]
+            totals["d_startup"] += res["startup"]
+            totals["d_tars"] += sum(t["wall_seconds"] for t in res["summary"]["tars"])
+            local = root / "output" / f"part{i}" / tar.with_suffix(".jsonl").name
+            if (out / local.name).read_bytes() != local.read_bytes():
+                raise SystemExit(f"{tar.name}: tokens read from S3 differ from the local run's")
         print(f"  tar {i + 1}/{len(tars)} ({tar_audio:.0f} s of audio) done", flush=True)
     server.stdin.close()
     server.wait()
+    if s3_server is not None:
+        s3_server.stop()  # type: ignore[attr-defined]
 
     print()
     b = audio_s / totals["b"]
@@ -249,6 +312,19 @@ def main() -> None:
         f"    of which in the tars (lease to commit) {totals['c_tars']:.1f} s "
         f"({audio_s / totals['c_tars']:.2f}x), between tars and exiting {exit_s:.1f} s"
     )
+    if prefixes:
+        d_steady = totals["d_wall"] - totals["d_startup"]
+        print(
+            f"(d) run with tars from S3       {d_steady:8.1f} s  {audio_s / d_steady:6.2f}x "
+            f"real time after start-up; in the tars {totals['d_tars']:.1f} s "
+            f"({audio_s / totals['d_tars']:.2f}x)"
+        )
+        size_mb = sum(t.stat().st_size for t in tars) / 2**20
+        print(
+            f"    {size_mb:.1f} MiB of tars streamed; (d) / (c) in the tars = "
+            f"{totals['c_tars'] / totals['d_tars']:.1%} of local-disk speed, "
+            f"{(totals['d_tars'] - totals['c_tars']) / len(tars):+.2f} s per tar"
+        )
     print()
     if reference is not None:
         print(f"(c) / (a) = {c / a:.2f}   (target >= 1.5)")

@@ -23,7 +23,14 @@ from rich.table import Table
 from rich.text import Text
 
 from tartok_tui import __version__
-from tartok_tui.config import CliSpec, ConfigError, DisplayOptions, RunConfig
+from tartok_tui.config import (
+    CliSpec,
+    ConfigError,
+    DisplayOptions,
+    RunConfig,
+    parse_json_object,
+    parse_location,
+)
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.run import err_console, run_pipeline
 
@@ -45,6 +52,9 @@ EXAMPLES = """\
   [dim]# what is done, and is every sample accounted for?[/]
   tartok-tui status /data/tokens/EN
   tartok-tui verify /data/Emilia/EN /data/tokens/EN
+
+  [dim]# tars streamed from S3 (or gs://, hf://datasets/...), tokens uploaded to S3[/]
+  tartok-tui run -i s3://corpus/Emilia/EN -o s3://corpus/tokens/EN -m SparkAudio/Spark-TTS-0.5B
 
 [bold]Exit codes[/]  0 all tars done · 1 some tars failed or unfinished · 2 bad arguments · 3 every worker failed · 130 interrupted (run again to resume)
 
@@ -188,17 +198,67 @@ app.command(name="run", epilog=EXAMPLES)(declared_command(run, RunConfig, Displa
 # --------------------------------------------------------------------------- status / verify
 
 
+def existing_location(value: str) -> str:
+    """A command argument: a URL as given, or a directory that exists (Typer's check)."""
+    from tartok_tui.storage import is_url
+
+    if is_url(value):
+        return value
+    path = Path(value)
+    if not path.exists():
+        raise typer.BadParameter(f"Directory '{value}' does not exist.")
+    if not path.is_dir():
+        raise typer.BadParameter(f"Directory '{value}' is a file.")
+    return value
+
+
+def _access(storage_options: str | None) -> Any:
+    """The storage access for ``--storage-options`` (exits 2 on bad JSON)."""
+    from tartok_tui.storage import Access
+
+    try:
+        return Access(options=parse_json_object(storage_options))
+    except ConfigError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        raise typer.Exit(ExitCode.BAD_ARGS) from exc
+
+
+def _storage_failed(exc: Exception, access: Any) -> typer.Exit:
+    """Print why storage could not be used; the exit to raise (2 for a missing backend)."""
+    from tartok_tui.storage import StorageError, redact_text
+
+    err_console.print(f"[bold red]error:[/] {escape(redact_text(str(exc), access.options))}")
+    return typer.Exit(ExitCode.BAD_ARGS if isinstance(exc, StorageError) else ExitCode.INCOMPLETE)
+
+
+STORAGE_OPTIONS_HELP = next(
+    f.metadata["cli"].help for f in fields(RunConfig) if f.name == "storage_options"
+)
+
+
 @app.command()
 def status(
     output_dir: Annotated[
-        Path, typer.Argument(help="The output directory of a run.", exists=True, file_okay=False)
+        str,
+        typer.Argument(help="The output directory (or URL) of a run.", callback=existing_location),
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    storage_options: Annotated[
+        str | None,
+        typer.Option(
+            "--storage-options", envvar="TARTOK_STORAGE_OPTIONS", help=STORAGE_OPTIONS_HELP
+        ),
+    ] = None,
 ) -> None:
     """What is done, partial or failed in OUTPUT_DIR, from its files alone (no input needed)."""
     from tartok_tui.output.scan import scan_output
+    from tartok_tui.storage import StorageError
 
-    result = scan_output(output_dir)
+    access = _access(storage_options)
+    try:
+        result = scan_output(parse_location(output_dir), access)
+    except (OSError, StorageError) as exc:
+        raise _storage_failed(exc, access) from exc
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -206,7 +266,7 @@ def status(
 
 
 def verify(
-    ctx: typer.Context, input_dir: Path, output_dir: Path, as_json: bool = False, **values: Any
+    ctx: typer.Context, input_dir: str, output_dir: str, as_json: bool = False, **values: Any
 ) -> None:
     """Check that every sample of every input tar appears exactly once in the output, as tokens or an error record.
 
@@ -214,16 +274,28 @@ def verify(
     """
     from tartok_tui.output.scan import verify as verify_output
     from tartok_tui.shards.discover import InputError
+    from tartok_tui.storage import StorageError, redact_location, redact_text
 
     from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
+    access = _access(values.get("storage_options"))
     try:
-        report = verify_output(input_dir, output_dir, from_index, to_index, recursive)
+        report = verify_output(
+            parse_location(input_dir),
+            parse_location(output_dir),
+            from_index,
+            to_index,
+            recursive,
+            access=access,
+        )
     except InputError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        message = redact_text(str(exc), access.options)
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
+    except (OSError, StorageError) as exc:
+        raise _storage_failed(exc, access) from exc
     if not report.tars:
         what = (
-            f"no tars in {input_dir} for range [{from_index}, "
+            f"no tars in {redact_location(input_dir)} for range [{from_index}, "
             f"{'end' if to_index is None else to_index})"
             + ("" if recursive else " (subdirectories need --recursive)")
         )
@@ -263,18 +335,23 @@ _verify_params = [
     inspect.Parameter(
         "input_dir",
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        annotation=Path,
+        annotation=str,
         default=typer.Argument(
-            ..., help="The input directory of the run.", exists=True, file_okay=False
+            ..., help="The input directory (or URL) of the run.", callback=existing_location
         ),
     ),
     inspect.Parameter(
         "output_dir",
         inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        annotation=Path,
-        default=typer.Argument(..., help="Its output directory.", exists=True, file_okay=False),
+        annotation=str,
+        default=typer.Argument(
+            ..., help="Its output directory (or URL).", callback=existing_location
+        ),
     ),
-    *(_parameter(*d) for d in _declared(RunConfig, ("from_index", "to_index", "recursive"))),
+    *(
+        _parameter(*d)
+        for d in _declared(RunConfig, ("from_index", "to_index", "recursive", "storage_options"))
+    ),
     inspect.Parameter(
         "as_json",
         inspect.Parameter.KEYWORD_ONLY,
@@ -296,10 +373,12 @@ def _names(names: list[str]) -> str:
 
 def print_status(result: OutputStatus, console: Console) -> None:
     """``status`` for people: counts, then the tars that need a look."""
+    from tartok_tui.storage import redact_location
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("output", str(result.output_dir))
+    grid.add_row("output", redact_location(result.output_dir))
     grid.add_row(
         "done",
         f"{result.tars_done:,} tars, {result.lines:,} lines, {result.error_records:,} error records",

@@ -109,6 +109,15 @@ def parse_optional_text(value: str | None) -> str | None:
     return value.strip() or None if value is not None else None
 
 
+def parse_location(value: str | Path) -> Path | str:
+    """A command-line location: a URL stays the string given, anything else is a Path."""
+    from tartok_tui.storage.urls import as_location
+
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError("expected a directory or a URL, got an empty string")
+    return as_location(value)
+
+
 def parse_json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
     if value is None or isinstance(value, dict):
         return dict(value or {})
@@ -127,10 +136,22 @@ def parse_json_object(value: str | dict[str, Any] | None) -> dict[str, Any]:
 
 @dataclass
 class RunConfig:
-    input_dir: Path = option(help="Directory holding the input .tar shards.", short=("-i",))
-    output_dir: Path = option(
-        help="Where the per-tar output files go; a rerun resumes here.", short=("-o",)
+    input_dir: Path | str = option(
+        help="Directory holding the input .tar shards, or a URL: s3://bucket/prefix, "
+        "gs://bucket/prefix, hf://datasets/org/name/path.",
+        short=("-i",),
+        cli_type=str,
+        parse=parse_location,
     )
+    """A local Path, or a URL kept as a string (``Path`` would collapse its ``//``)."""
+    output_dir: Path | str = option(
+        help="Where the per-tar output files go (a directory or a URL, like --input-dir); "
+        "a rerun resumes here.",
+        short=("-o",),
+        cli_type=str,
+        parse=parse_location,
+    )
+    """A local Path, or a URL kept as a string."""
     model_dir: str = option(
         help="Spark-TTS model: a local directory in the official layout, or a Hugging Face "
         "repo id.",
@@ -243,7 +264,17 @@ class RunConfig:
         parse=parse_optional_text,
         default_text="no cluster: workers on this machine",
     )
-    log_dir: Path | None = option(None, help="Worker logs.", default_text="OUTPUT_DIR/logs")
+    spool_dir: Path | None = option(
+        None,
+        help="Local folder where output files are built before their upload when "
+        "--output-dir is a URL (a tar's files at a time per worker).",
+        default_text="the system temp dir's tartok-tui-spool-<uid>",
+    )
+    log_dir: Path | None = option(
+        None,
+        help="Worker logs.",
+        default_text="OUTPUT_DIR/logs; for an output URL, logs/ in its spool folder",
+    )
     worker_env: dict[str, str] = option(
         help="Extra environment for the workers, KEY=VALUE; repeatable.",
         aliases=("--extra-worker-env", "--extra_worker_env"),
@@ -253,9 +284,35 @@ class RunConfig:
         default_factory=dict,
     )
 
+    def __post_init__(self) -> None:
+        # Paths given as strings become Paths; URLs stay strings (see storage.urls).
+        self.input_dir = parse_location(self.input_dir)
+        self.output_dir = parse_location(self.output_dir)
+
+    @property
+    def output_is_url(self) -> bool:
+        return isinstance(self.output_dir, str)
+
+    @property
+    def spool_path(self) -> Path:
+        """This output's spool folder (used when the output is a URL; see output.spool)."""
+        from tartok_tui.storage.spool import spool_root
+
+        return spool_root(self.spool_dir, str(self.output_dir))
+
+    @property
+    def local_output_dir(self) -> Path:
+        """Where partial files and isolation journals live: the output directory itself,
+        or the spool folder of an output URL."""
+        if isinstance(self.output_dir, str):
+            return self.spool_path
+        return self.output_dir
+
     @property
     def logs_path(self) -> Path:
-        return self.log_dir if self.log_dir is not None else self.output_dir / "logs"
+        if self.log_dir is not None:
+            return self.log_dir
+        return self.local_output_dir / "logs"
 
     def worker_log_path(self, slot: int) -> Path:
         """The log file of a worker slot (every process the slot starts appends to it)."""

@@ -179,6 +179,8 @@ class TarFailed(Message):
       not the tar's fault: it goes back to the queue.
     - ``"output"``: the output cannot take more (no space, quota exceeded, read-only);
       the run stops leasing and exits with ``ExitCode.OUTPUT_UNAVAILABLE``.
+    - ``"store"``: the output's object store could not be reached to upload (after
+      retries); not the tar's fault: it goes back to the queue.
     """
 
     TYPE: ClassVar[str] = "tar_failed"

@@ -80,7 +80,10 @@ def run_pipeline(
             connect(config.ray_address)
         config, validated = validate_config(config)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        from tartok_tui.storage import redact_text
+
+        message = redact_text(str(exc), config.storage_options)
+        err_console.print(f"[bold red]error:[/] {escape(message)}")
         _leave_cluster(config)
         return ExitCode.BAD_ARGS
     try:
@@ -110,9 +113,13 @@ def _run_validated(
         )
         tui = False
     if tui:
+        from tartok_tui.storage import redact_location
         from tartok_tui.tui.app import run_dashboard
 
-        context = f"{config.input_dir} → {config.output_dir}   model {config.model_dir}"
+        context = (
+            f"{redact_location(config.input_dir)} → {redact_location(config.output_dir)}"
+            f"   model {config.model_dir}"
+        )
         return run_dashboard(
             make_supervisor(config, None, validated),
             console=console,

@@ -214,8 +214,11 @@ def json_columns(schema: pa.Schema) -> list[str]:
     return list(json.loads(raw).get("json_columns", []))
 
 
-def read_parquet_rows(path: Path | str, batch_rows: int = 1024) -> Iterator[dict[str, Any]]:
-    """The rows of a Parquet tokens file as dicts, JSON-text columns decoded."""
+def read_parquet_rows(
+    path: Path | str | BinaryIO, batch_rows: int = 1024
+) -> Iterator[dict[str, Any]]:
+    """The rows of a Parquet tokens file (a path or a seekable file) as dicts, JSON-text
+    columns decoded."""
     parquet = pq.ParquetFile(path)
     decode = json_columns(parquet.schema_arrow)
     for batch in parquet.iter_batches(batch_size=batch_rows):
@@ -226,11 +229,11 @@ def read_parquet_rows(path: Path | str, batch_rows: int = 1024) -> Iterator[dict
             yield row
 
 
-def read_parquet_keys(path: Path | str) -> list[str | None]:
+def read_parquet_keys(path: Path | str | BinaryIO) -> list[str | None]:
     """The ``key`` column alone (the token columns are not read)."""
     return pq.read_table(path, columns=["key"]).column("key").to_pylist()
 
 
-def parquet_row_count(path: Path | str) -> int:
+def parquet_row_count(path: Path | str | BinaryIO) -> int:
     """Rows in a Parquet file, from its footer alone."""
     return pq.read_metadata(path).num_rows

@@ -28,6 +28,8 @@ from pathlib import Path, PurePosixPath
 
 import psutil
 
+from tartok_tui.storage.urls import is_url, redact_location
+
 ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
@@ -71,10 +73,19 @@ def output_stem(rel_tar: PurePosixPath) -> PurePosixPath:
 
 
 def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixPath:
-    """``tar_path`` relative to ``input_dir``; both may be relative to the working directory.
+    """``tar_path`` relative to ``input_dir``; both may be relative to the working directory,
+    or both URLs (``s3://b/in/sub/X.tar`` in ``s3://b/in`` is ``sub/X.tar``).
 
     Symlinks are not resolved: a tar that is a link into a blob store keeps its name.
     """
+    if is_url(input_dir) or is_url(tar_path):
+        prefix = str(input_dir).partition("?")[0].rstrip("/") + "/"
+        url = str(tar_path).partition("?")[0]
+        if not (is_url(input_dir) and is_url(tar_path) and url.startswith(prefix)):
+            raise ValueError(
+                f"{redact_location(tar_path)} is not inside the input {redact_location(input_dir)}"
+            )
+        return PurePosixPath(url[len(prefix) :])
     root = Path(os.path.abspath(input_dir))
     path = Path(os.path.abspath(tar_path))
     try:

@@ -4,20 +4,28 @@
 written; Parquet rows with every column, null where a sample lacked a field,
 JSON-text columns decoded). ``read_keys`` and ``count_records`` back ``verify``
 and ``status`` without decoding the token lists.
+
+Every function takes a local path or a URL (read through ``storage.open_input``:
+streamed with read-ahead, a Parquet file by ranges, failed reads retried; ``access``
+says how).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pyarrow as pa
 
 from tartok_tui.output.parquet import parquet_row_count, read_parquet_keys, read_parquet_rows
 from tartok_tui.output.paths import format_of
+from tartok_tui.storage import Access, Location, is_url, location_name, open_input
+
+_CHUNK = 1 << 20
 
 _KEY_PREFIX = b'{"key": '
 _DECODER = json.JSONDecoder()
@@ -27,14 +35,35 @@ class UnreadableOutput(Exception):
     """A tokens file that cannot be read at all (a Parquet file with a broken footer)."""
 
 
-def _format(path: Path) -> str:
-    output_format = format_of(path.name)
+def _format(path: Location) -> str:
+    output_format = format_of(location_name(path))
     if output_format is None:
         raise ValueError(f"{path}: not a tokens file (expected .jsonl or .parquet)")
     return output_format
 
 
-def iter_lines(path: Path) -> Iterator[bytes]:
+def _location(path: Location | str) -> Location:
+    return str(path) if is_url(path) else Path(path)
+
+
+@contextlib.contextmanager
+def _open_remote(url: str, access: Access | None, sequential: bool) -> Iterator[BinaryIO]:
+    with open_input(url, sequential=sequential, access=access) as f:
+        yield f  # type: ignore[misc]
+
+
+def iter_lines(path: Location, access: Access | None = None) -> Iterator[bytes]:
+    """The lines of a file without their newlines."""
+    if is_url(path):
+        with _open_remote(str(path), access, sequential=True) as f:
+            rest = b""
+            while chunk := f.read(_CHUNK):
+                lines = (rest + chunk).split(b"\n")
+                rest = lines.pop()
+                yield from lines
+            if rest:
+                yield rest
+        return
     with open(path, "rb") as f:
         for line in f:
             yield line.rstrip(b"\n")
@@ -55,20 +84,28 @@ def line_key(line: bytes) -> str | None:
     return None
 
 
-def read_rows(path: Path | str) -> Iterator[dict[str, Any]]:
+def _parquet_source(path: Location, access: Access | None) -> contextlib.AbstractContextManager:
+    """What pyarrow reads: the local path, or a remote file read by exact ranges."""
+    if is_url(path):
+        return _open_remote(str(path), access, sequential=False)
+    return contextlib.nullcontext(path)
+
+
+def read_rows(path: Location | str, access: Access | None = None) -> Iterator[dict[str, Any]]:
     """The records of a tokens file of either format, in file order.
 
     Raises ValueError on a JSONL line that is not JSON and UnreadableOutput on a
     Parquet file that cannot be read.
     """
-    path = Path(path)
+    path = _location(path)
     if _format(path) == "parquet":
         try:
-            yield from read_parquet_rows(path)
+            with _parquet_source(path, access) as source:
+                yield from read_parquet_rows(source)
         except (pa.ArrowException, OSError) as exc:
             raise UnreadableOutput(f"{path}: {exc}") from exc
         return
-    for number, line in enumerate(iter_lines(path), 1):
+    for number, line in enumerate(iter_lines(path, access), 1):
         if not line.strip():
             continue
         try:
@@ -85,13 +122,14 @@ class TokensKeys:
     corrupt: int = 0
 
 
-def read_keys(path: Path | str) -> TokensKeys:
+def read_keys(path: Location | str, access: Access | None = None) -> TokensKeys:
     """The keys of a tokens file of either format; UnreadableOutput if Parquet cannot be read."""
-    path = Path(path)
+    path = _location(path)
     result = TokensKeys()
     if _format(path) == "parquet":
         try:
-            keys = read_parquet_keys(path)
+            with _parquet_source(path, access) as source:
+                keys = read_parquet_keys(source)
         except (pa.ArrowException, OSError) as exc:
             raise UnreadableOutput(str(exc)) from exc
         for key in keys:
@@ -100,7 +138,7 @@ def read_keys(path: Path | str) -> TokensKeys:
             else:
                 result.corrupt += 1
         return result
-    for line in iter_lines(path):
+    for line in iter_lines(path, access):
         key = line_key(line)
         if key is None:
             result.corrupt += 1
@@ -109,18 +147,19 @@ def read_keys(path: Path | str) -> TokensKeys:
     return result
 
 
-def count_records(path: Path | str) -> int:
+def count_records(path: Location | str, access: Access | None = None) -> int:
     """Records in a tokens file: lines of JSONL (counted, not parsed), rows of Parquet
     (from the footer); UnreadableOutput if a Parquet footer cannot be read."""
-    path = Path(path)
+    path = _location(path)
     if _format(path) == "parquet":
         try:
-            return parquet_row_count(path)
+            with _parquet_source(path, access) as source:
+                return parquet_row_count(source)
         except (pa.ArrowException, OSError) as exc:
             raise UnreadableOutput(str(exc)) from exc
     count = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+    with _open_remote(str(path), access, True) if is_url(path) else open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
             count += chunk.count(b"\n")
     return count
 
@@ -134,9 +173,9 @@ class ErrorKeys:
     corrupt: int = 0
 
 
-def read_error_keys(path: Path | str) -> ErrorKeys:
+def read_error_keys(path: Location | str, access: Access | None = None) -> ErrorKeys:
     result = ErrorKeys()
-    for line in iter_lines(Path(path)):
+    for line in iter_lines(_location(path), access):
         if not line.strip():
             continue
         try:

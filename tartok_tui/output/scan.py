@@ -7,6 +7,10 @@ around, and which tars have tokens files in both formats (a conflict). ``verify`
 backs ``tartok-tui verify``: every sample of every selected input tar must
 appear exactly once in the output, as a record or as an error record with its
 key, whatever the format.
+
+Both take local paths or URLs. An output URL is listed once (``output.files``); it holds
+no partial files or journals (those stay in the writer's local spool), so for it those
+lists are empty.
 """
 
 from __future__ import annotations
@@ -19,12 +23,20 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tartok_tui.output.files import (
+    ListedFiles,
+    LocalFiles,
+    OutputFiles,
+    done_formats_in,
+    output_files,
+)
 from tartok_tui.output.paths import (
     ERRORS_DIR,
     ERRORS_SUFFIX,
     OUTPUT_FORMATS,
     PARTIAL_DIR,
     RESERVED_TOP_DIRS,
+    SUMMARY_NAME,
     format_of,
     summary_path,
     tar_output_paths,
@@ -32,6 +44,7 @@ from tartok_tui.output.paths import (
 from tartok_tui.output.read import UnreadableOutput, count_records, read_error_keys, read_keys
 from tartok_tui.shards.discover import discover_tars
 from tartok_tui.shards.reader import scan_tar
+from tartok_tui.storage import Access, Location, as_location, is_url
 
 
 def _strip(name: str, suffix: str) -> str:
@@ -76,7 +89,7 @@ class PartialFile:
 
 @dataclass
 class OutputStatus:
-    output_dir: Path
+    output_dir: Location
     done: list[DoneTar] = field(default_factory=list)
     partial: list[PartialFile] = field(default_factory=list)
     """Partial files of tars with no tokens file yet: in progress, or left by a killed attempt."""
@@ -171,30 +184,72 @@ def _tokens_files(out: Path) -> dict[PurePosixPath, list[str]]:
     return found
 
 
-def _done_tar(out: Path, stem: PurePosixPath, formats: list[str]) -> DoneTar:
+def _done_tar(
+    files: OutputFiles, stem: PurePosixPath, formats: list[str], access: Access | None = None
+) -> DoneTar:
     output_format = min(formats, key=OUTPUT_FORMATS.index)
     errors = tar_errors = lines = 0
     unreadable = None
-    errors_path = out / ERRORS_DIR / f"{stem}{ERRORS_SUFFIX}"
-    if errors_path.exists():
-        found = read_error_keys(errors_path)
+    errors_key = PurePosixPath(ERRORS_DIR) / f"{stem}{ERRORS_SUFFIX}"
+    if files.exists(errors_key):
+        found = read_error_keys(files.locate(errors_key), access)
         errors, tar_errors = len(found.keys) + found.corrupt, found.tar_level
     try:
-        lines = count_records(out / f"{stem}.{output_format}")
+        lines = count_records(files.locate(PurePosixPath(f"{stem}.{output_format}")), access)
     except UnreadableOutput as exc:
         unreadable = str(exc)
     return DoneTar(_tar_name(stem), lines, errors, tar_errors, output_format, unreadable)
 
 
-def scan_output(output_dir: Path | str) -> OutputStatus:
-    """The state of ``output_dir`` from its files alone."""
+def _add_done(
+    status: OutputStatus,
+    files: OutputFiles,
+    done: dict[PurePosixPath, list[str]],
+    access: Access | None = None,
+) -> None:
+    for stem in sorted(done, key=lambda p: p.parts):
+        status.done.append(_done_tar(files, stem, done[stem], access))
+        if len(done[stem]) > 1:
+            status.both_formats.append(_tar_name(stem))
+
+
+def _scan_listed(files: ListedFiles, access: Access | None) -> OutputStatus:
+    """``scan_output`` of an output URL, from one listing of its prefix."""
+    status = OutputStatus(files.location)
+    done: dict[PurePosixPath, list[str]] = {}
+    error_stems: list[PurePosixPath] = []
+    for key in sorted(files.sizes, key=lambda p: p.parts):
+        top = key.parts[0]
+        if len(key.parts) > 1 and top == ERRORS_DIR and key.name.endswith(ERRORS_SUFFIX):
+            rel = PurePosixPath(*key.parts[1:])
+            error_stems.append(rel.with_name(_strip(rel.name, ERRORS_SUFFIX)))
+            continue
+        if len(key.parts) > 1 and top in RESERVED_TOP_DIRS:
+            continue
+        output_format = format_of(key.name)
+        if output_format is not None:
+            stem = key.with_name(_strip(key.name, "." + output_format))
+            done.setdefault(stem, []).append(output_format)
+    for formats in done.values():
+        formats.sort(key=OUTPUT_FORMATS.index)
+    _add_done(status, files, done, access)
+    status.orphan_errors = [_tar_name(stem) for stem in error_stems if stem not in done]
+    if files.exists(PurePosixPath(SUMMARY_NAME)):
+        try:
+            status.summary = json.loads(files.store.read_bytes(SUMMARY_NAME))
+        except ValueError as exc:
+            status.summary = {"unreadable": f"{files.store.url_of(SUMMARY_NAME)}: {exc}"}
+    return status
+
+
+def scan_output(output_dir: Location | str, access: Access | None = None) -> OutputStatus:
+    """The state of ``output_dir`` (a directory or URL) from its files alone."""
+    if is_url(output_dir):
+        return _scan_listed(ListedFiles(str(output_dir), access), access)
     out = Path(output_dir)
     status = OutputStatus(out)
     done = _tokens_files(out)
-    for stem in sorted(done, key=lambda p: p.parts):
-        status.done.append(_done_tar(out, stem, done[stem]))
-        if len(done[stem]) > 1:
-            status.both_formats.append(_tar_name(stem))
+    _add_done(status, LocalFiles(out), done)
 
     errors_root = out / ERRORS_DIR
     if errors_root.is_dir():
@@ -339,8 +394,8 @@ class TarCheck:
 
 @dataclass
 class VerifyReport:
-    input_dir: Path
-    output_dir: Path
+    input_dir: Location
+    output_dir: Location
     tars: list[TarCheck]
     from_index: int = 0
     to_index: int | None = None
@@ -407,16 +462,25 @@ class VerifyReport:
         }
 
 
-def check_tar(input_dir: Path | str, output_dir: Path | str, tar_path: Path | str) -> TarCheck:
+def check_tar(
+    input_dir: Location | str,
+    output_dir: Location | str,
+    tar_path: Location | str,
+    *,
+    files: OutputFiles | None = None,
+    access: Access | None = None,
+) -> TarCheck:
     """Compare one input tar's sample keys with its output's records and error records.
 
     Tokens files of every format present are read, so a tar done in both formats
-    shows its samples as duplicates (and ``both_formats``).
+    shows its samples as duplicates (and ``both_formats``). ``files``: the output's
+    files, when the caller has them already (one listing for many tars).
     """
-    paths = tar_output_paths(output_dir, input_dir, tar_path)
-    scan = scan_tar(tar_path)
+    files = files if files is not None else output_files(as_location(output_dir), access)
+    paths = tar_output_paths(Path("."), input_dir, tar_path)
+    scan = scan_tar(tar_path, access=access)
     expected = Counter(scan.keys)
-    check = TarCheck(str(paths.rel_tar), scan.count, formats=paths.done_formats())
+    check = TarCheck(str(paths.rel_tar), scan.count, formats=done_formats_in(files.exists, paths))
     if scan.damage is not None:
         check.input_damage = scan.damage.reason
     if not check.formats:
@@ -425,15 +489,15 @@ def check_tar(input_dir: Path | str, output_dir: Path | str, tar_path: Path | st
     found: Counter[str] = Counter()
     for output_format in check.formats:
         try:
-            tokens = read_keys(paths.tokens_in(output_format))
+            tokens = read_keys(files.locate(paths.rel_tokens_in(output_format)), access)
         except UnreadableOutput as exc:
             check.unreadable = f"{paths.rel_tokens_in(output_format)}: {exc}"
             continue
         found.update(tokens.keys)
         check.lines += len(tokens.keys)
         check.corrupt_lines += tokens.corrupt
-    if paths.errors.exists():
-        errors = read_error_keys(paths.errors)
+    if files.exists(paths.rel_errors):
+        errors = read_error_keys(files.locate(paths.rel_errors), access)
         check.tar_errors = errors.tar_level
         check.corrupt_lines += errors.corrupt
         check.error_records = len(errors.keys)
@@ -450,16 +514,24 @@ def check_tar(input_dir: Path | str, output_dir: Path | str, tar_path: Path | st
 
 
 def verify(
-    input_dir: Path | str,
-    output_dir: Path | str,
+    input_dir: Location | str,
+    output_dir: Location | str,
     from_index: int = 0,
     to_index: int | None = None,
     recursive: bool = False,
+    access: Access | None = None,
 ) -> VerifyReport:
-    """Check the selected input tars against ``output_dir``, in either format
-    (raises InputError like discover_tars)."""
+    """Check the selected input tars against ``output_dir``, in either format; either may
+    be a URL (raises InputError like discover_tars)."""
+    input_dir, output_dir = as_location(input_dir), as_location(output_dir)
     tars = discover_tars(
-        input_dir, from_index, to_index, recursive, reserved_top_dirs=RESERVED_TOP_DIRS
+        input_dir,
+        from_index,
+        to_index,
+        recursive,
+        reserved_top_dirs=RESERVED_TOP_DIRS,
+        access=access,
     )
-    checks = [check_tar(input_dir, output_dir, tar) for tar in tars]
-    return VerifyReport(Path(input_dir), Path(output_dir), checks, from_index, to_index, recursive)
+    files = output_files(output_dir, access)
+    checks = [check_tar(input_dir, output_dir, tar, files=files, access=access) for tar in tars]
+    return VerifyReport(input_dir, output_dir, checks, from_index, to_index, recursive)

@@ -40,13 +40,17 @@ class OutputUnavailable(OSError):
 
     ``errno`` and ``filename`` are set as for any OSError; ``action`` says what was
     being done ("writing", "syncing", "renaming into place", ...); ``cleanup`` what
-    happened to the partial files after it (empty when not known yet).
+    happened to the partial files after it (empty when not known yet); ``reason``, when
+    given, replaces the errno's text (an object store's own words for what is full).
     """
 
-    def __init__(self, err: int, path: Path | str, action: str, cleanup: str = "") -> None:
-        super().__init__(err, UNAVAILABLE_ERRNOS.get(err, os.strerror(err)), str(path))
+    def __init__(
+        self, err: int, path: Path | str, action: str, cleanup: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(err, reason or UNAVAILABLE_ERRNOS.get(err, os.strerror(err)), str(path))
         self.action = action
         self.cleanup = cleanup
+        self.reason = reason
 
     @property
     def errno_name(self) -> str:
@@ -58,7 +62,7 @@ class OutputUnavailable(OSError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # OSError pickles by its args; keep the extra fields across processes.
-        return (type(self), (self.errno, self.filename, self.action, self.cleanup))
+        return (type(self), (self.errno, self.filename, self.action, self.cleanup, self.reason))
 
 
 @contextlib.contextmanager

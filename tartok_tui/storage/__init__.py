@@ -6,8 +6,13 @@ are retried, :mod:`tartok_tui.storage.filesystems` for credentials, and
 :mod:`tartok_tui.storage.urls` for keeping secrets out of messages.
 """
 
-from tartok_tui.storage.errors import BackendMissing, InputUnavailable, StorageError
-from tartok_tui.storage.filesystems import BACKENDS, filesystem
+from tartok_tui.storage.errors import (
+    BackendMissing,
+    InputUnavailable,
+    StorageError,
+    is_credentials_error,
+)
+from tartok_tui.storage.filesystems import BACKENDS, filesystem, filesystem_class
 from tartok_tui.storage.listing import list_files
 from tartok_tui.storage.reading import (
     DEFAULT_READ_AHEAD,
@@ -18,7 +23,19 @@ from tartok_tui.storage.reading import (
     RetryPolicy,
     open_input,
 )
-from tartok_tui.storage.urls import is_url, join, redact_options, redact_text, redact_url, scheme
+from tartok_tui.storage.urls import (
+    Location,
+    RedactingFormatter,
+    as_location,
+    is_url,
+    join,
+    location_name,
+    redact_location,
+    redact_options,
+    redact_text,
+    redact_url,
+    scheme,
+)
 
 __all__ = [
     "BACKENDS",
@@ -27,15 +44,22 @@ __all__ = [
     "BackendMissing",
     "InputUnavailable",
     "LocalInput",
+    "Location",
+    "RedactingFormatter",
     "RemoteInput",
     "RetryEvent",
     "RetryPolicy",
     "StorageError",
+    "as_location",
     "filesystem",
+    "filesystem_class",
+    "is_credentials_error",
     "is_url",
     "join",
     "list_files",
+    "location_name",
     "open_input",
+    "redact_location",
     "redact_options",
     "redact_text",
     "redact_url",

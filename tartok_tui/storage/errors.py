@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_CREDENTIALS = re.compile(r"Credential|Unauthori[sz]ed|Forbidden|ExpiredToken", re.IGNORECASE)
+
 
 class StorageError(Exception):
     """A URL that cannot be used as given (unknown scheme, missing backend): a usage error,
@@ -20,3 +24,11 @@ class InputUnavailable(OSError):
     tried again, unlike damage, which is recorded and marks the tar done. A subclass of
     OSError, so code that treats any OSError as "cannot read the file" handles it already.
     """
+
+
+def is_credentials_error(exc: BaseException) -> bool:
+    """Missing, partial, expired or refused credentials (botocore's NoCredentialsError,
+    google-auth's DefaultCredentialsError, ...): no retry mends them."""
+    return isinstance(exc, PermissionError) or any(
+        _CREDENTIALS.search(cls.__name__) for cls in type(exc).__mro__
+    )

@@ -97,4 +97,4 @@ def filesystem(url: str, storage_options: Mapping[str, Any] | None = None) -> tu
                     f"{redact_text(f'{type(exc).__name__}: {exc}', options)}"
                 ) from exc
             _cache[key] = fs
-    return fs, cls._strip_protocol(url)
+    return fs, fs._strip_protocol(url)

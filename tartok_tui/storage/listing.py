@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from tartok_tui.storage.errors import InputUnavailable
+from tartok_tui.storage.errors import InputUnavailable, is_credentials_error
 from tartok_tui.storage.filesystems import filesystem
 from tartok_tui.storage.reading import Access
 from tartok_tui.storage.urls import redact_text, redact_url
@@ -24,6 +24,8 @@ def _retrying(call: Callable[[], Any], url: str, access: Access) -> Any:
         except Exception as exc:
             failure += 1
             error = redact_text(f"{type(exc).__name__}: {exc}", access.options)
+            if is_credentials_error(exc):
+                raise InputUnavailable(f"cannot list {redact_url(url)}: {error}") from exc
             if failure >= access.retry.tries:
                 raise InputUnavailable(
                     f"cannot list {redact_url(url)} after {failure} tries: {error}"

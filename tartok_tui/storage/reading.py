@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tartok_tui.storage.errors import InputUnavailable
+from tartok_tui.storage.errors import InputUnavailable, is_credentials_error
 from tartok_tui.storage.filesystems import filesystem
 from tartok_tui.storage.urls import is_url, redact_text, redact_url
 
@@ -192,8 +192,8 @@ class RemoteInput:
         self, exc: Exception, failure: int, offset: int, missing_raises: bool = False
     ) -> None:
         """After the ``failure``-th failure in a row: sleep and return (retry), or raise."""
-        if isinstance(exc, _FATAL):
-            if missing_raises:
+        if isinstance(exc, _FATAL) or is_credentials_error(exc):
+            if missing_raises and isinstance(exc, _FATAL):
                 raise exc
             raise self._unavailable(exc, offset, "") from exc
         policy = self._access.retry

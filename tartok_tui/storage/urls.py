@@ -5,9 +5,11 @@ URLs stay strings end to end: ``Path("s3://b/k")`` is ``s3:/b/k``, which no back
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://")
@@ -37,6 +39,29 @@ REDACTED = "***"
 def is_url(location: str | os.PathLike[str]) -> bool:
     """True for ``s3://b/k``, ``gs://...``, ``hf://...``, ``file://...``; False for paths."""
     return isinstance(location, str) and _SCHEME.match(location) is not None
+
+
+Location = Path | str
+"""Where something lives: a local Path, or a URL string (never a Path: see the module doc)."""
+
+
+def as_location(value: str | os.PathLike[str]) -> Location:
+    """A URL as the string given; anything else as a Path (local paths behave as before)."""
+    if is_url(value):
+        return str(value)
+    return Path(value)
+
+
+def location_name(location: str | os.PathLike[str]) -> str:
+    """The last part of a path or URL: ``X.tar`` for ``s3://b/sub/X.tar?sig=...``."""
+    if is_url(location):
+        return PurePosixPath(str(location).partition("?")[0].rstrip("/")).name
+    return Path(location).name
+
+
+def redact_location(location: str | os.PathLike[str]) -> str:
+    """A path as it is; a URL without user info or query string (fit for any message)."""
+    return redact_url(str(location)) if is_url(location) else str(location)
 
 
 def scheme(url: str) -> str:
@@ -100,3 +125,15 @@ def redact_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             result[key] = value
     return result
+
+
+class RedactingFormatter(logging.Formatter):
+    """A log formatter that removes secrets (see :func:`redact_text`) from every line,
+    tracebacks included."""
+
+    def __init__(self, fmt: str | None = None, options: Mapping[str, Any] | None = None) -> None:
+        super().__init__(fmt)
+        self._options = dict(options or {})
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(super().format(record), self._options)

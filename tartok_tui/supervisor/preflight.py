@@ -6,18 +6,32 @@ that need it happen in a short-lived subprocess.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import socket
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from tartok_tui.config import ConfigError, Precision, RunConfig
-from tartok_tui.output.paths import RESERVED_TOP_DIRS, tar_output_paths
+from tartok_tui.output.paths import LOGS_DIR, RESERVED_TOP_DIRS, tar_output_paths
+from tartok_tui.storage import (
+    Access,
+    Location,
+    StorageError,
+    as_location,
+    filesystem_class,
+    is_url,
+    redact_location,
+    redact_text,
+    scheme,
+)
 from tartok_tui.supervisor.placement import Placement, plan_slots
 
 
 @dataclass(frozen=True)
 class ValidatedRun:
-    tars: list[Path]
+    tars: list[Location]
     model_dir: Path
     placements: list[Placement]
     ignored: tuple[str, ...] = ()
@@ -50,12 +64,29 @@ def check_options(config: RunConfig) -> None:
         raise ConfigError(f"bad tar range [{config.from_index}, {config.to_index})")
 
 
-def find_tars(config: RunConfig) -> tuple[list[Path], tuple[str, ...]]:
+def check_backends(config: RunConfig) -> None:
+    """Every URL's storage package is installed (else the error names the extra)."""
+    for location, option in (
+        (config.input_dir, "--input-dir"),
+        (config.output_dir, "--output-dir"),
+    ):
+        if is_url(location):
+            try:
+                filesystem_class(scheme(str(location)))
+            except StorageError as exc:
+                raise ConfigError(f"{option}: {exc}") from exc
+
+
+def _check_input_dir(config: RunConfig) -> None:
+    if not is_url(config.input_dir) and not Path(config.input_dir).is_dir():
+        raise ConfigError(f"input directory does not exist: {config.input_dir}")
+
+
+def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
     """The tars in the run's range, and the shard-like files that are not read."""
     from tartok_tui.shards.discover import InputError, discover_shards
 
-    if not config.input_dir.is_dir():
-        raise ConfigError(f"input directory does not exist: {config.input_dir}")
+    _check_input_dir(config)
     try:
         found = discover_shards(
             config.input_dir,
@@ -63,13 +94,14 @@ def find_tars(config: RunConfig) -> tuple[list[Path], tuple[str, ...]]:
             config.to_index,
             config.recursive,
             reserved_top_dirs=RESERVED_TOP_DIRS,
+            access=Access(options=config.storage_options),
         )
     except InputError as exc:
-        raise ConfigError(str(exc)) from exc
-    tars = [Path(t) for t in found.tars]
+        raise ConfigError(redact_text(str(exc), config.storage_options)) from exc
+    tars = [as_location(t) for t in found.tars]
     if not tars:
         raise ConfigError(
-            f"no tars in {config.input_dir} for range [{config.from_index}, "
+            f"no tars in {redact_location(config.input_dir)} for range [{config.from_index}, "
             f"{config.to_index if config.to_index is not None else 'end'})"
             + ("" if config.recursive else " (subdirectories need --recursive)")
         )
@@ -100,23 +132,49 @@ def check_writable(path: Path, what: str) -> None:
         raise ConfigError(f"{what} is not writable: {path} ({exc})") from exc
 
 
-def validate(config: RunConfig, tars: list[Path] | None = None) -> ValidatedRun:
+def check_store_writable(config: RunConfig) -> None:
+    """An output URL takes an object: one small upload, deleted at once, under the
+    output's reserved ``logs/`` folder (never mistaken for a tar's output)."""
+    from tartok_tui.output.store import StoreOutput
+
+    probe = PurePosixPath(LOGS_DIR) / f".write-check-{socket.gethostname()}-{os.getpid()}"
+    where = redact_location(config.output_dir)
+    try:
+        store = StoreOutput(str(config.output_dir), Access(options=config.storage_options))
+        store.put_bytes(probe, b"tartok-tui write check\n")
+        store.remove(probe)
+    except (OSError, StorageError) as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise ConfigError(f"output {where} is not writable: {reason}") from exc
+
+
+def validate(config: RunConfig, tars: list[Location] | None = None) -> ValidatedRun:
     """Check every argument before any worker starts; raises ConfigError.
 
     ``tars``: the tar list an earlier validation found (it is not searched again)."""
     check_options(config)
+    check_backends(config)
     ignored: tuple[str, ...] = ()
     if tars is None:
         tars, ignored = find_tars(config)
-    elif not config.input_dir.is_dir():
-        raise ConfigError(f"input directory does not exist: {config.input_dir}")
+    else:
+        _check_input_dir(config)
+    local_output_dir = config.local_output_dir
     for tar in tars:
         try:
-            tar_output_paths(config.output_dir, config.input_dir, tar)
+            tar_output_paths(local_output_dir, config.input_dir, tar)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     model_dir = check_model(config.model_dir)
-    check_writable(config.output_dir, "output directory")
+    if config.output_is_url:
+        from tartok_tui.output.spool import make_spool
+
+        with contextlib.suppress(OSError):  # check_writable says what is wrong
+            make_spool(config.local_output_dir)
+        check_writable(config.local_output_dir, "spool directory")
+        check_store_writable(config)
+    else:
+        check_writable(Path(config.output_dir), "output directory")
     check_writable(config.logs_path, "log directory")
     if config.ray_address is not None:
         from tartok_tui.supervisor.ray_cluster import plan_cluster_slots

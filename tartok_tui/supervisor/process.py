@@ -23,6 +23,7 @@ from tartok_tui import messages as m
 from tartok_tui.supervisor.memory import TreeMemory, tree_memory
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.options import WorkerOptions
+from tartok_tui.worker.process import OPTIONS_ENV
 
 STREAM_LIMIT = 2**22
 """Longest message line accepted from a worker (an error record's reason is bounded far below)."""
@@ -174,8 +175,9 @@ class LocalLauncher:
         return spec.options.device
 
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
-        args = [sys.executable, "-m", "tartok_tui.worker", "--options", spec.options.to_json()]
-        env = {**os.environ, **spec.env}
+        args = [sys.executable, "-m", "tartok_tui.worker"]
+        # In the environment, not the command line: storage options may hold secrets.
+        env = {**os.environ, **spec.env, OPTIONS_ENV: spec.options.to_json()}
         try:
             with open(spec.log_path, "ab") as log_file:
                 proc = await asyncio.create_subprocess_exec(

@@ -59,6 +59,8 @@ class ReturnCause(enum.StrEnum):
     """Killed, restarted, stopped or recycled on purpose: not the tar's fault."""
     INPUT = "input"
     """The input could not be read: retried a few times, then failed."""
+    STORE = "store"
+    """The output's store could not be reached to upload: retried a few times, then failed."""
 
 
 @dataclass
@@ -227,11 +229,12 @@ class TarQueue(Generic[T]):
                 return Returned(False, entry.reason)
             if cause == ReturnCause.DEVICE and entry.isolated:
                 entry.retry_crashed = True
-        elif cause == ReturnCause.INPUT:
+        elif cause in (ReturnCause.INPUT, ReturnCause.STORE):
             entry.input_failures += 1
             if entry.input_failures >= self.input_retries:
                 entry.status = TarStatus.FAILED
-                entry.reason = f"input unreadable {entry.input_failures} times" + (
+                what = "input unreadable" if cause == ReturnCause.INPUT else "upload failed"
+                entry.reason = f"{what} {entry.input_failures} times" + (
                     f"; last: {detail}" if detail else ""
                 )
                 return Returned(False, entry.reason)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import sys
 import tempfile
@@ -38,8 +37,6 @@ PULL_MAX_BYTES = 1 << 20
 """At most this much of the worker's output per pull (more waits for the next one)."""
 FALLBACK_LOG_DIR = "tartok-tui-logs"
 """Under the node's temp dir, when the run's log dir is not writable from the node."""
-
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:/")
 
 
 @dataclass(frozen=True)
@@ -61,10 +58,6 @@ def ray_place() -> NodePlace:
 
 
 # ---------------------------------------------------------------- node checks
-
-
-def _is_url(path: Path | str) -> bool:
-    return bool(_URL.match(str(path)))
 
 
 def _readable_dir(path: Path) -> bool:
@@ -90,9 +83,9 @@ def prepare_node(
     from tartok_tui.hub import ModelSourceError, looks_like_repo_id, resolve_model_dir
 
     problems = []
-    if not _is_url(options.input_dir) and not _readable_dir(options.input_dir):
+    if isinstance(options.input_dir, Path) and not _readable_dir(options.input_dir):
         problems.append(f"input dir {options.input_dir} is not readable")
-    if not _is_url(options.output_dir) and not _writable_dir(options.output_dir):
+    if isinstance(options.output_dir, Path) and not _writable_dir(options.output_dir):
         problems.append(f"output dir {options.output_dir} is not writable")
     model_dir = options.model_dir
     if not model_dir.is_dir() and model_source is not None and looks_like_repo_id(model_source):

@@ -59,7 +59,8 @@ class ExitIntent(enum.StrEnum):
 @dataclass
 class ActiveLease:
     lease_id: int
-    tar: Path
+    tar: Path | str
+    """A local tar's Path, or a tar's URL."""
     isolate: bool
     started_at: float
     """Monotonic time the lease was given."""

@@ -25,7 +25,7 @@ def slot_totals(slot: Slot) -> tuple[int, int, float, float, int]:
     )
 
 
-def worker_view(slot: Slot, input_dir: Path, now_mono: float) -> WorkerView:
+def worker_view(slot: Slot, input_dir: Path | str, now_mono: float) -> WorkerView:
     samples, errors, audio, model, batches = slot_totals(slot)
     lease = slot.lease
     wall = slot.stats.wall_s + (now_mono - lease.started_at if lease is not None else 0.0)

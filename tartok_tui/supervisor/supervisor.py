@@ -19,16 +19,26 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.files import done_format_now, done_formats
 from tartok_tui.output.paths import (
+    SUMMARY_NAME,
     relative_tar_path,
     remove_stale_partials,
     summary_path,
-    tar_output_paths,
+)
+from tartok_tui.storage import (
+    Access,
+    Location,
+    RetryPolicy,
+    location_name,
+    redact_location,
+    redact_text,
 )
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.memory import MemoryWatch, TreeMemory
@@ -101,7 +111,7 @@ class Supervisor:
     def __init__(
         self,
         config: RunConfig,
-        tars: list[Path] | None = None,
+        tars: list[Location] | None = None,
         on_event: EventCallback | None = None,
         launcher: WorkerLauncher | None = None,
         gpu_monitor: GpuMonitor | None = None,
@@ -115,7 +125,8 @@ class Supervisor:
         self._gpu_monitor = gpu_monitor
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self._slots: list[Slot] = []
-        self._queue: TarQueue[Path] = TarQueue([], poison_threshold=config.poison_threshold)
+        self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
+        self._access = Access(options=config.storage_options)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -141,7 +152,23 @@ class Supervisor:
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
         self._sweep_partials("an earlier run")
-        formats = {t: self._done_format(t) for t in validated.tars}
+        if self.config.output_is_url:
+            self._event(
+                "info",
+                None,
+                f"output {redact_location(self.config.output_dir)}: files are built in "
+                f"{self.config.local_output_dir} and uploaded whole; worker logs in "
+                f"{self.config.logs_path}",
+            )
+        # One listing of an output URL answers for every tar (not a request per tar).
+        formats = await asyncio.to_thread(
+            done_formats,
+            self.config.output_dir,
+            self.config.input_dir,
+            validated.tars,
+            self.config.output_format,
+            self._access,
+        )
         done = [t for t, fmt in formats.items() if fmt is not None]
         other = sum(1 for fmt in formats.values() if fmt not in (None, self.config.output_format))
         if other:
@@ -198,7 +225,10 @@ class Supervisor:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
         self._sweep_partials("workers killed in this run")
-        return self._finish()
+        summary = self._finish()
+        if self.config.output_is_url:
+            await asyncio.to_thread(self._upload_summary)
+        return summary
 
     def _finish(self) -> RunSummary:
         summary = self._summary()
@@ -207,28 +237,53 @@ class Supervisor:
         level = "info" if summary.exit_code == ExitCode.OK else "error"
         self._event(level, None, f"run finished: {summary.exit_reason}")
         try:
-            write_summary(summary, summary_path(self.config.output_dir))
+            write_summary(summary, summary_path(self.config.local_output_dir))
         except OSError as exc:
             # The outputs are committed either way; a missing summary must not hide the result.
             self._event("error", None, f"could not write the run summary: {exc}")
         return summary
 
+    def _upload_summary(self) -> None:
+        """The summary written locally (in the spool folder) goes to the output URL too."""
+        from tartok_tui.output.store import StoreOutput
+
+        local = summary_path(self.config.local_output_dir)
+        try:
+            StoreOutput(str(self.config.output_dir), self._access).upload(local, SUMMARY_NAME)
+        except OSError as exc:
+            self._event("error", None, f"could not upload the run summary (kept at {local}): {exc}")
+
     def _new_policy(self) -> RestartPolicy:
         c = self.config
         return RestartPolicy(c.backoff_initial_s, c.backoff_max_s, c.crash_window_s, c.crash_limit)
 
-    def _done_format(self, tar: Path) -> str | None:
-        """The format the tar is done in (either format counts: see output.paths), or None."""
-        return tar_output_paths(
-            self.config.output_dir, self.config.input_dir, tar, self.config.output_format
-        ).done_format()
+    def _done_format(self, tar: Location) -> str | None:
+        """The format the tar is done in (either format counts: see output.paths), or None.
 
-    def _output_exists(self, tar: Path) -> bool:
+        For an output URL, one request per format, not retried (this runs on the event
+        loop): a tar that cannot be checked counts as not done, and is done again (its
+        objects are replaced by identical ones, so it is still there exactly once)."""
+        access = Access(self._access.options, retry=RetryPolicy(tries=1))
+        try:
+            return done_format_now(
+                self.config.output_dir,
+                self.config.input_dir,
+                tar,
+                self.config.output_format,
+                access,
+            )
+        except OSError as exc:
+            if not self.config.output_is_url:
+                raise
+            self._event("warning", None, f"could not check {location_name(tar)}: {exc}")
+            return None
+
+    def _output_exists(self, tar: Location) -> bool:
         return self._done_format(tar) is not None
 
     def _sweep_partials(self, whose: str) -> None:
         try:
-            removed = remove_stale_partials(self.config.output_dir)
+            removed = remove_stale_partials(self.config.local_output_dir)
         except OSError as exc:
             self._event("warning", None, f"could not clean stale partial files: {exc}")
             return
@@ -304,7 +359,7 @@ class Supervisor:
             reason = slot.last_error or "stalled"
         else:
             reason = slot.load_failed or describe_exit(rc) + (
-                f" while on {lease.tar.name}" if lease is not None else ""
+                f" while on {location_name(lease.tar)}" if lease is not None else ""
             )
         slot.last_error = reason
         now = time.monotonic()
@@ -420,7 +475,7 @@ class Supervisor:
             self._event("info", n, f"model loaded in {msg.load_seconds:.1f} s")
             self._dispatch()
         elif isinstance(msg, m.LoadFailed):
-            slot.load_failed = msg.reason
+            slot.load_failed = self._redact(msg.reason)
         elif isinstance(msg, (m.TarStarted, m.Progress)):
             if lease is not None and lease.lease_id == msg.lease_id:
                 if isinstance(msg, m.Progress):
@@ -473,7 +528,7 @@ class Supervisor:
         self._event(
             "info",
             slot.n,
-            f"{lease.tar.name} done: {msg.samples} samples, {msg.errors} errors, "
+            f"{location_name(lease.tar)} done: {msg.samples} samples, {msg.errors} errors, "
             f"{msg.audio_seconds / max(msg.wall_seconds, 1e-9):.1f}x real time",
         )
         self._maybe_log_stats()
@@ -482,6 +537,7 @@ class Supervisor:
     def _tar_failed(self, slot: Slot, msg: m.TarFailed) -> None:
         lease = slot.lease_ended()
         name = Path(msg.tar_path).name
+        msg = replace(msg, reason=self._redact(msg.reason))
         if lease is None or lease.lease_id != msg.lease_id:
             self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
             return
@@ -499,12 +555,12 @@ class Supervisor:
                 "output) and run the same command again",
             )
             return
-        if msg.kind == "input":
-            back = self._queue.give_back(lease.lease_id, ReturnCause.INPUT, msg.reason)
+        if msg.kind in ("input", "store"):
+            cause = ReturnCause.INPUT if msg.kind == "input" else ReturnCause.STORE
+            back = self._queue.give_back(lease.lease_id, cause, msg.reason)
+            what = "input unreadable" if msg.kind == "input" else "upload failed"
             if back.requeued:
-                self._event(
-                    "warning", slot.n, f"{name}: input unreadable, retried later: {msg.reason}"
-                )
+                self._event("warning", slot.n, f"{name}: {what}, retried later: {msg.reason}")
             else:
                 self._event("error", slot.n, f"{name} given up: {back.reason}")
         else:
@@ -538,7 +594,7 @@ class Supervisor:
                 self._event(
                     "warning",
                     slot.n,
-                    f"{grant.tar.name} killed {grant.kills} workers: processing it "
+                    f"{location_name(grant.tar)} killed {grant.kills} workers: processing it "
                     "sample by sample to find the culprit",
                 )
             lease = ActiveLease(grant.lease_id, grant.tar, grant.isolate, time.monotonic())
@@ -555,7 +611,8 @@ class Supervisor:
         if self._output_exists(lease.tar):
             # Committed, then died before reporting it: done, nothing to redo.
             self._queue.committed_elsewhere(lease.lease_id)
-            self._event("info", slot.n, f"{lease.tar.name} was committed before the worker died")
+            name = location_name(lease.tar)
+            self._event("info", slot.n, f"{name} was committed before the worker died")
             self._after_lease()
             return
         if self._stopping or not intent.blames_tar:
@@ -566,7 +623,7 @@ class Supervisor:
             cause = ReturnCause.DEVICE if device_lost else ReturnCause.CRASH
         back = self._queue.give_back(lease.lease_id, cause)
         if not back.requeued:
-            self._event("error", slot.n, f"{lease.tar.name} given up: {back.reason}")
+            self._event("error", slot.n, f"{location_name(lease.tar)} given up: {back.reason}")
         self._after_lease()
 
     # ------------------------------------------------------------------ watching
@@ -597,7 +654,9 @@ class Supervisor:
             idle = slot.stalled_for(now, self.config.stall_timeout_s)
             if idle is None or slot.intent == ExitIntent.STALL:
                 continue
-            on = f"on {slot.lease.tar.name}" if slot.lease is not None else "while loading"
+            on = (
+                f"on {location_name(slot.lease.tar)}" if slot.lease is not None else "while loading"
+            )
             reason = f"stalled: no progress for {idle:.0f} s {on}"
             slot.last_error = reason
             self._event("error", slot.n, reason)
@@ -651,7 +710,13 @@ class Supervisor:
             nodes_alive=nodes_alive(self._slots),
         )
 
+    def _redact(self, text: str) -> str:
+        """``text`` without secrets (storage options, signed URL parameters, tokens)."""
+        return redact_text(text, self.config.storage_options)
+
     def _event(self, level: str, slot: int | None, message: str) -> None:
+        # Every line of the event log, dashboard and printer passes here.
+        message = self._redact(message)
         event = Event(time=time.time(), level=level, slot=slot, message=message)
         self._events.append(event)
         if self._on_event is not None:

@@ -63,8 +63,8 @@ class TarReader:
 
     def __init__(
         self,
-        tar_path: Path,
-        read: Callable[[Path], Iterator[Sample | TarDamage | Ungrouped]],
+        tar_path: Path | str,
+        read: Callable[[Path | str], Iterator[Sample | TarDamage | Ungrouped]],
         decode: Callable[[bytes], Any],
         pool: Executor,
         counter: ProgressCounter,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,12 +115,16 @@ class LeaseOutput:
         channel: Channel,
         counter: ProgressCounter,
         device: str,
+        redact: Callable[[str], str] = str,
     ) -> None:
         self.state = state
         self.writer = writer
         self.channel = channel
         self.counter = counter
         self.device = device
+        self.redact = redact
+        """Removes secrets from an error record's reason (an exception's text may hold a
+        URL with a signature)."""
         self._last_resources = 0.0
 
     def batch_done(
@@ -158,6 +163,7 @@ class LeaseOutput:
                 state.audio_s += len(entry.clip) / SAMPLE_RATE
         else:
             stage, reason = entry.error or ("tokenize", "no result")
+            reason = self.redact(reason)
             state.errors += 1
             self.writer.add_error(entry.index, entry.key, stage, reason)
             self.channel.send(
@@ -173,6 +179,7 @@ class LeaseOutput:
 
     def tar_error(self, reason: str) -> None:
         state = self.state
+        reason = self.redact(reason)
         state.errors += 1
         self.writer.add_error(None, None, "tar", reason)
         self.channel.send(

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tartok_tui.config import RunConfig
+from tartok_tui.storage.urls import as_location
 
 
 @dataclass(frozen=True)
@@ -23,8 +24,9 @@ class WorkerOptions:
     """A local directory (a Hub repo id is resolved by the supervisor first)."""
     threads: int
     """Torch intra-op threads."""
-    output_dir: Path
-    input_dir: Path
+    output_dir: Path | str
+    """A local Path, or a URL string (never a Path: it would collapse the ``//``)."""
+    input_dir: Path | str
     precision: str = "fp32"
     decode_workers: int = 0
     """Decode threads; 0: chosen from ``threads``."""
@@ -37,6 +39,12 @@ class WorkerOptions:
     max_audio_mib: float = 2048.0
     output_format: str = "jsonl"
     storage_options: dict[str, Any] = field(default_factory=dict)
+    output_spool: str = ""
+    """The local folder where an output URL's files are built before upload ("" for a
+    local output)."""
+    spool_dir: str = ""
+    """--spool-dir as given ("" for the default): where a compressed tar read by key is
+    decompressed first."""
 
     @classmethod
     def for_slot(
@@ -54,6 +62,8 @@ class WorkerOptions:
             "device": device,
             "threads": threads,
             "model_dir": Path(model_dir),
+            "output_spool": str(config.spool_path) if config.output_is_url else "",
+            "spool_dir": str(config.spool_dir) if config.spool_dir is not None else "",
         }
         config_values = {f.name: getattr(config, f.name) for f in fields(config)}
         for f in fields(cls):
@@ -80,11 +90,21 @@ class WorkerOptions:
         if unknown:
             raise ValueError(f"unknown worker options {sorted(unknown)}")
         for key, value in data.items():
-            if key in ("model_dir", "output_dir", "input_dir"):
+            if key == "model_dir":
                 data[key] = Path(value)
+            elif key in ("output_dir", "input_dir"):
+                data[key] = as_location(value)
             elif isinstance(value, list):
                 data[key] = tuple(value)
         return cls(**data)
+
+    @property
+    def local_output_dir(self) -> Path:
+        """Where partial files and isolation journals live: the output directory, or the
+        spool folder of an output URL."""
+        if self.output_spool:
+            return Path(self.output_spool)
+        return Path(self.output_dir)
 
     @property
     def on_gpu(self) -> bool:

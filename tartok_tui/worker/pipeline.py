@@ -15,6 +15,14 @@ the TarWriter puts the results back in the tar's sample order.
 A lost device (DeviceFailure) is never written down: the lease is dropped uncommitted and
 the error propagates, so the process exits and a fresh one takes the tar. A tar in which
 too many clips got model errors is failed, not committed (lease.TooManyModelErrors).
+
+Inputs and outputs may be on object storage. A tar URL is streamed (failed reads retried
+from the offset reached, each retry a line in the worker log); an input that stays
+unreadable fails the lease uncommitted (kind "input"), never as damage. An output URL gets
+its files built in a local spool folder and uploaded whole at commit (output.spool); a
+store that stays unreachable fails the lease uncommitted (kind "store"). The header scan
+that counts a tar's samples alongside is skipped for a URL: it would read the whole object
+a second time (the progress bar then shows the supervisor's estimate).
 """
 
 from __future__ import annotations
@@ -31,8 +39,20 @@ from tartok_tui import messages as m
 from tartok_tui.codec.errors import DeviceFailure
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.spool import SpoolTarget, make_spool
+from tartok_tui.output.store import StoreOutput, StoreUnavailable
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
+from tartok_tui.storage import (
+    Access,
+    InputUnavailable,
+    Location,
+    RetryEvent,
+    as_location,
+    is_url,
+    location_name,
+    redact_text,
+)
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
@@ -164,20 +184,38 @@ class LeaseRunner:
         self.pool = ThreadPoolExecutor(
             max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
         )
+        self.access = Access(options=opts.storage_options, on_retry=self._read_retried)
+        self.local_out = opts.local_output_dir
+        """Where partial files and journals live (the spool folder of an output URL)."""
+        self.target: SpoolTarget | None = None
+        if is_url(opts.output_dir):
+            store = StoreOutput(str(opts.output_dir), self.access)
+            self.target = SpoolTarget(store, make_spool(self.local_out))
+
+    @staticmethod
+    def _read_retried(event: RetryEvent) -> None:
+        log.warning("%s", event)
+
+    def redact(self, text: str) -> str:
+        """``text`` without secrets (storage options, signed URL parameters, tokens)."""
+        return redact_text(text, self.opts.storage_options)
 
     # ------------------------------------------------------------------ per lease
 
     def run(self, lease: m.Lease) -> None:
         """Process one lease to a committed tar, a TarFailed, or an exception: LeaseAborted,
         or a device failure (both leave nothing committed)."""
-        tar_path = Path(lease.tar_path)
+        tar_path = as_location(lease.tar_path)
         state = LeaseState(lease)
         self.faults.on_lease(lease.tar_path)
-        # Counting reads every member header (a few seconds on a big tar on a slow disk):
-        # done alongside, so the model starts at once; progress carries the count when known.
-        threading.Thread(
-            target=self._count, args=(state, tar_path), name="count", daemon=True
-        ).start()
+        if not is_url(tar_path):
+            # Counting reads every member header (a few seconds on a big tar on a slow
+            # disk): done alongside, so the model starts at once; progress carries the
+            # count when known. Not for a URL: seeking from header to header through
+            # read-ahead would fetch nearly the whole object again.
+            threading.Thread(
+                target=self._count, args=(state, tar_path), name="count", daemon=True
+            ).start()
         self.channel.send(m.TarStarted(lease.lease_id, lease.tar_path, None))
         indexed = False
         while True:
@@ -187,7 +225,8 @@ class LeaseRunner:
                 # Streaming met a key again after other samples: what it wrote may hold
                 # incomplete samples. Start over, reading members grouped by key.
                 log.info("%s: %s; reading it again indexed", tar_path, exc)
-                self.channel.send(m.Log("info", f"{tar_path.name}: {exc}; read again by key"))
+                name = location_name(tar_path)
+                self.channel.send(m.Log("info", self.redact(f"{name}: {exc}; read again by key")))
                 indexed = True
                 state.restart()
                 continue
@@ -196,20 +235,23 @@ class LeaseRunner:
             return
 
     def _attempt(
-        self, lease: m.Lease, state: LeaseState, tar_path: Path, indexed: bool
+        self, lease: m.Lease, state: LeaseState, tar_path: Location, indexed: bool
     ) -> m.Message | None:
         """One pass over the tar; returns the message that ends the lease (TarDone or
         TarFailed), or raises (LeaseAborted, a device failure, _Regroup)."""
         writer: TarWriter | None = None
         try:
             writer = TarWriter(
-                self.opts.output_dir,
+                self.local_out,
                 self.opts.input_dir,
                 tar_path,
                 lease_id=lease.lease_id,
                 output_format=self.opts.output_format,
+                target=self.target,
             )
-            output = LeaseOutput(state, writer, self.channel, self.counter, self.opts.device)
+            output = LeaseOutput(
+                state, writer, self.channel, self.counter, self.opts.device, self.redact
+            )
             if lease.isolate:
                 self._run_isolated(tar_path, output)
             else:
@@ -242,18 +284,21 @@ class LeaseRunner:
         decides what the supervisor does with the tar."""
         if isinstance(exc, OutputUnavailable):
             kind, reason = "output", str(exc)
-        elif isinstance(exc, InputFailure):
+        elif isinstance(exc, (InputFailure, InputUnavailable)):
             kind, reason = "input", str(exc)
+        elif isinstance(exc, StoreUnavailable):
+            kind, reason = "store", str(exc)
         elif isinstance(exc, TooManyModelErrors):
             kind, reason = "tar", str(exc)
         else:
             log.exception("tar %s failed", lease.tar_path)
             kind, reason = "tar", f"{type(exc).__name__}: {exc}"
+        reason = self.redact(reason)
         log.error("tar %s failed (%s): %s", lease.tar_path, kind, reason)
         return m.TarFailed(lease.lease_id, lease.tar_path, reason, kind=kind)
 
     def _samples(
-        self, tar_path: Path, indexed: bool = False
+        self, tar_path: Location, indexed: bool = False
     ) -> Iterator[Sample | TarDamage | Ungrouped]:
         """The tar's samples as the options bound them."""
         return iter_samples(
@@ -262,10 +307,19 @@ class LeaseRunner:
             indexed=indexed,
             max_json_bytes=int(self.opts.max_json_mib * 2**20),
             max_audio_bytes=int(self.opts.max_audio_mib * 2**20),
+            access=self.access,
+            spool_dir=self._input_spool(),
         )
 
+    def _input_spool(self) -> str | None:
+        """Where a compressed tar read by key is decompressed: --spool-dir if given, else
+        the system temp dir."""
+        if not self.opts.spool_dir:
+            return None
+        return str(make_spool(Path(self.opts.spool_dir) / "input"))
+
     @staticmethod
-    def _count(state: LeaseState, tar_path: Path) -> None:
+    def _count(state: LeaseState, tar_path: Location) -> None:
         try:
             scan = scan_tar(tar_path)
         except Exception as exc:
@@ -314,7 +368,7 @@ class LeaseRunner:
         )
         return batches
 
-    def _run_streaming(self, tar_path: Path, output: LeaseOutput, indexed: bool) -> None:
+    def _run_streaming(self, tar_path: Location, output: LeaseOutput, indexed: bool) -> None:
         decoders = self.opts.resolved_decode_workers
         # Deep enough that decoding goes on while the lease thread waits for a free slot
         # (on a GPU: a whole window, so a batch is never short of decoded clips); bounded
@@ -401,14 +455,14 @@ class LeaseRunner:
 
     # ------------------------------------------------------------------ isolation mode
 
-    def _run_isolated(self, tar_path: Path, output: LeaseOutput) -> None:
+    def _run_isolated(self, tar_path: Location, output: LeaseOutput) -> None:
         """One sample at a time, journalled: a sample that was begun by a worker that
         died before finishing it is the poison; it gets an error record, the rest tokens."""
         state = output.state
         # The journal's sample numbers must mean the same samples in every attempt: an
         # ungrouped tar is read by key from the start (a header scan says which it is).
-        indexed = not scan_tar(tar_path).grouped
-        with IsolationJournal.open(self.opts.output_dir, self.opts.input_dir, tar_path) as journal:
+        indexed = not scan_tar(tar_path, access=self.access).grouped
+        with IsolationJournal.open(self.local_out, self.opts.input_dir, tar_path) as journal:
             if state.lease.retry_crashed and journal.crashed:
                 log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
                 journal.crashed.clear()

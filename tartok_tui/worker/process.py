@@ -36,14 +36,36 @@ if TYPE_CHECKING:  # imported at run time after the hello (see main)
     from tartok_tui.worker.pipeline import LeaseRunner
 
 log = logging.getLogger("tartok_tui.worker")
+LOG_FORMAT = "%(asctime)s worker[%(process)d] %(levelname)s %(message)s"
+
+
+OPTIONS_ENV = "TARTOK_WORKER_OPTIONS"
+"""The environment variable that carries the WorkerOptions JSON when ``--options`` is not
+given: storage options may hold secrets, and a command line is visible to every user."""
 
 
 def parse_args(argv: list[str] | None = None) -> WorkerOptions:
     p = argparse.ArgumentParser(prog="python -m tartok_tui.worker")
     p.add_argument(
-        "--options", required=True, help="WorkerOptions as JSON (the supervisor writes it)"
+        "--options",
+        default=None,
+        help=f"WorkerOptions as JSON (the supervisor writes it; default: ${OPTIONS_ENV})",
     )
-    return WorkerOptions.from_json(p.parse_args(argv).options)
+    given = p.parse_args(argv).options
+    if given is None:
+        given = os.environ.pop(OPTIONS_ENV, None)
+        if given is None:
+            p.error(f"--options or ${OPTIONS_ENV} is required")
+    return WorkerOptions.from_json(given)
+
+
+def redact_logs(opts: WorkerOptions) -> None:
+    """Every log line of this process goes out without secrets (storage options, signed
+    URL parameters, tokens)."""
+    from tartok_tui.storage.urls import RedactingFormatter
+
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(RedactingFormatter(LOG_FORMAT, opts.storage_options))
 
 
 def redirect_stdout_to_stderr() -> int:
@@ -74,13 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     # Before any thread allocates, so the model's streams share the one untrimmed heap.
     keep_freed_memory()
     msg_fd = redirect_stdout_to_stderr()
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s worker[%(process)d] %(levelname)s %(message)s",
-    )
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=LOG_FORMAT)
     die_with_parent()
     opts = parse_args(argv)
+    redact_logs(opts)
     channel = Channel(msg_fd)
     channel.send(m.Hello(pid=os.getpid(), device=opts.device))
     # Alive from here on, loading included; the counter moves only with real work.

@@ -1,0 +1,223 @@
+"""An output on object storage: whole objects uploaded, listed, checked and removed.
+
+Every object is written by one call that makes it appear whole or not at all: one PUT,
+or a multipart upload completed after its last part (s3fs aborts it on failure; gcsfs
+finalises a resumable upload last; the Hub commits a file in one commit). Nothing
+partial is ever visible under the output prefix.
+
+A failed call is sorted two ways:
+
+- the store takes no more from us (no space, quota exceeded, read-only, access denied,
+  bucket gone): ``OutputUnavailable``, and the run stops as for a full local disk;
+- anything else (connection refused or reset, 5xx, throttling, timeouts) is retried with
+  backoff (``Access.retry``), then ``StoreUnavailable``: the lease fails uncommitted and
+  the tar is tried again.
+
+No message carries a secret: URLs and error texts go through the redaction helpers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any, TypeVar
+
+from tartok_tui.output.target import UNAVAILABLE_ERRNOS, OutputUnavailable
+from tartok_tui.storage import (
+    Access,
+    filesystem,
+    is_credentials_error,
+    redact_text,
+    redact_url,
+)
+
+log = logging.getLogger("tartok_tui.output")
+
+T = TypeVar("T")
+
+_QUOTA = re.compile(r"quota", re.IGNORECASE)
+_FULL = re.compile(
+    r"storage ?full|insufficient ?storage|no space|storage limit|disk full|\b507\b", re.IGNORECASE
+)
+_READ_ONLY = re.compile(r"read[- ]?only", re.IGNORECASE)
+_DENIED_CODES = re.compile(
+    r"AccessDenied|AllAccessDisabled|AccountProblem|InvalidAccessKeyId|SignatureDoesNotMatch|"
+    r"ExpiredToken|Forbidden|^403$"
+)
+
+
+_BUGS = (TypeError, AttributeError, NameError, AssertionError, NotImplementedError)
+"""A mistake in the program, not a store's hiccup: never retried."""
+
+
+class StoreUnavailable(OSError):
+    """The store could not be reached (after retries) to write, check or remove an object.
+
+    Neither the tar's fault nor a full output: the lease fails uncommitted and the tar is
+    tried again.
+    """
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and the exceptions it was raised from (s3fs keeps botocore's as the cause)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen and len(seen) < 8:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _code(exc: BaseException) -> str:
+    """A store's error code when the exception carries one (botocore's ClientError)."""
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def unavailable_errno(exc: BaseException) -> int | None:
+    """The errno meaning "the store takes no more from us" for ``exc``, or None when a
+    retry may mend it."""
+    for e in _chain(exc):
+        if isinstance(e, OutputUnavailable):
+            return e.errno
+        err = getattr(e, "errno", None)
+        if err in UNAVAILABLE_ERRNOS:
+            return err
+        text = f"{_code(e)} {e}"
+        if _QUOTA.search(text):
+            return errno.EDQUOT
+        if _FULL.search(text):
+            return errno.ENOSPC
+        if _READ_ONLY.search(text):
+            return errno.EROFS
+        if is_credentials_error(e) or _DENIED_CODES.search(_code(e)):
+            return errno.EACCES
+    return None
+
+
+class StoreOutput:
+    """An output prefix on object storage (``s3://bucket/tokens``), keys relative to it."""
+
+    def __init__(self, url: str, access: Access | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.name = redact_url(self.url)
+        self.access = access or Access()
+        self.fs, root = filesystem(self.url, self.access.options)
+        self.root = root.rstrip("/")
+
+    def path(self, key: PurePosixPath | str) -> str:
+        """The store's path of ``key`` (no scheme)."""
+        return f"{self.root}/{key}"
+
+    def url_of(self, key: PurePosixPath | str) -> str:
+        return f"{self.url}/{key}"
+
+    def describe(self, exc: BaseException) -> str:
+        return redact_text(f"{type(exc).__name__}: {exc}", self.access.options)
+
+    # -- the calls -------------------------------------------------------------------------
+
+    def upload(self, local: Path, key: PurePosixPath | str) -> None:
+        """Make ``key`` the object holding ``local``'s bytes, whole or not at all."""
+        path = self.path(key)
+        self._call("uploading", key, lambda: self.fs.put_file(str(local), path))
+
+    def put_bytes(self, key: PurePosixPath | str, data: bytes) -> None:
+        """Make ``key`` the object holding ``data`` (one PUT)."""
+        path = self.path(key)
+        self._call("uploading", key, lambda: self.fs.pipe_file(path, data))
+
+    def read_bytes(self, key: PurePosixPath | str) -> bytes:
+        path = self.path(key)
+        return self._call("reading", key, lambda: self.fs.cat_file(path))
+
+    def exists(self, key: PurePosixPath | str) -> bool:
+        """Whether the object ``key`` exists now (asked of the store, not a cached listing)."""
+        path = self.path(key)
+
+        def probe() -> bool:
+            self.fs.invalidate_cache(path)
+            try:
+                self.fs.info(path)
+            except FileNotFoundError:
+                return False
+            return True
+
+        return self._call("checking", key, probe)
+
+    def remove(self, key: PurePosixPath | str) -> None:
+        """Delete the object ``key`` if it exists."""
+        path = self.path(key)
+
+        def delete() -> None:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(path)
+            self.fs.invalidate_cache(path)
+
+        self._call("removing", key, delete)
+
+    def list_keys(self) -> dict[PurePosixPath, int]:
+        """Every object under the prefix, key -> size in bytes (one listing; an empty or
+        missing prefix gives an empty dict)."""
+
+        def listing() -> dict[str, Any]:
+            self.fs.invalidate_cache(self.root)
+            try:
+                return self.fs.find(self.root, withdirs=False, detail=True)
+            except FileNotFoundError:
+                return {}
+
+        found = self._call("listing", "", listing)
+        prefix = self.root + "/"
+        return {
+            PurePosixPath(name[len(prefix) :]): int(info.get("size") or 0)
+            for name, info in found.items()
+            if name.startswith(prefix) and info.get("type", "file") == "file"
+        }
+
+    # -- retrying --------------------------------------------------------------------------
+
+    def _call(self, action: str, key: PurePosixPath | str, call: Callable[[], T]) -> T:
+        """``call()``, retried on errors a retry may mend (see the module doc)."""
+        where = self.name + (f"/{key}" if str(key) else "")
+        policy = self.access.retry
+        failure = 0
+        while True:
+            try:
+                return call()
+            except _BUGS:
+                raise
+            except Exception as exc:
+                err = unavailable_errno(exc)
+                if err is not None:
+                    raise OutputUnavailable(err, where, action, reason=self.describe(exc)) from exc
+                if isinstance(exc, FileNotFoundError):
+                    if action != "uploading":
+                        raise
+                    # The bucket (or the Hub repo) is not there: nothing will be written.
+                    raise OutputUnavailable(
+                        errno.ENOENT, where, action, reason=f"not found ({self.describe(exc)})"
+                    ) from exc
+                failure += 1
+                if failure >= policy.tries:
+                    raise StoreUnavailable(
+                        f"{action} {where} failed after {failure} tries: {self.describe(exc)}"
+                    ) from exc
+                delay = policy.delay(failure)
+                log.warning(
+                    "%s %s failed (%s); retry %d/%d in %.1f s",
+                    action,
+                    where,
+                    self.describe(exc),
+                    failure,
+                    policy.tries - 1,
+                    delay,
+                )
+                time.sleep(delay)
