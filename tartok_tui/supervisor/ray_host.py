@@ -32,6 +32,7 @@ from tartok_tui import messages as m
 from tartok_tui.supervisor.memory import tree_memory
 from tartok_tui.supervisor.process import STREAM_LIMIT, killpg
 from tartok_tui.worker.options import WorkerOptions
+from tartok_tui.worker.process import OPTIONS_ENV
 
 PULL_MAX_BYTES = 1 << 20
 """At most this much of the worker's output per pull (more waits for the next one)."""
@@ -150,8 +151,15 @@ class WorkerHost:
             log, log_at = await asyncio.to_thread(open_log, Path(log_path), header)
         except OSError as exc:
             return {"error": str(exc)}
-        child_env = {**os.environ, **env, "CUDA_VISIBLE_DEVICES": ",".join(place.gpu_ids)}
-        args = [sys.executable, "-m", "tartok_tui.worker", "--options", options.to_json()]
+        # The options travel in the environment, not on the command line: they may hold
+        # storage secrets, and any user of the node can read a command line.
+        child_env = {
+            **os.environ,
+            **env,
+            "CUDA_VISIBLE_DEVICES": ",".join(place.gpu_ids),
+            OPTIONS_ENV: options.to_json(),
+        }
+        args = [sys.executable, "-m", "tartok_tui.worker"]
         try:
             with log:
                 self._proc = await asyncio.create_subprocess_exec(
