@@ -121,10 +121,16 @@ class MemoryControls(Protocol):
 class MeasuredWorker(Protocol):
     """A slot as the memory watch sees it."""
 
-    n: int
     mem_bytes: int
-    node: str
-    """The machine its worker runs on: the limit applies per machine."""
+    """Set by the watch: the RSS last measured (for the views)."""
+
+    @property
+    def n(self) -> int: ...
+
+    @property
+    def node(self) -> str:
+        """The machine its worker runs on: the limit applies per machine."""
+        ...
 
     @property
     def recyclable(self) -> bool:

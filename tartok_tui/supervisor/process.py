@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Protocol
 
 from tartok_tui import messages as m
+from tartok_tui.config import RunConfig
 from tartok_tui.supervisor.memory import TreeMemory, tree_memory
+from tartok_tui.supervisor.placement import Placement
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
 from tartok_tui.worker.options import WorkerOptions
 from tartok_tui.worker.process import OPTIONS_ENV
@@ -192,3 +194,22 @@ class LocalLauncher:
         except OSError as exc:
             raise WorkerStartError(str(exc)) from exc
         return LocalWorkerProcess(proc)
+
+
+def worker_spec(config: RunConfig, placement: Placement, model_dir: Path) -> WorkerSpec:
+    """What a slot's worker is started with: its options derived from the run's config,
+    its placement's environment and resources, its log file."""
+    options = WorkerOptions.for_slot(
+        config,
+        slot=placement.slot,
+        device=placement.worker_device,
+        threads=placement.threads,
+        model_dir=model_dir,
+    )
+    return WorkerSpec(
+        slot=placement.slot,
+        options=options,
+        env={**config.worker_env, **placement.env},
+        log_path=config.worker_log_path(placement.slot),
+        resources=dict(placement.resources),
+    )

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tartok_tui import messages as m
+from tartok_tui.supervisor.memory import TreeMemory
 from tartok_tui.supervisor.placement import Placement
 from tartok_tui.supervisor.process import WorkerProcess
 from tartok_tui.supervisor.restart import RestartPolicy
@@ -123,6 +124,17 @@ class Slot:
             WorkerState.PAUSING,
             WorkerState.PAUSED,
         )
+
+    @property
+    def recyclable(self) -> bool:
+        """For the memory watch: in the middle of a tar and not already on its way out."""
+        return self.lease is not None and self.intent == ExitIntent.NONE
+
+    async def measure(self, pss: bool) -> TreeMemory | None:
+        """The memory of the worker's process tree (None without a worker)."""
+        if self.process is None:
+            return None
+        return await (self.process.memory_pss() if pss else self.process.memory())
 
     def can_take_lease(self) -> bool:
         return (

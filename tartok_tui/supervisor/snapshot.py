@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from tartok_tui.output.paths import relative_tar_path
+from tartok_tui.storage import Location
+from tartok_tui.supervisor.queue import TarQueue, TarStatus
 from tartok_tui.supervisor.slot import Slot
-from tartok_tui.supervisor.views import WorkerView
+from tartok_tui.supervisor.views import Event, GpuView, RunView, WorkerView
 
 
 def slot_totals(slot: Slot) -> tuple[int, int, float, float, int]:
@@ -84,3 +87,47 @@ class ThroughputHistory:
 
 def nodes_alive(slots: Sequence[Slot]) -> int:
     return len({s.node for s in slots if s.process is not None}) or (1 if slots else 0)
+
+
+def run_view(
+    slots: Sequence[Slot],
+    queue: TarQueue[Location],
+    input_dir: Location,
+    *,
+    started_at: float,
+    memory: tuple[int, int],
+    events: tuple[Event, ...],
+    state: tuple[bool, bool, str | None],
+    throughput: ThroughputHistory,
+    gpus: tuple[GpuView, ...],
+) -> RunView:
+    """The whole run now: ``memory`` (used, limit), ``state`` (finished, stopping, why)."""
+    now_mono = time.monotonic()
+    workers = tuple(worker_view(s, input_dir, now_mono) for s in slots)
+    counts = queue.counts()
+    expected, estimated = queue.samples_expected()
+    finished, stopping, exit_reason = state
+    return RunView(
+        started_at=started_at,
+        now=time.time(),
+        tars_total=sum(counts.values()),
+        tars_done=counts[TarStatus.DONE],
+        tars_skipped=counts[TarStatus.SKIPPED],
+        tars_failed=counts[TarStatus.FAILED],
+        samples_done=sum(w.samples_done for w in workers),
+        samples_expected=expected,
+        samples_expected_is_estimate=estimated,
+        errors=sum(w.errors for w in workers),
+        audio_seconds=sum(w.audio_seconds for w in workers),
+        memory_bytes=memory[0],
+        memory_limit_bytes=memory[1],
+        workers=workers,
+        events=events,
+        finished=finished,
+        stopping=stopping,
+        exit_reason=exit_reason,
+        throughput=throughput.values(),
+        throughput_interval_s=throughput.interval_s,
+        gpus=gpus,
+        nodes_alive=nodes_alive(slots),
+    )

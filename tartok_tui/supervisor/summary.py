@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.paths import relative_tar_path
+from tartok_tui.storage import Location
+from tartok_tui.supervisor.queue import TarQueue, TarStatus
+from tartok_tui.supervisor.views import RunView, WorkerView
 
 
 @dataclass
@@ -91,3 +97,69 @@ def decide_exit(
     if failed or unfinished:
         return ExitCode.INCOMPLETE, f"{failed} tars failed, {unfinished} unfinished"
     return ExitCode.OK, "all tars done"
+
+
+def build_summary(
+    exit_code: int,
+    exit_reason: str,
+    queue: TarQueue[Location],
+    view: RunView,
+    input_dir: Location,
+    started_at: float,
+) -> RunSummary:
+    """The summary of a finished run from its queue and its last view."""
+    counts = queue.counts()
+    unfinished = counts[TarStatus.PENDING] + counts[TarStatus.LEASED]
+    tars = [
+        TarResult(
+            tar=str(relative_tar_path(input_dir, t)),
+            status="unfinished"
+            if e.status in (TarStatus.PENDING, TarStatus.LEASED)
+            else str(e.status),
+            samples=e.samples,
+            errors=e.errors,
+            audio_seconds=e.audio_s,
+            wall_seconds=e.wall_s,
+            worker_kills=e.kills,
+            isolated=e.isolated,
+            reason=e.reason,
+        )
+        for t, e in queue
+    ]
+    return RunSummary(
+        exit_code=exit_code,
+        exit_reason=exit_reason,
+        started_at=started_at,
+        finished_at=time.time(),
+        tars_total=view.tars_total,
+        tars_done=view.tars_done,
+        tars_skipped=view.tars_skipped,
+        tars_failed=view.tars_failed,
+        tars_unfinished=unfinished,
+        samples=view.samples_done,
+        errors=view.errors,
+        audio_seconds=view.audio_seconds,
+        model_seconds=sum(w.model_seconds for w in view.workers),
+        worker_restarts=sum(w.restarts for w in view.workers),
+        workers=[_worker_summary(w) for w in view.workers],
+        tars=tars,
+    )
+
+
+def _worker_summary(w: WorkerView) -> dict[str, Any]:
+    return {
+        "slot": w.slot,
+        "device": w.device,
+        "node": w.node,
+        "state": str(w.state),
+        "tars_done": w.tars_done,
+        "samples": w.samples_done,
+        "errors": w.errors,
+        "audio_seconds": w.audio_seconds,
+        "model_seconds": w.model_seconds,
+        "avg_latency_ms": w.avg_latency_ms,
+        "avg_batch_ms": w.avg_batch_ms,
+        "realtime_factor": w.realtime_factor,
+        "restarts": w.restarts,
+        "last_error": w.last_error,
+    }

@@ -25,41 +25,33 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.output.files import done_format_now, done_formats
-from tartok_tui.output.paths import (
-    SUMMARY_NAME,
-    relative_tar_path,
-    remove_stale_partials,
-    summary_path,
-)
 from tartok_tui.storage import (
     Access,
     Location,
-    RetryPolicy,
     location_name,
-    redact_location,
     redact_text,
 )
+from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
-from tartok_tui.supervisor.memory import MemoryWatch, TreeMemory
+from tartok_tui.supervisor.memory import MemoryWatch
 from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
     LocalLauncher,
     NoResources,
     WorkerLauncher,
     WorkerProcess,
-    WorkerSpec,
     WorkerStartError,
     describe_exit,
+    worker_spec,
 )
 from tartok_tui.supervisor.queue import ReturnCause, TarQueue, TarStatus
 from tartok_tui.supervisor.restart import RestartPolicy
+from tartok_tui.supervisor.run_output import RunOutput
 from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
-from tartok_tui.supervisor.snapshot import ThroughputHistory, nodes_alive, slot_totals, worker_view
-from tartok_tui.supervisor.summary import RunSummary, TarResult, decide_exit, write_summary
+from tartok_tui.supervisor.snapshot import ThroughputHistory, run_view, slot_totals
+from tartok_tui.supervisor.summary import RunSummary, build_summary, decide_exit
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
-from tartok_tui.worker.options import WorkerOptions
 
 log = logging.getLogger("tartok_tui.supervisor")
 
@@ -72,34 +64,7 @@ PLACEMENT_RETRY_S = 5.0
 EventCallback = Callable[[Event], None]
 
 
-class _Measured:
-    """A slot as the memory watch sees it."""
-
-    def __init__(self, slot: Slot) -> None:
-        self.slot = slot
-        self.n = slot.n
-        self.node = slot.node
-
-    @property
-    def mem_bytes(self) -> int:
-        return self.slot.mem_bytes
-
-    @mem_bytes.setter
-    def mem_bytes(self, value: int) -> None:
-        self.slot.mem_bytes = value
-
-    @property
-    def recyclable(self) -> bool:
-        return self.slot.lease is not None and self.slot.intent == ExitIntent.NONE
-
-    async def measure(self, pss: bool) -> TreeMemory | None:
-        process = self.slot.process
-        if process is None:
-            return None
-        return await (process.memory_pss() if pss else process.memory())
-
-
-class Supervisor:
+class Supervisor(RunControls):
     """Runs the workers of one ``tartok-tui run``.
 
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
@@ -127,6 +92,7 @@ class Supervisor:
         self._slots: list[Slot] = []
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
         self._access = Access(options=config.storage_options)
+        self._output = RunOutput(config, self._access, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -151,33 +117,8 @@ class Supervisor:
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
-        self._sweep_partials("an earlier run")
-        if self.config.output_is_url:
-            self._event(
-                "info",
-                None,
-                f"output {redact_location(self.config.output_dir)}: files are built in "
-                f"{self.config.local_output_dir} and uploaded whole; worker logs in "
-                f"{self.config.logs_path}",
-            )
-        # One listing of an output URL answers for every tar (not a request per tar).
-        formats = await asyncio.to_thread(
-            done_formats,
-            self.config.output_dir,
-            self.config.input_dir,
-            validated.tars,
-            self.config.output_format,
-            self._access,
-        )
-        done = [t for t, fmt in formats.items() if fmt is not None]
-        other = sum(1 for fmt in formats.values() if fmt not in (None, self.config.output_format))
-        if other:
-            self._event(
-                "warning",
-                None,
-                f"{other} tars already done in another output format than "
-                f"{self.config.output_format}: kept as they are, not redone",
-            )
+        self._output.sweep_partials("an earlier run")
+        done = await self._output.done_at_start(validated.tars)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         self._event(
             "info",
@@ -224,10 +165,10 @@ class Supervisor:
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
-        self._sweep_partials("workers killed in this run")
+        self._output.sweep_partials("workers killed in this run")
         summary = self._finish()
         if self.config.output_is_url:
-            await asyncio.to_thread(self._upload_summary)
+            await asyncio.to_thread(self._output.upload_summary)
         return summary
 
     def _finish(self) -> RunSummary:
@@ -236,59 +177,12 @@ class Supervisor:
         self._exit_reason = summary.exit_reason
         level = "info" if summary.exit_code == ExitCode.OK else "error"
         self._event(level, None, f"run finished: {summary.exit_reason}")
-        try:
-            write_summary(summary, summary_path(self.config.local_output_dir))
-        except OSError as exc:
-            # The outputs are committed either way; a missing summary must not hide the result.
-            self._event("error", None, f"could not write the run summary: {exc}")
+        self._output.write_summary(summary)
         return summary
-
-    def _upload_summary(self) -> None:
-        """The summary written locally (in the spool folder) goes to the output URL too."""
-        from tartok_tui.output.store import StoreOutput
-
-        local = summary_path(self.config.local_output_dir)
-        try:
-            StoreOutput(str(self.config.output_dir), self._access).upload(local, SUMMARY_NAME)
-        except OSError as exc:
-            self._event("error", None, f"could not upload the run summary (kept at {local}): {exc}")
 
     def _new_policy(self) -> RestartPolicy:
         c = self.config
         return RestartPolicy(c.backoff_initial_s, c.backoff_max_s, c.crash_window_s, c.crash_limit)
-
-    def _done_format(self, tar: Location) -> str | None:
-        """The format the tar is done in (either format counts: see output.paths), or None.
-
-        For an output URL, one request per format, not retried (this runs on the event
-        loop): a tar that cannot be checked counts as not done, and is done again (its
-        objects are replaced by identical ones, so it is still there exactly once)."""
-        access = Access(self._access.options, retry=RetryPolicy(tries=1))
-        try:
-            return done_format_now(
-                self.config.output_dir,
-                self.config.input_dir,
-                tar,
-                self.config.output_format,
-                access,
-            )
-        except OSError as exc:
-            if not self.config.output_is_url:
-                raise
-            self._event("warning", None, f"could not check {location_name(tar)}: {exc}")
-            return None
-
-    def _output_exists(self, tar: Location) -> bool:
-        return self._done_format(tar) is not None
-
-    def _sweep_partials(self, whose: str) -> None:
-        try:
-            removed = remove_stale_partials(self.config.local_output_dir)
-        except OSError as exc:
-            self._event("warning", None, f"could not clean stale partial files: {exc}")
-            return
-        if removed:
-            self._event("info", None, f"removed {len(removed)} partial files left by {whose}")
 
     async def _wait_slots(self) -> None:
         # A restart of a finished (DONE/FATAL) slot adds a new task, so loop until none run.
@@ -408,27 +302,10 @@ class Supervisor:
         if all(s.phase == WorkerState.FATAL for s in self._slots):
             self._exit_reason = f"every worker slot is fatal: {reason}"
 
-    def _spec(self, slot: Slot) -> WorkerSpec:
-        p = slot.placement
-        assert self._model_dir is not None
-        options = WorkerOptions.for_slot(
-            self.config,
-            slot=p.slot,
-            device=p.worker_device,
-            threads=p.threads,
-            model_dir=self._model_dir,
-        )
-        return WorkerSpec(
-            slot=p.slot,
-            options=options,
-            env={**self.config.worker_env, **p.env},
-            log_path=self.config.worker_log_path(p.slot),
-            resources=dict(p.resources),
-        )
-
     async def _run_worker(self, slot: Slot) -> int:
         """Start one worker and talk to it until it exits; returns its exit code."""
-        spec = self._spec(slot)
+        assert self._model_dir is not None
+        spec = worker_spec(self.config, slot.placement, self._model_dir)
         if slot.phase != WorkerState.PENDING:
             slot.phase = WorkerState.STARTING
         try:
@@ -541,7 +418,7 @@ class Supervisor:
         if lease is None or lease.lease_id != msg.lease_id:
             self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
             return
-        if self._output_exists(lease.tar):
+        if self._output.is_done(lease.tar):
             # Done meanwhile by another run sharing the output (in either format).
             self._queue.committed_elsewhere(lease.lease_id)
             self._event("info", slot.n, f"{name} is done already: {msg.reason}")
@@ -608,7 +485,7 @@ class Supervisor:
         self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
     ) -> None:
         """The worker ended without reporting the end of its lease."""
-        if self._output_exists(lease.tar):
+        if self._output.is_done(lease.tar):
             # Committed, then died before reporting it: done, nothing to redo.
             self._queue.committed_elsewhere(lease.lease_id)
             name = location_name(lease.tar)
@@ -635,7 +512,7 @@ class Supervisor:
 
     async def check_memory(self) -> None:
         """Measure every worker tree; cleanup, then recycle the biggest, when over the limit."""
-        alive = [_Measured(s) for s in self._slots if s.process is not None]
+        alive = [s for s in self._slots if s.process is not None]
         await self._memory.check(alive, time.monotonic())
 
     async def _watch(self) -> None:
@@ -681,33 +558,16 @@ class Supervisor:
             self._next_stats += self.config.stats_every
 
     def snapshot(self) -> RunView:
-        now_mono = time.monotonic()
-        workers = tuple(worker_view(s, self.config.input_dir, now_mono) for s in self._slots)
-        counts = self._queue.counts()
-        expected, estimated = self._queue.samples_expected()
-        return RunView(
+        return run_view(
+            self._slots,
+            self._queue,
+            self.config.input_dir,
             started_at=self._started_at,
-            now=time.time(),
-            tars_total=sum(counts.values()),
-            tars_done=counts[TarStatus.DONE],
-            tars_skipped=counts[TarStatus.SKIPPED],
-            tars_failed=counts[TarStatus.FAILED],
-            samples_done=sum(w.samples_done for w in workers),
-            samples_expected=expected,
-            samples_expected_is_estimate=estimated,
-            errors=sum(w.errors for w in workers),
-            audio_seconds=sum(w.audio_seconds for w in workers),
-            memory_bytes=self._memory.total_bytes,
-            memory_limit_bytes=self._memory.limit_bytes,
-            workers=workers,
+            memory=(self._memory.total_bytes, self._memory.limit_bytes),
             events=tuple(self._events),
-            finished=self._finished,
-            stopping=self._stopping,
-            exit_reason=self._exit_reason,
-            throughput=self._throughput.values(),
-            throughput_interval_s=self._throughput.interval_s,
+            state=(self._finished, self._stopping, self._exit_reason),
+            throughput=self._throughput,
             gpus=self._gpus,
-            nodes_alive=nodes_alive(self._slots),
         )
 
     def _redact(self, text: str) -> str:
@@ -726,129 +586,6 @@ class Supervisor:
         """An event from a policy acting on the run (the memory watch)."""
         self._event(level, slot, message)
 
-    # ------------------------------------------------------------------ controls
-
-    def _slot(self, n: int) -> Slot:
-        if not 0 <= n < len(self._slots):
-            raise IndexError(f"no worker slot {n}")
-        return self._slots[n]
-
-    def _send(self, slot: Slot, msg: m.Message) -> None:
-        if slot.process is not None and not slot.process.send(msg):
-            self._event("warning", slot.n, f"could not send {msg.TYPE}: the worker is exiting")
-
-    def pause(self, slot: int) -> None:
-        """The worker takes no new batch (and no new tar) until resumed; the view says
-        "pausing" until the worker acknowledges."""
-        s = self._slot(slot)
-        s.pause()
-        self._send(s, m.Pause())
-        self._event("info", slot, "pausing")
-
-    def resume(self, slot: int) -> None:
-        s = self._slot(slot)
-        s.resume(time.monotonic())
-        self._send(s, m.Resume())
-        self._event("info", slot, "resumed")
-        self._dispatch()
-
-    def pause_all(self) -> None:
-        for n in range(len(self._slots)):
-            self.pause(n)
-
-    def resume_all(self) -> None:
-        for n in range(len(self._slots)):
-            self.resume(n)
-
-    def stop(self, slot: int) -> None:
-        """Finish the current tar, then exit; the slot is not restarted."""
-        s = self._slot(slot)
-        s.expect_exit(ExitIntent.STOP)
-        self._send(s, m.Stop())
-        s.wake.set()
-        self._event("info", slot, "stopping after the current tar")
-
-    def kill(self, slot: int) -> None:
-        """SIGKILL the worker's process group now; its tar goes back to the queue and the
-        slot restarts at once (a user kill does not count toward the crash loop)."""
-        s = self._slot(slot)
-        if s.process is not None:
-            s.expect_exit(ExitIntent.KILL)
-            s.process.kill()
-            self._event("warning", slot, f"killed (pid {s.process.pid})")
-
-    def restart(self, slot: int) -> None:
-        """Abort the current tar (it goes back to the queue), exit, start a fresh worker.
-
-        A slot in backoff restarts now; a FATAL or stopped slot is revived."""
-        s = self._slot(slot)
-        if s.process is not None:
-            s.expect_exit(ExitIntent.RESTART)
-            self._send(s, m.Abort())
-        elif s.phase in (WorkerState.BACKOFF, WorkerState.STALLED):
-            s.wake.set()
-        elif s.task is not None and s.task.done() and not self._stopping and not self._finished:
-            s.policy = self._new_policy()
-            s.intent = ExitIntent.NONE
-            s.phase = WorkerState.STARTING
-            s.task = asyncio.get_running_loop().create_task(self._guarded_slot(s))
-        self._event("info", slot, "restarting")
-
-    def cleanup_all(self) -> None:
-        """Ask every worker to free what it can now (gc, allocator caches, CUDA cache)."""
-        for slot in self._slots:
-            self._send(slot, m.Cleanup())
-
-    def recycle(self, slot: int) -> None:
-        """Replace the worker with a fresh process after its current tar."""
-        s = self._slot(slot)
-        if s.process is not None:
-            s.expect_exit(ExitIntent.RECYCLE)
-            self._send(s, m.Stop())
-
-    def request_stop(self, force: bool = False) -> None:
-        """Stop leasing, abort the tars in progress (they stay unfinished, resumable)
-        and let workers exit; killed after stop_timeout_s. A second request kills now."""
-        if self._stopping or force:
-            self._stopping = True
-            self._force_kill("forced stop: killing every worker")
-            return
-        self._stopping = True
-        self._event("warning", None, "stopping: aborting tars in progress")
-        self._abort_all()
-
-    def _halt(self, code: int, reason: str) -> None:
-        """The run stops itself: no new lease, tars in progress returned uncommitted."""
-        if self._halted is None:
-            self._halted = (code, reason)
-            self._event("error", None, f"stopping the run: {reason}")
-        if not self._stopping:
-            self._stopping = True
-            self._abort_all()
-
-    def _abort_all(self) -> None:
-        for slot in self._slots:
-            if slot.process is not None:
-                slot.expect_exit(ExitIntent.SHUTDOWN)
-            self._send(slot, m.Abort())
-            slot.wake.set()
-        if self._loop is not None:
-            self._stop_timer = self._loop.call_later(
-                self.config.stop_timeout_s,
-                self._force_kill,
-                f"workers still alive after {self.config.stop_timeout_s:g} s: killing them",
-            )
-
-    def _force_kill(self, why: str) -> None:
-        alive = [s for s in self._slots if s.process is not None]
-        if alive:
-            self._event("error", None, why)
-        for slot in alive:
-            assert slot.process is not None
-            slot.process.kill()
-        for slot in self._slots:
-            slot.wake.set()
-
     # ------------------------------------------------------------------ summary
 
     def _summary(self) -> RunSummary:
@@ -862,56 +599,11 @@ class Supervisor:
             failed=counts[TarStatus.FAILED],
             unfinished=unfinished,
         )
-        tars = [
-            TarResult(
-                tar=str(relative_tar_path(self.config.input_dir, t)),
-                status="unfinished"
-                if e.status in (TarStatus.PENDING, TarStatus.LEASED)
-                else str(e.status),
-                samples=e.samples,
-                errors=e.errors,
-                audio_seconds=e.audio_s,
-                wall_seconds=e.wall_s,
-                worker_kills=e.kills,
-                isolated=e.isolated,
-                reason=e.reason,
-            )
-            for t, e in self._queue
-        ]
-        view = self.snapshot()
-        return RunSummary(
-            exit_code=int(code),
-            exit_reason=reason,
-            started_at=self._started_at,
-            finished_at=time.time(),
-            tars_total=view.tars_total,
-            tars_done=view.tars_done,
-            tars_skipped=view.tars_skipped,
-            tars_failed=view.tars_failed,
-            tars_unfinished=unfinished,
-            samples=view.samples_done,
-            errors=view.errors,
-            audio_seconds=view.audio_seconds,
-            model_seconds=sum(w.model_seconds for w in view.workers),
-            worker_restarts=sum(w.restarts for w in view.workers),
-            workers=[
-                {
-                    "slot": w.slot,
-                    "device": w.device,
-                    "node": w.node,
-                    "state": str(w.state),
-                    "tars_done": w.tars_done,
-                    "samples": w.samples_done,
-                    "errors": w.errors,
-                    "audio_seconds": w.audio_seconds,
-                    "model_seconds": w.model_seconds,
-                    "avg_latency_ms": w.avg_latency_ms,
-                    "avg_batch_ms": w.avg_batch_ms,
-                    "realtime_factor": w.realtime_factor,
-                    "restarts": w.restarts,
-                    "last_error": w.last_error,
-                }
-                for w in view.workers
-            ],
-            tars=tars,
+        return build_summary(
+            int(code),
+            reason,
+            self._queue,
+            self.snapshot(),
+            self.config.input_dir,
+            self._started_at,
         )
