@@ -43,13 +43,19 @@ def start_cluster(workers: int, **worker_args):
 
 
 def worker_processes(marker: Path | str) -> list[psutil.Process]:
-    """Live worker subprocesses whose options name ``marker`` (a test's own directory)."""
+    """Live worker subprocesses whose options name ``marker`` (a test's own directory).
+
+    The options travel in the worker's environment (secrets stay off command lines)."""
     found = []
     for proc in psutil.process_iter(["cmdline", "status"]):
         cmdline = proc.info["cmdline"] or []
-        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+        if proc.info["status"] == psutil.STATUS_ZOMBIE or "tartok_tui.worker" not in cmdline:
             continue
-        if "tartok_tui.worker" in cmdline and any(str(marker) in part for part in cmdline):
+        try:
+            options = proc.environ().get("TARTOK_WORKER_OPTIONS", "")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if str(marker) in options or any(str(marker) in part for part in cmdline):
             found.append(proc)
     return found
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -89,35 +88,38 @@ async def test_killed_workers_lose_nothing_and_every_bad_input_gets_its_error_re
         max_duration=3.0,
         stats_every=10,
         poison_threshold=20,
-        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=120"},
+        worker_env={"TARTOK_FAULT_INJECT": "slow_ms=300"},
     )
     sup = Supervisor(cfg, on_event=events.append)
-    rng = random.Random(7)
     killed: list[WorkerState] = []
 
-    async def kill_random_workers() -> None:
-        while len(killed) < 3:
-            await asyncio.sleep(rng.uniform(0.2, 1.2))
-            view = sup.snapshot()
-            if view.finished:
-                return
-            # Any live worker (loading, idle or mid-tar), but make sure one kill lands mid-tar.
-            any_state = WorkerState.RUNNING in killed or len(killed) < 2
-            victims = [
-                w for w in view.workers if w.pid and (any_state or w.state == WorkerState.RUNNING)
-            ]
-            if victims:
-                victim = rng.choice(victims)
-                os.kill(victim.pid, signal.SIGKILL)
-                killed.append(victim.state)
+    def victim(states: set[WorkerState], mid_tar: bool) -> object:
+        for w in sup.snapshot().workers:
+            if w.pid and w.state in states and (not mid_tar or w.tar_samples_done >= 1):
+                return w
+        return None
 
-    killer = asyncio.create_task(kill_random_workers())
+    async def kill_when(states: set[WorkerState], mid_tar: bool, what: str) -> None:
+        await _wait_for(lambda: victim(states, mid_tar) is not None, 120, what)
+        w = victim(states, mid_tar)
+        assert w is not None
+        os.kill(w.pid, signal.SIGKILL)
+        killed.append(w.state)
+
+    async def kill_workers() -> None:
+        # Kills at chosen moments, not at random ones: one while loading, two in the
+        # middle of a tar (its first samples written, the rest not).
+        await kill_when({WorkerState.STARTING, WorkerState.LOADING}, False, "a loading worker")
+        for n in (1, 2):
+            await kill_when({WorkerState.RUNNING}, True, f"a worker mid-tar ({n})")
+
+    killer = asyncio.create_task(kill_workers())
     summary = await _run(sup)
-    killer.cancel()
+    await killer  # every kill happened (a failed wait fails the test here)
 
     assert summary.exit_code == 0, summary.exit_reason
-    assert WorkerState.RUNNING in killed
-    assert sum(t.worker_kills for t in summary.tars) >= 1  # a lease went back to the queue
+    assert killed.count(WorkerState.RUNNING) == 2
+    assert sum(t.worker_kills for t in summary.tars) >= 2  # the leases went back to the queue
     view = sup.snapshot()
     assert view.finished and view.tars_done == 9 and view.tars_failed == 0
     assert sum(w.restarts for w in view.workers) >= len(killed)
@@ -470,20 +472,34 @@ async def test_request_stop_aborts_and_a_second_request_kills(
 ) -> None:
     inp, out = tmp_path / "in", tmp_path / "out"
     _good_tars(inp, n_tars=4, n_samples=6)
-    cfg = _config(inp, out, model_dir, worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})
-    sup = Supervisor(cfg)
+    # Each model stage sleeps 2 s: a batch takes ~40 s, and a worker honours an abort only
+    # between batches. So the first request alone cannot end the run for tens of seconds
+    # (and its forced kill is 300 s away): only the second request can meet the deadline.
+    cfg = _config(
+        inp,
+        out,
+        model_dir,
+        stop_timeout_s=300,
+        worker_env={"TARTOK_FAULT_INJECT": "slow_stage_ms=2000"},
+    )
+    events: list[Event] = []
+    sup = Supervisor(cfg, on_event=events.append)
     run = asyncio.create_task(_run(sup))
     await _wait_for(
-        lambda: any(w.state == WorkerState.RUNNING for w in sup.snapshot().workers),
-        90,
-        "a running worker",
-    )
+        lambda: any(w.state == WorkerState.RUNNING and w.progress_age_s is not None
+                    and w.progress_age_s > 0.5 for w in sup.snapshot().workers),
+        120,
+        "a worker inside a batch",
+    )  # fmt: skip
     sup.request_stop()
     assert sup.snapshot().stopping
-    sup.request_stop()  # the second request does not wait for the tar boundary
+    await asyncio.sleep(3)
+    assert not run.done()  # the first request waits for the batch in progress
+    sup.request_stop()  # the second does not
     started = time.monotonic()
     summary = await run
     assert time.monotonic() - started < 10
+    assert any("forced stop: killing every worker" in e.message for e in events)
     assert summary.exit_code == 130
     assert summary.tars_unfinished >= 1
     for tar in summary.tars:
