@@ -54,3 +54,16 @@ def test_demo_runs_the_pipeline_and_every_sample_is_accounted_for(tmp_path: Path
     )
     lines = sum(len(f.read_text().splitlines()) for f in out.glob("*.jsonl"))
     assert lines == 32 - len(DEMO_BROKEN)
+
+    # --keep-output shows resume: every tar is found done, none is redone, nothing changes.
+    before = {p: p.read_bytes() for p in out.rglob("*.jsonl")}
+    again = subprocess.run(
+        [sys.executable, "-m", "tartok_tui", "demo", "--no-tui", "--tars", "4",
+         "--samples-per-tar", "8", "--num-proc", "1", "--device", "cpu",
+         "--demo-dir", str(tmp_path), "--keep-output"],
+        capture_output=True, text=True, cwd=REPO, timeout=280,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 tars, 4 already done, 0 to process" in again.stdout
+    assert "worker started" not in again.stdout
+    assert {p: p.read_bytes() for p in out.rglob("*.jsonl")} == before

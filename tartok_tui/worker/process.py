@@ -127,7 +127,15 @@ def main(argv: list[str] | None = None) -> int:
             load_seconds=time.monotonic() - started, device=opts.device, precision=opts.precision
         )
     )
-    log.info("slot %d ready on %s in %.1f s", opts.slot, opts.device, time.monotonic() - started)
+    log.info(
+        "slot %d ready on %s in %.1f s: %d torch threads, %d streams, %d decode threads",
+        opts.slot,
+        opts.device,
+        time.monotonic() - started,
+        opts.threads,
+        tokenizer.streams,
+        opts.resolved_decode_workers,
+    )
     runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter)
     return serve(runner, control, channel, opts)
 
