@@ -21,6 +21,8 @@ import numpy as np
 import soundfile
 import soxr
 
+from tartok_tui.stages import Stage
+
 if TYPE_CHECKING:  # PyAV is imported on first use: most datasets never need it
     import av
     from av.container import InputContainer
@@ -63,20 +65,20 @@ def _clean(exc: BaseException) -> str:
 
 
 def _too_long(seconds: float, max_seconds: float, how: str = "") -> AudioError:
-    return AudioError("too_long", f"{how}{seconds:.1f} s > {max_seconds:g} s")
+    return AudioError(Stage.TOO_LONG, f"{how}{seconds:.1f} s > {max_seconds:g} s")
 
 
 def _cut_short(decoded_seconds: float, max_seconds: float) -> AudioError:
     return AudioError(
-        "too_long", f"over {max_seconds:g} s (decoding stopped at {decoded_seconds:.1f} s)"
+        Stage.TOO_LONG, f"over {max_seconds:g} s (decoding stopped at {decoded_seconds:.1f} s)"
     )
 
 
 def _check_rate(sr: int) -> None:
     if sr <= 0:
-        raise AudioError("decode", f"invalid sample rate {sr}")
+        raise AudioError(Stage.DECODE, f"invalid sample rate {sr}")
     if sr > MAX_SAMPLE_RATE:
-        raise AudioError("decode", f"sample rate {sr} Hz is above {MAX_SAMPLE_RATE} Hz")
+        raise AudioError(Stage.DECODE, f"sample rate {sr} Hz is above {MAX_SAMPLE_RATE} Hz")
 
 
 def _frame_limit(sr: int, max_seconds: float | None) -> int | None:
@@ -109,7 +111,7 @@ def _decode_sndfile(
     sr = int(f.samplerate)
     _check_rate(sr)
     if f.channels <= 0:
-        raise AudioError("decode", f"invalid channel count {f.channels}")
+        raise AudioError(Stage.DECODE, f"invalid channel count {f.channels}")
     limit = _frame_limit(sr, max_seconds)
     frames = int(f.frames)
     if frames >= _UNKNOWN_FRAMES:
@@ -121,7 +123,7 @@ def _decode_sndfile(
     # other samples without that seek: do the same.
     f.seek(0)
     if frames <= 0:
-        raise AudioError("empty", "the file holds no samples")
+        raise AudioError(Stage.EMPTY, "the file holds no samples")
     if limit is not None and frames > limit:
         raise _too_long(frames / sr, max_seconds or 0.0, "the header says ")
     if frames * f.channels <= _ONE_READ_SAMPLES:
@@ -162,7 +164,7 @@ def _decode_ffmpeg(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, 
 
     with av.open(io.BytesIO(data), mode="r") as container:
         if not container.streams.audio:
-            raise AudioError("decode", f"no audio stream in the {container.format.name} data")
+            raise AudioError(Stage.DECODE, f"no audio stream in the {container.format.name} data")
         stream = container.streams.audio[0]
         seconds = _header_seconds(container, stream)
         if max_seconds is not None and seconds is not None and seconds > max_seconds:
@@ -177,13 +179,15 @@ def _decode_ffmpeg(data: bytes, max_seconds: float | None) -> tuple[np.ndarray, 
                 _check_rate(sr)
                 limit = _frame_limit(sr, max_seconds)
             elif frame.sample_rate != sr:
-                raise AudioError("decode", f"the sample rate changes ({sr} -> {frame.sample_rate})")
+                raise AudioError(
+                    Stage.DECODE, f"the sample rate changes ({sr} -> {frame.sample_rate})"
+                )
             parts.append(_first_channel(frame))
             total += frame.samples
             if limit is not None and total > limit:
                 raise _cut_short(total / sr, max_seconds or 0.0)
     if total == 0:
-        raise AudioError("empty", "the file holds no samples")
+        raise AudioError(Stage.EMPTY, "the file holds no samples")
     return np.concatenate(parts), sr
 
 
@@ -194,7 +198,7 @@ def _decode(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, 
     """First channel as float64 at its native rate; AudioError on anything unreadable or longer
     than ``max_seconds``."""
     if not data:
-        raise AudioError("empty", "no audio bytes")
+        raise AudioError(Stage.EMPTY, "no audio bytes")
     decoded: tuple[np.ndarray, int] | None = None
     why_not = "the header gives no length"
     try:
@@ -208,17 +212,17 @@ def _decode(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, 
             except AudioError:
                 raise
             except Exception as exc:  # a header libsndfile accepted over data it cannot read
-                raise AudioError("decode", _clean(exc)) from exc
+                raise AudioError(Stage.DECODE, _clean(exc)) from exc
     if decoded is None:
         try:
             decoded = _decode_ffmpeg(data, max_seconds)
         except AudioError:
             raise
         except Exception as exc:  # FFmpeg's errors are as varied
-            raise AudioError("decode", f"libsndfile: {why_not}; ffmpeg: {_clean(exc)}") from exc
+            raise AudioError(Stage.DECODE, f"libsndfile: {why_not}; ffmpeg: {_clean(exc)}") from exc
     audio, sr = decoded
     if audio.shape[0] == 0:
-        raise AudioError("empty", "the file holds no samples")
+        raise AudioError(Stage.EMPTY, "the file holds no samples")
     return audio, sr
 
 
@@ -291,12 +295,12 @@ def prepare_audio(
     if max_seconds is not None and audio.shape[0] / sr > max_seconds:
         raise _too_long(audio.shape[0] / sr, max_seconds)
     if not np.isfinite(audio).all():
-        raise AudioError("nonfinite", "the decoded samples contain NaN or infinity")
+        raise AudioError(Stage.NONFINITE, "the decoded samples contain NaN or infinity")
     if sr != sample_rate:
         audio = soxr.resample(audio, sr, sample_rate, quality="VHQ")
     if audio.shape[0] < MIN_SAMPLES:
         raise AudioError(
-            "too_short",
+            Stage.TOO_SHORT,
             f"{audio.shape[0]} samples at {sample_rate} Hz < {MIN_SAMPLES} (no token fits)",
         )
     if volume_normalize:
@@ -307,7 +311,7 @@ def prepare_audio(
 def reference_clip(wav: np.ndarray, length: int) -> np.ndarray:
     """The speaker reference: the first `length` samples, the clip tiled first when shorter."""
     if wav.shape[0] == 0:
-        raise AudioError("empty", "no samples for the reference clip")
+        raise AudioError(Stage.EMPTY, "no samples for the reference clip")
     if wav.shape[0] < length:
         wav = np.tile(wav, length // wav.shape[0] + 1)
     return wav[:length]

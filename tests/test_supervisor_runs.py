@@ -1,6 +1,6 @@
 """End-to-end runs of the supervisor with real worker subprocesses and the tiny model (CPU).
 
-Worker start-up imports torch and transformers (several seconds on a small
+Worker start-up imports torch and loads a model (a few seconds on a small
 machine), so each test runs one supervisor and checks many things about it.
 """
 

@@ -23,6 +23,7 @@ from typing import Literal
 import torch
 
 from tartok_tui.audio import AudioError
+from tartok_tui.stages import Stage
 
 Kind = Literal["oom", "device", "model", "audio"]
 
@@ -45,22 +46,22 @@ class Failure:
     reference to the failed batch's tensors."""
 
     kind: Kind
-    stage: str
+    stage: Stage
     reason: str
 
 
 def classify(exc: BaseException, device: torch.device) -> Failure:
     """The kind of a model call's failure on `device` (see the module docstring)."""
     if isinstance(exc, AudioError):
-        return Failure("audio", exc.stage, exc.reason)
+        return Failure("audio", Stage(exc.stage), exc.reason)
     message = str(exc)
     reason = f"{type(exc).__name__}: {message}"
     if isinstance(exc, torch.OutOfMemoryError):
-        return Failure("oom", "oom", reason)
+        return Failure("oom", Stage.OOM, reason)
     accelerator = _ACCELERATOR_ERROR is not None and isinstance(exc, _ACCELERATOR_ERROR)
     if _OOM.search(message) and not _STICKY_RE.search(message):
         # "CUDA error: out of memory" is not sticky: the context survives it.
-        return Failure("oom", "oom", reason)
+        return Failure("oom", Stage.OOM, reason)
     if accelerator or _DEVICE_LOST.search(message) or device.type != "cpu":
-        return Failure("device", "device", reason)
-    return Failure("model", "model", reason)
+        return Failure("device", Stage.MODEL, reason)  # raised as DeviceFailure, never recorded
+    return Failure("model", Stage.MODEL, reason)

@@ -16,7 +16,14 @@ import contextlib
 
 import torch
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from tartok_tui.config import Precision
+
+PRECISIONS = {
+    Precision.FP32: torch.float32,
+    Precision.BF16: torch.bfloat16,
+    Precision.FP16: torch.float16,
+}
+"""The dtype of each precision the run accepts (config.Precision is the one list)."""
 
 
 def use_ieee_fp32() -> None:
@@ -39,6 +46,6 @@ def fp32_island(x: torch.Tensor) -> contextlib.AbstractContextManager:
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """The model's autocast region for `precision` (none for fp32)."""
-    if precision == "fp32":
+    if precision == Precision.FP32:
         return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+    return torch.autocast(device.type, dtype=PRECISIONS[Precision(precision)])

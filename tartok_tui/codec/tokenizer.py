@@ -39,6 +39,7 @@ from tartok_tui.codec.precision import PRECISIONS, autocast, fp32_island, use_ie
 from tartok_tui.codec.quantizer import FactorizedVQ
 from tartok_tui.codec.speaker import SpeakerTokenizer, mel_transform
 from tartok_tui.codec.wav2vec import SemanticFeatures
+from tartok_tui.stages import Stage
 
 log = logging.getLogger(__name__)
 
@@ -286,7 +287,7 @@ class BiCodecTokenizer:
         prepared = self._prepared(clips)
         for clip in prepared:
             if len(clip) < MIN_SAMPLES:
-                raise AudioError("too_short", f"{len(clip)} samples < {MIN_SAMPLES}")
+                raise AudioError(Stage.TOO_SHORT, f"{len(clip)} samples < {MIN_SAMPLES}")
         return self._run(self._pack(prepared))
 
     def _prepared(self, clips: Sequence[Clip]) -> list[PreparedClip]:
@@ -350,7 +351,7 @@ class BiCodecTokenizer:
             elif global_.min() < 0 or global_.max() >= model.global_codes:
                 problem = f"global token out of [0, {model.global_codes})"
             if problem is not None:
-                out.append(TokenizeError("model", f"invalid tokens: {problem}"))
+                out.append(TokenizeError(Stage.MODEL, f"invalid tokens: {problem}"))
             else:
                 out.append(Tokens(global_.tolist(), semantic.tolist()))
         return out
@@ -426,7 +427,9 @@ class BiCodecTokenizer:
             long = [c for c, s in zip(clips, short, strict=True) if not s]
             done = iter(self._tokenize_split(long) if long else [])
             return [
-                TokenizeError("too_short", f"{len(c)} samples < {MIN_SAMPLES}") if s else next(done)
+                TokenizeError(Stage.TOO_SHORT, f"{len(c)} samples < {MIN_SAMPLES}")
+                if s
+                else next(done)
                 for c, s in zip(clips, short, strict=True)
             ]
         outcome = self._attempt(clips, packed)

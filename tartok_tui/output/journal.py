@@ -44,8 +44,9 @@ from typing import Any, BinaryIO
 from tartok_tui.output.paths import tar_output_paths
 from tartok_tui.output.target import OutputUnavailable, fsync_dir, output_op
 from tartok_tui.output.writer import TarWriter
+from tartok_tui.stages import Stage
 
-CRASH_STAGE = "worker_crash"
+CRASH_STAGE = Stage.WORKER_CRASH
 
 
 class JournalError(Exception):

@@ -65,7 +65,14 @@ class RayWorkerProcess:
     """A worker subprocess on a cluster node, reached through its host actor."""
 
     def __init__(
-        self, launcher: RayLauncher, slot: int, actor: Any, group: Any, pid: int, node: str
+        self,
+        launcher: RayLauncher,
+        slot: int,
+        actor: Any,
+        group: Any,
+        pid: int,
+        node: str,
+        device: str | None = None,
     ) -> None:
         self._launcher = launcher
         self._slot = slot
@@ -73,6 +80,8 @@ class RayWorkerProcess:
         self._group = group
         self.pid: int | None = pid
         self.node = node
+        self.device = device
+        """The GPU Ray gave it on its node ("cuda:K", K as the node numbers them), or "cpu"."""
         self._outbox: list[bytes] = []
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
@@ -286,7 +295,8 @@ class RayLauncher:
             raise
         gpus = f"GPU {','.join(info['gpus'])}" if info["gpus"] else "CPU"
         self._where[spec.slot] = f"node {label}, {gpus}, log {info['log']}"
-        return RayWorkerProcess(self, spec.slot, actor, group, info["pid"], label)
+        device = f"cuda:{info['gpus'][0]}" if info["gpus"] else "cpu"
+        return RayWorkerProcess(self, spec.slot, actor, group, info["pid"], label, device)
 
     # -- releasing -------------------------------------------------------------------------
 

@@ -103,6 +103,9 @@ class Slot:
     mem_bytes: int = 0
     gpu_mb: float = 0.0
     node: str = "local"
+    device: str | None = None
+    """Where the current process runs when its launcher knows better than the placement
+    (on a cluster, the GPU Ray assigned on the node)."""
     # liveness, monotonic seconds
     last_message_at: float = 0.0
     last_progress_at: float = 0.0
@@ -150,6 +153,7 @@ class Slot:
     def started(self, process: WorkerProcess, now: float) -> None:
         self.process = process
         self.node = process.node
+        self.device = getattr(process, "device", None)
         self.phase = WorkerState.STARTING
         self.intent = ExitIntent.NONE
         self.load_failed = None

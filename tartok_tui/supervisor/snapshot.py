@@ -35,7 +35,7 @@ def worker_view(slot: Slot, input_dir: Path | str, now_mono: float) -> WorkerVie
     pid = slot.process.pid if slot.process is not None else None
     return WorkerView(
         slot=slot.n,
-        device=slot.placement.device,
+        device=slot.device or slot.placement.device,
         pid=pid,
         state=slot.phase,
         tar=str(relative_tar_path(input_dir, lease.tar)) if lease is not None else None,

@@ -20,6 +20,7 @@ from typing import Any
 
 from tartok_tui.audio import AudioError
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped
+from tartok_tui.stages import Stage
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.heartbeat import ProgressCounter
 from tartok_tui.worker.lease import Entry
@@ -45,9 +46,9 @@ def resolve(sample: Sample, future: Future | None) -> Entry:
     """A sample and its decode's outcome as an Entry: a clip, or the error it gets."""
     entry = Entry(sample.index, sample.key, sample)
     if sample.problem is not None:
-        entry.error = ("sample", sample.problem)
+        entry.error = (Stage.SAMPLE, sample.problem)
     elif future is None:
-        entry.error = ("sample", "no audio")
+        entry.error = (Stage.SAMPLE, "no audio")
     else:
         try:
             entry.clip = future.result()

@@ -12,6 +12,7 @@ from tartok_tui.codec.tokenizer import TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample
+from tartok_tui.stages import Stage
 from tartok_tui.worker.channel import RESOURCES_EVERY_S, Channel, gpu_resources
 from tartok_tui.worker.heartbeat import ProgressCounter
 
@@ -181,9 +182,9 @@ class LeaseOutput:
         state = self.state
         reason = self.redact(reason)
         state.errors += 1
-        self.writer.add_error(None, None, "tar", reason)
+        self.writer.add_error(None, None, Stage.TAR, reason)
         self.channel.send(
-            m.SampleError(state.lease.lease_id, state.lease.tar_path, None, "tar", reason)
+            m.SampleError(state.lease.lease_id, state.lease.tar_path, None, Stage.TAR, reason)
         )
 
     def check_model_errors(self, total: int | None) -> None:
