@@ -105,7 +105,7 @@ class SimulatedDevice:
         lengths = [len(c) for c in clips]
         host = np.zeros((len(clips), max(lengths)), dtype=np.float32)
         for row, clip, n in zip(host, clips, lengths, strict=True):
-            row[:n] = np.asarray(clip, dtype=np.float32)
+            row[:n] = np.asarray(getattr(clip, "samples", clip), dtype=np.float32)
         return self._stream.submit(self._run, lengths)
 
     def _run(self, lengths: list[int]) -> list[Tokens]:

@@ -21,6 +21,6 @@ class Stage(enum.StrEnum):
     MODEL = "model"
     """Any other model failure for that clip alone (never a lost device)."""
     WORKER_CRASH = "worker_crash"
-    """The sample an isolated tar's worker died in, twice or more."""
+    """The sample an isolated tar's worker died in (a lost device never blames one)."""
     TAR = "tar"
     """The tar itself (key null): truncated, corrupt or empty; samples before it are kept."""
