@@ -40,6 +40,7 @@ from tartok_tui import messages as m
 from tartok_tui.codec.random_model import write_random_model
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.output.paths import tar_output_paths
 from tartok_tui.shards.reader import Sample, iter_samples
 from tartok_tui.worker.channel import Channel, Control
 from tartok_tui.worker.faults import Faults
@@ -178,6 +179,9 @@ def run_feed(
     started = time.perf_counter()
     for i, tar in enumerate(tars):
         runner.run(m.Lease(i + 1, str(tar)))
+        if not tar_output_paths(opts.output_dir, opts.input_dir, tar).is_done():
+            # A figure for a pipeline that failed its tars would mean nothing.
+            raise SystemExit(f"{tar.name} was not committed (see the log above): no figures")
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     heartbeat.stop()

@@ -1,0 +1,31 @@
+"""The cheap benchmarks still run against today's code (tiny sizes; no figure is checked:
+speed is measured by the benchmarks themselves, on a quiet machine)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+CASES = {
+    "bench_feed": (["--minutes", "1", "--tar-minutes", "0.5", "--loads", "0.3"], "of S"),
+    "bench_output_size": (["--tars", "1", "--samples-per-tar", "50"], "JSONL / Parquet size"),
+    "bench_input": (["--repeats", "1", "--samples", "10"], '"tar_reading"'),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_benchmark_runs_and_prints_its_table(name: str, tmp_path: Path) -> None:
+    args, expected = CASES[name]
+    if "--workdir" not in args and name != "bench_input":
+        args = [*args, "--workdir", str(tmp_path / "work")]
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *args],
+        capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert expected in done.stdout
