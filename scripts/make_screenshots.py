@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the fake supervisor is test scaffoldi
 
 from fake_supervisor import FakeSupervisor  # noqa: E402
 from fake_views import cluster_view, fleet_view  # noqa: E402
+from svg_snapshot import normalise  # noqa: E402
 
 from tartok_tui.exit_codes import ExitCode  # noqa: E402
 from tartok_tui.progress import HeadlessPrinter  # noqa: E402
@@ -48,6 +49,15 @@ async def _shot(app: TartokApp, size: tuple[int, int], path: Path, title: str, k
         for key in keys:
             await pilot.press(key)
             await pilot.pause()
+        # On a loaded machine a resized table may be drawn a few frames late: take the
+        # screenshot once two idle points in a row show the same screen.
+        previous = None
+        for _ in range(40):
+            await pilot.pause()
+            shot = normalise(app.export_screenshot())
+            if shot == previous:
+                break
+            previous = shot
         path.write_text(app.export_screenshot(title=title), encoding="utf-8")
 
 
