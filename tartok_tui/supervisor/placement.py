@@ -150,6 +150,12 @@ def _physical_ids(n_visible: int, parent_env: dict[str, str]) -> list[str]:
     return [str(i) for i in range(n_visible)]
 
 
+def thread_env(threads: int) -> dict[str, str]:
+    """A worker's thread settings: intra-op pools read these at import, so MKL and OpenMP
+    agree with torch."""
+    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 def plan_slots(
     config: RunConfig,
     n_visible_gpus: int | None = None,
@@ -189,8 +195,7 @@ def plan_slots(
     physical = _physical_ids(n_visible_gpus, parent_env)
     placements = []
     for slot in range(n):
-        # Intra-op pools read these at import; set them so MKL/OpenMP agree with torch.
-        env = {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env = thread_env(threads)
         if gpus:
             gpu = gpus[(slot // config.procs_per_gpu) % len(gpus)]
             env["CUDA_VISIBLE_DEVICES"] = physical[gpu]

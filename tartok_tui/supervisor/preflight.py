@@ -123,11 +123,16 @@ def check_model(model_dir: str) -> Path:
     return path
 
 
+def probe_writable(path: Path) -> None:
+    """Make the directory and a file in it (OSError when either fails)."""
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=path):
+        pass
+
+
 def check_writable(path: Path, what: str) -> None:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        probe_writable(path)
     except OSError as exc:
         raise ConfigError(f"{what} is not writable: {path} ({exc})") from exc
 

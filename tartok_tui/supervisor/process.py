@@ -14,10 +14,10 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
@@ -177,23 +177,33 @@ class LocalLauncher:
         return spec.options.device
 
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
-        args = [sys.executable, "-m", "tartok_tui.worker"]
-        # In the environment, not the command line: storage options may hold secrets.
-        env = {**os.environ, **spec.env, OPTIONS_ENV: spec.options.to_json()}
         try:
             with open(spec.log_path, "ab") as log_file:
-                proc = await asyncio.create_subprocess_exec(
-                    *args,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log_file,
-                    env=env,
-                    start_new_session=True,
-                    limit=STREAM_LIMIT,
-                )
+                proc = await spawn_worker(spec.options, spec.env, log_file)
         except OSError as exc:
             raise WorkerStartError(str(exc)) from exc
         return LocalWorkerProcess(proc)
+
+
+async def spawn_worker(
+    options: WorkerOptions, env: Mapping[str, str], log: IO[bytes]
+) -> asyncio.subprocess.Process:
+    """``python -m tartok_tui.worker`` in a session of its own (a kill takes its whole
+    process group), JSON lines over its stdin/stdout, stderr to ``log``; ``env`` on top of
+    this process's environment. The options travel in the environment, not on the command
+    line: they may hold storage secrets, and any user of the machine can read a command
+    line. Raises OSError when the process cannot be started."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tartok_tui.worker",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+        env={**os.environ, **env, OPTIONS_ENV: options.to_json()},
+        start_new_session=True,
+        limit=STREAM_LIMIT,
+    )
 
 
 def worker_spec(config: RunConfig, placement: Placement, model_dir: Path) -> WorkerSpec:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from types import ModuleType
 
 from tartok_tui.config import ConfigError, RunConfig
-from tartok_tui.supervisor.placement import Placement
+from tartok_tui.supervisor.placement import Placement, thread_env
 
 INSTALL_HINT = "pip install 'tartok-tui[ray]'"
 CONNECT_TIMEOUT_S = 60.0
@@ -221,7 +221,7 @@ def _plan_gpu(config: RunConfig, gpu_nodes: Sequence[NodeInfo], total_gpus: int)
     threads = config.threads_per_worker or max(1, int(fair))
     resources = {"GPU": _floor_step(1.0 / per_gpu), "CPU": _floor_step(min(threads, fair))}
     return [
-        Placement(slot, "gpu", "cuda:0", threads, _thread_env(threads), dict(resources))
+        Placement(slot, "gpu", "cuda:0", threads, thread_env(threads), dict(resources))
         for slot in range(n)
     ]
 
@@ -240,13 +240,9 @@ def _plan_cpu(config: RunConfig, nodes: Sequence[NodeInfo]) -> list[Placement]:
     else:
         n = max(1, sum(math.floor(node.cpus) // threads for node in nodes))
     return [
-        Placement(slot, "cpu", "cpu", threads, _thread_env(threads), {"CPU": float(threads)})
+        Placement(slot, "cpu", "cpu", threads, thread_env(threads), {"CPU": float(threads)})
         for slot in range(n)
     ]
-
-
-def _thread_env(threads: int) -> dict[str, str]:
-    return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
 
 
 def plan_cluster_slots(config: RunConfig) -> list[Placement]:

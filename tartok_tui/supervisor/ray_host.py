@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -30,9 +29,9 @@ from typing import IO
 
 from tartok_tui import messages as m
 from tartok_tui.supervisor.memory import tree_memory
-from tartok_tui.supervisor.process import STREAM_LIMIT, killpg
+from tartok_tui.supervisor.preflight import probe_writable
+from tartok_tui.supervisor.process import killpg, spawn_worker
 from tartok_tui.worker.options import WorkerOptions
-from tartok_tui.worker.process import OPTIONS_ENV
 
 PULL_MAX_BYTES = 1 << 20
 """At most this much of the worker's output per pull (more waits for the next one)."""
@@ -67,11 +66,10 @@ def _readable_dir(path: Path) -> bool:
 
 def _writable_dir(path: Path) -> bool:
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            return True
+        probe_writable(path)
     except OSError:
         return False
+    return True
 
 
 def prepare_node(
@@ -151,26 +149,10 @@ class WorkerHost:
             log, log_at = await asyncio.to_thread(open_log, Path(log_path), header)
         except OSError as exc:
             return {"error": str(exc)}
-        # The options travel in the environment, not on the command line: they may hold
-        # storage secrets, and any user of the node can read a command line.
-        child_env = {
-            **os.environ,
-            **env,
-            "CUDA_VISIBLE_DEVICES": ",".join(place.gpu_ids),
-            OPTIONS_ENV: options.to_json(),
-        }
-        args = [sys.executable, "-m", "tartok_tui.worker"]
+        child_env = {**env, "CUDA_VISIBLE_DEVICES": ",".join(place.gpu_ids)}
         try:
             with log:
-                self._proc = await asyncio.create_subprocess_exec(
-                    *args,
-                    stdin=asyncio.subprocess.PIPE,
-                    stdout=asyncio.subprocess.PIPE,
-                    stderr=log,
-                    env=child_env,
-                    start_new_session=True,
-                    limit=STREAM_LIMIT,
-                )
+                self._proc = await spawn_worker(options, child_env, log)
         except OSError as exc:
             return {"error": f"{type(exc).__name__}: {exc}"}
         self._arrived = asyncio.Event()
