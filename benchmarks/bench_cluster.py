@@ -82,11 +82,8 @@ class TimedProcess:
     async def wait(self) -> int:
         return await self._inner.wait()
 
-    async def memory(self):
-        return await self._inner.memory()
-
-    async def memory_pss(self):
-        return await self._inner.memory_pss()
+    async def memory(self, pss):
+        return await self._inner.memory(pss)
 
 
 class TimedLauncher:

@@ -225,16 +225,11 @@ class MemoryWatch:
             self._recycling[action.slot] = node
             self.controls.recycle(action.slot)
 
-    def recycle_finished(self, slot: int | None = None) -> None:
-        """The recycled worker of ``slot`` is back (None: every recycle asked for)."""
-        if slot is None:
-            nodes = set(self._recycling.values()) | {LOCAL_NODE}
-            self._recycling.clear()
-        else:
-            nodes = {self._recycling.pop(slot, LOCAL_NODE)}
-        for node in nodes:
-            if node in self._guards:
-                self._guards[node].recycle_finished()
+    def recycle_finished(self, slot: int) -> None:
+        """The recycled worker of ``slot`` is back."""
+        node = self._recycling.pop(slot, LOCAL_NODE)
+        if node in self._guards:
+            self._guards[node].recycle_finished()
 
 
 async def _measure(workers: Sequence[MeasuredWorker], pss: bool) -> dict[int, TreeMemory | None]:

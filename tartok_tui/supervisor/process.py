@@ -79,11 +79,9 @@ class WorkerProcess(Protocol):
         """Its exit code once it has exited (negative: killed by that signal)."""
         ...
 
-    async def memory(self) -> TreeMemory | None:
-        """RSS of the worker's process tree (PSS is read separately when needed)."""
+    async def memory(self, pss: bool) -> TreeMemory | None:
+        """RSS of the worker's process tree, and its PSS when ``pss`` (dearer to read)."""
         ...
-
-    async def memory_pss(self) -> TreeMemory | None: ...
 
 
 class WorkerLauncher(Protocol):
@@ -157,13 +155,7 @@ class LocalWorkerProcess:
     async def wait(self) -> int:
         return await self._proc.wait()
 
-    async def memory(self) -> TreeMemory | None:
-        return await self._tree(pss=False)
-
-    async def memory_pss(self) -> TreeMemory | None:
-        return await self._tree(pss=True)
-
-    async def _tree(self, pss: bool) -> TreeMemory | None:
+    async def memory(self, pss: bool) -> TreeMemory | None:
         if self._proc.returncode is not None or self.pid is None:
             return None
         pid = self.pid

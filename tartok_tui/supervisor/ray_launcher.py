@@ -195,13 +195,7 @@ class RayWorkerProcess:
 
     # -- memory ----------------------------------------------------------------------------
 
-    async def memory(self) -> TreeMemory | None:
-        return await self._memory(pss=False)
-
-    async def memory_pss(self) -> TreeMemory | None:
-        return await self._memory(pss=True)
-
-    async def _memory(self, pss: bool) -> TreeMemory | None:
+    async def memory(self, pss: bool) -> TreeMemory | None:
         if self._rc is not None:
             return None
         try:

@@ -48,10 +48,6 @@ class ExitIntent(enum.StrEnum):
     """No work is left: exit, do not restart."""
 
     @property
-    def takes_no_lease(self) -> bool:
-        return self != ExitIntent.NONE
-
-    @property
     def blames_tar(self) -> bool:
         """A tar held when the process ended counts a kill against it."""
         return self in (ExitIntent.NONE, ExitIntent.STALL)
@@ -120,15 +116,6 @@ class Slot:
         return self.process is not None
 
     @property
-    def ready(self) -> bool:
-        return self.phase in (
-            WorkerState.IDLE,
-            WorkerState.RUNNING,
-            WorkerState.PAUSING,
-            WorkerState.PAUSED,
-        )
-
-    @property
     def recyclable(self) -> bool:
         """For the memory watch: in the middle of a tar and not already on its way out."""
         return self.lease is not None and self.intent == ExitIntent.NONE
@@ -137,7 +124,7 @@ class Slot:
         """The memory of the worker's process tree (None without a worker)."""
         if self.process is None:
             return None
-        return await (self.process.memory_pss() if pss else self.process.memory())
+        return await self.process.memory(pss)
 
     def can_take_lease(self) -> bool:
         return (
@@ -244,31 +231,28 @@ class Slot:
         Loading gets max(timeout, LOAD_ALLOWANCE_S); a worker with a lease gets the
         timeout; a paused or idle worker has nothing to progress on and never stalls.
         """
-        if self.process is None:
+        if not self._progress_expected:
             return None
-        if self.phase in (WorkerState.STARTING, WorkerState.LOADING):
-            allowance = max(timeout_s, LOAD_ALLOWANCE_S)
-        elif self.lease is not None and self.phase in (
-            WorkerState.RUNNING,
-            WorkerState.PAUSING,
-            WorkerState.STOPPING,
-        ):
-            allowance = timeout_s
-        else:
-            return None
+        loading = self.phase in (WorkerState.STARTING, WorkerState.LOADING)
+        allowance = max(timeout_s, LOAD_ALLOWANCE_S) if loading else timeout_s
         idle = now - self.last_progress_at
         return idle if idle > allowance else None
 
     def progress_age(self, now: float) -> float | None:
         """For views: seconds since the last progress, where progress is expected."""
-        if self.process is None:
+        if not self._progress_expected:
             return None
-        if self.phase in (WorkerState.STARTING, WorkerState.LOADING) or (
+        return max(0.0, now - self.last_progress_at)
+
+    @property
+    def _progress_expected(self) -> bool:
+        """A worker loading, or working on a lease (not paused, not idle)."""
+        if self.process is None:
+            return False
+        return self.phase in (WorkerState.STARTING, WorkerState.LOADING) or (
             self.lease is not None
             and self.phase in (WorkerState.RUNNING, WorkerState.PAUSING, WorkerState.STOPPING)
-        ):
-            return max(0.0, now - self.last_progress_at)
-        return None
+        )
 
 
 def new_slot(placement: Placement, policy: RestartPolicy) -> Slot:

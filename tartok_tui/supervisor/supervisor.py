@@ -418,11 +418,7 @@ class Supervisor(RunControls):
         if lease is None or lease.lease_id != msg.lease_id:
             self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
             return
-        if self._output.is_done(lease.tar):
-            # Done meanwhile by another run sharing the output (in either format).
-            self._queue.committed_elsewhere(lease.lease_id)
-            self._event("info", slot.n, f"{name} is done already: {msg.reason}")
-            self._after_lease()
+        if self._done_meanwhile(slot, lease, f"is done already: {msg.reason}"):
             return
         if msg.kind == "output":
             self._queue.give_back(lease.lease_id, ReturnCause.INTENDED)
@@ -444,6 +440,17 @@ class Supervisor(RunControls):
             self._queue.fail(lease.lease_id, msg.reason)
             self._event("error", slot.n, f"{name} failed: {msg.reason}")
         self._after_lease()
+
+    def _done_meanwhile(self, slot: Slot, lease: ActiveLease, event: str) -> bool:
+        """Whether the leased tar's output exists all the same (committed by the worker
+        before it died or failed, or by another run sharing the output, in either format):
+        then the lease ends as done, nothing to redo."""
+        if not self._output.is_done(lease.tar):
+            return False
+        self._queue.committed_elsewhere(lease.lease_id)
+        self._event("info", slot.n, f"{location_name(lease.tar)} {event}")
+        self._after_lease()
+        return True
 
     def _after_lease(self) -> None:
         if not self._queue.work_remaining():
@@ -485,12 +492,7 @@ class Supervisor(RunControls):
         self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
     ) -> None:
         """The worker ended without reporting the end of its lease."""
-        if self._output.is_done(lease.tar):
-            # Committed, then died before reporting it: done, nothing to redo.
-            self._queue.committed_elsewhere(lease.lease_id)
-            name = location_name(lease.tar)
-            self._event("info", slot.n, f"{name} was committed before the worker died")
-            self._after_lease()
+        if self._done_meanwhile(slot, lease, "was committed before the worker died"):
             return
         if self._stopping or not intent.blames_tar:
             cause = ReturnCause.INTENDED
