@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console, JustifyMethod
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -31,8 +30,8 @@ from tartok_tui.config import (
     parse_json_object,
     parse_location,
 )
-from tartok_tui.exit_codes import ExitCode
-from tartok_tui.run import err_console, run_pipeline
+from tartok_tui.exit_codes import SHORT, ExitCode
+from tartok_tui.run import print_error, run_pipeline
 
 if TYPE_CHECKING:
     from tartok_tui.output.scan import OutputStatus, VerifyReport
@@ -56,10 +55,10 @@ EXAMPLES = """\
   [dim]# tars streamed from S3 (or gs://, hf://datasets/...), tokens uploaded to S3[/]
   tartok-tui run -i s3://corpus/Emilia/EN -o s3://corpus/tokens/EN -m SparkAudio/Spark-TTS-0.5B
 
-[bold]Exit codes[/]  0 all tars done · 1 some tars failed or unfinished · 2 bad arguments · 3 every worker failed · 130 interrupted (run again to resume)
+[bold]Exit codes[/]  {exit_codes}
 
 Every [cyan]run[/] option can also be set in the environment as TARTOK_<OPTION>, e.g. TARTOK_NUM_PROC=8.
-"""
+""".format(exit_codes=" · ".join(f"{int(code)} {text}" for code, text in SHORT.items()))
 
 app = typer.Typer(
     name="tartok-tui",
@@ -185,7 +184,7 @@ def run(**values: Any) -> None:
         )
         config: RunConfig = _build_config(RunConfig, values)
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        print_error(str(exc))
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
     code = run_pipeline(config, tui=not display.no_tui, progress_interval=display.progress_interval)
     raise typer.Exit(code)
@@ -219,7 +218,7 @@ def _access(storage_options: str | None) -> Any:
     try:
         return Access(options=parse_json_object(storage_options))
     except ConfigError as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+        print_error(str(exc))
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
 
 
@@ -227,7 +226,7 @@ def _storage_failed(exc: Exception, access: Any) -> typer.Exit:
     """Print why storage could not be used; the exit to raise (2 for a missing backend)."""
     from tartok_tui.storage import StorageError, redact_text
 
-    err_console.print(f"[bold red]error:[/] {escape(redact_text(str(exc), access.options))}")
+    print_error(redact_text(str(exc), access.options))
     return typer.Exit(ExitCode.BAD_ARGS if isinstance(exc, StorageError) else ExitCode.INCOMPLETE)
 
 
@@ -273,8 +272,8 @@ def verify(
     Exits 1 when a sample is lost or duplicated, an output line is unreadable, or a tar has no output.
     """
     from tartok_tui.output.scan import verify as verify_output
-    from tartok_tui.shards.discover import InputError
-    from tartok_tui.storage import StorageError, redact_location, redact_text
+    from tartok_tui.shards.discover import InputError, no_tars_message
+    from tartok_tui.storage import StorageError, redact_text
 
     from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
     access = _access(values.get("storage_options"))
@@ -289,17 +288,13 @@ def verify(
         )
     except InputError as exc:
         message = redact_text(str(exc), access.options)
-        err_console.print(f"[bold red]error:[/] {escape(message)}")
+        print_error(message)
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
     except (OSError, StorageError) as exc:
         raise _storage_failed(exc, access) from exc
     if not report.tars:
-        what = (
-            f"no tars in {redact_location(input_dir)} for range [{from_index}, "
-            f"{'end' if to_index is None else to_index})"
-            + ("" if recursive else " (subdirectories need --recursive)")
-        )
-        err_console.print(f"[bold red]error:[/] {escape(what)}")
+        what = no_tars_message(input_dir, from_index, to_index, recursive)
+        print_error(what)
         raise typer.Exit(ExitCode.BAD_ARGS)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2, ensure_ascii=False))
@@ -330,24 +325,19 @@ def _range_text(
     return Text(text, style="yellow" if from_env else "dim")
 
 
+def _location_argument(name: str, help: str) -> inspect.Parameter:
+    return inspect.Parameter(
+        name,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        annotation=str,
+        default=typer.Argument(..., help=help, callback=existing_location),
+    )
+
+
 _verify_params = [
     inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
-    inspect.Parameter(
-        "input_dir",
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        annotation=str,
-        default=typer.Argument(
-            ..., help="The input directory (or URL) of the run.", callback=existing_location
-        ),
-    ),
-    inspect.Parameter(
-        "output_dir",
-        inspect.Parameter.POSITIONAL_OR_KEYWORD,
-        annotation=str,
-        default=typer.Argument(
-            ..., help="Its output directory (or URL).", callback=existing_location
-        ),
-    ),
+    _location_argument("input_dir", "The input directory (or URL) of the run."),
+    _location_argument("output_dir", "Its output directory (or URL)."),
     *(
         _parameter(*d)
         for d in _declared(RunConfig, ("from_index", "to_index", "recursive", "storage_options"))

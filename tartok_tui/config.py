@@ -141,7 +141,6 @@ class RunConfig:
         "gs://bucket/prefix, hf://datasets/org/name/path.",
         short=("-i",),
         cli_type=str,
-        parse=parse_location,
     )
     """A local Path, or a URL kept as a string (``Path`` would collapse its ``//``)."""
     output_dir: Path | str = option(
@@ -149,7 +148,6 @@ class RunConfig:
         "a rerun resumes here.",
         short=("-o",),
         cli_type=str,
-        parse=parse_location,
     )
     """A local Path, or a URL kept as a string."""
     model_dir: str = option(

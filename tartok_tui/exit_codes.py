@@ -19,3 +19,14 @@ class ExitCode(enum.IntEnum):
     leasing and returned its tars uncommitted. Free space and run the same command."""
     INTERRUPTED = 130
     """Stopped by the user (Ctrl+C / quit / SIGTERM); the run can be resumed."""
+
+
+SHORT: dict[ExitCode, str] = {
+    ExitCode.OK: "all tars done",
+    ExitCode.INCOMPLETE: "some tars failed or unfinished",
+    ExitCode.BAD_ARGS: "bad arguments",
+    ExitCode.ALL_FATAL: "every worker failed",
+    ExitCode.OUTPUT_UNAVAILABLE: "the output takes no more (free space, run again)",
+    ExitCode.INTERRUPTED: "interrupted (run again to resume)",
+}
+"""Each code in a few words, for the command's help."""

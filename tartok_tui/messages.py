@@ -10,33 +10,30 @@ from __future__ import annotations
 
 import json
 from dataclasses import Field, asdict, dataclass, fields
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 _BY_TYPE: dict[str, type[Message]] = {}
-_M = TypeVar("_M", bound="type[Message]")
 
 
 class Message:
-    """Base of every message; ``TYPE`` is its tag on the wire."""
+    """Base of every message; ``TYPE`` is its tag on the wire. Each subclass is
+    registered under its ``TYPE`` as it is defined (the one list of known messages)."""
 
     TYPE: ClassVar[str]
     # Every message is a dataclass (set by @dataclass on each one); declared here so that
     # asdict() and fields() accept any Message.
     __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
 
-
-def message(cls: _M) -> _M:
-    """Register a message class under its ``TYPE`` (the one list of known messages)."""
-    if cls.TYPE in _BY_TYPE:
-        raise TypeError(f"message type {cls.TYPE!r} registered twice")
-    _BY_TYPE[cls.TYPE] = cls
-    return cls
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.TYPE in _BY_TYPE:
+            raise TypeError(f"message type {cls.TYPE!r} registered twice")
+        _BY_TYPE[cls.TYPE] = cls
 
 
 # ---------------------------------------------------------------- supervisor -> worker
 
 
-@message
 @dataclass(frozen=True)
 class Lease(Message):
     """Process one tar and commit its output. ``isolate``: one sample at a time,
@@ -51,7 +48,6 @@ class Lease(Message):
     the sample it died in is retried instead of being blamed."""
 
 
-@message
 @dataclass(frozen=True)
 class Pause(Message):
     """Take no new batch until resumed."""
@@ -59,13 +55,11 @@ class Pause(Message):
     TYPE: ClassVar[str] = "pause"
 
 
-@message
 @dataclass(frozen=True)
 class Resume(Message):
     TYPE: ClassVar[str] = "resume"
 
 
-@message
 @dataclass(frozen=True)
 class Stop(Message):
     """Finish the current tar (if any), then exit 0."""
@@ -73,7 +67,6 @@ class Stop(Message):
     TYPE: ClassVar[str] = "stop"
 
 
-@message
 @dataclass(frozen=True)
 class Abort(Message):
     """Exit as soon as possible without committing the current tar."""
@@ -81,7 +74,6 @@ class Abort(Message):
     TYPE: ClassVar[str] = "abort"
 
 
-@message
 @dataclass(frozen=True)
 class Cleanup(Message):
     """Free what can be freed now: gc, allocator caches."""
@@ -92,7 +84,6 @@ class Cleanup(Message):
 # ---------------------------------------------------------------- worker -> supervisor
 
 
-@message
 @dataclass(frozen=True)
 class Hello(Message):
     """First line a worker writes, before loading the model."""
@@ -102,7 +93,6 @@ class Hello(Message):
     device: str
 
 
-@message
 @dataclass(frozen=True)
 class Ready(Message):
     """Model loaded; the worker takes leases now."""
@@ -113,7 +103,6 @@ class Ready(Message):
     precision: str
 
 
-@message
 @dataclass(frozen=True)
 class LoadFailed(Message):
     """The model could not be loaded; the worker exits non-zero after this."""
@@ -122,7 +111,6 @@ class LoadFailed(Message):
     reason: str
 
 
-@message
 @dataclass(frozen=True)
 class TarStarted(Message):
     TYPE: ClassVar[str] = "tar_started"
@@ -131,7 +119,6 @@ class TarStarted(Message):
     samples_expected: int | None = None
 
 
-@message
 @dataclass(frozen=True)
 class Progress(Message):
     """Cumulative counts for the current lease, sent at most a few times a second."""
@@ -150,7 +137,6 @@ class Progress(Message):
     """The tar's sample count once known (counted alongside, so work starts at once)."""
 
 
-@message
 @dataclass(frozen=True)
 class TarDone(Message):
     """The tar's output is committed (fsynced and renamed)."""
@@ -165,7 +151,6 @@ class TarDone(Message):
     model_seconds: float
 
 
-@message
 @dataclass(frozen=True)
 class TarFailed(Message):
     """The tar could not be processed; nothing was committed. The worker stays up and
@@ -190,7 +175,6 @@ class TarFailed(Message):
     kind: str = "tar"
 
 
-@message
 @dataclass(frozen=True)
 class SampleError(Message):
     """A sample (or the tar itself, key None) got an error record."""
@@ -203,7 +187,6 @@ class SampleError(Message):
     reason: str
 
 
-@message
 @dataclass(frozen=True)
 class Resources(Message):
     """Memory as the worker sees it; sent periodically and after cleanup."""
@@ -213,7 +196,6 @@ class Resources(Message):
     """Memory the worker's CUDA caching allocator holds (0 on the CPU)."""
 
 
-@message
 @dataclass(frozen=True)
 class StateChanged(Message):
     """Worker-side state changes the supervisor cannot infer: "paused" (no batch is
@@ -223,7 +205,6 @@ class StateChanged(Message):
     state: str
 
 
-@message
 @dataclass(frozen=True)
 class Heartbeat(Message):
     """Sent every few seconds by a thread of its own, whatever the worker is doing.
@@ -238,7 +219,6 @@ class Heartbeat(Message):
     progress: int
 
 
-@message
 @dataclass(frozen=True)
 class Log(Message):
     """A notable event for the event log (not for routine chatter)."""

@@ -26,6 +26,11 @@ if TYPE_CHECKING:
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message shown as written (never as markup)."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
 def make_supervisor(
     config: RunConfig,
     on_event: Callable[[Event], None] | None,
@@ -36,15 +41,16 @@ def make_supervisor(
 
     tars = validated.tars if validated is not None else None
     ignored = validated.ignored if validated is not None else ()
-    if config.ray_address is None:
-        return Supervisor(config, tars=tars, on_event=on_event, ignored=ignored)
-    from tartok_tui.supervisor.ray_launcher import RayLauncher
+    launcher = None
+    if config.ray_address is not None:
+        from tartok_tui.supervisor.ray_launcher import RayLauncher
 
-    launcher = RayLauncher(model_source=config.model_dir)
+        launcher = RayLauncher(model_source=config.model_dir)
     supervisor = Supervisor(
         config, tars=tars, on_event=on_event, launcher=launcher, ignored=ignored
     )
-    launcher.bind(supervisor.report)
+    if launcher is not None:
+        launcher.bind(supervisor.report)
     return supervisor
 
 
@@ -83,7 +89,7 @@ def run_pipeline(
         from tartok_tui.storage import redact_text
 
         message = redact_text(str(exc), config.storage_options)
-        err_console.print(f"[bold red]error:[/] {escape(message)}")
+        print_error(message)
         _leave_cluster(config)
         return ExitCode.BAD_ARGS
     try:

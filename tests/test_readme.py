@@ -34,6 +34,15 @@ def test_every_exit_code_is_in_the_exit_code_table() -> None:
     assert listed == {int(code) for code in ExitCode}
 
 
+def test_the_help_names_every_exit_code() -> None:
+    from tartok_tui.cli import EXAMPLES
+    from tartok_tui.exit_codes import SHORT
+
+    assert set(SHORT) == set(ExitCode)
+    line = next(line for line in EXAMPLES.splitlines() if line.startswith("[bold]Exit codes"))
+    assert all(f"{int(code)} {SHORT[code]}" in line for code in ExitCode)
+
+
 def test_every_dashboard_key_is_in_the_key_table() -> None:
     from tartok_tui.tui.actions import DASHBOARD_KEYS
 

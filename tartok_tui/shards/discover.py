@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tartok_tui.storage.reading import Access
-from tartok_tui.storage.urls import is_url
+from tartok_tui.storage.urls import is_url, redact_location
 
 
 class InputError(Exception):
@@ -159,6 +159,17 @@ def discover_shards(
     if isinstance(root, str):
         return Discovery([f"{root}/{rel.as_posix()}" for rel in selected], ignored)
     return Discovery([root / rel for rel in selected], ignored)
+
+
+def no_tars_message(
+    input_dir: str | os.PathLike[str], from_index: int, to_index: int | None, recursive: bool
+) -> str:
+    """What to say when the range selects no shard at all."""
+    return (
+        f"no tars in {redact_location(input_dir)} for range [{from_index}, "
+        f"{'end' if to_index is None else to_index})"
+        + ("" if recursive else " (subdirectories need --recursive)")
+    )
 
 
 def discover_tars(

@@ -84,7 +84,7 @@ def _check_input_dir(config: RunConfig) -> None:
 
 def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
     """The tars in the run's range, and the shard-like files that are not read."""
-    from tartok_tui.shards.discover import InputError, discover_shards
+    from tartok_tui.shards.discover import InputError, discover_shards, no_tars_message
 
     _check_input_dir(config)
     try:
@@ -101,9 +101,7 @@ def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
     tars = [as_location(t) for t in found.tars]
     if not tars:
         raise ConfigError(
-            f"no tars in {redact_location(config.input_dir)} for range [{config.from_index}, "
-            f"{config.to_index if config.to_index is not None else 'end'})"
-            + ("" if config.recursive else " (subdirectories need --recursive)")
+            no_tars_message(config.input_dir, config.from_index, config.to_index, config.recursive)
         )
     return tars, tuple(found.ignored)
 
