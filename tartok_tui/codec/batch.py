@@ -61,7 +61,8 @@ class HostBatch:
 
     @property
     def padded(self) -> bool:
-        return any(n != self.longest for n in self.lengths)
+        longest = self.longest
+        return any(n != longest for n in self.lengths)
 
     def views(self, buffer: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(lengths (B,), samples (B, longest), references (B, ref_len)) over `buffer`,

@@ -58,10 +58,14 @@ def classify(exc: BaseException, device: torch.device) -> Failure:
     reason = f"{type(exc).__name__}: {message}"
     if isinstance(exc, torch.OutOfMemoryError):
         return Failure("oom", Stage.OOM, reason)
-    accelerator = _ACCELERATOR_ERROR is not None and isinstance(exc, _ACCELERATOR_ERROR)
     if _OOM.search(message) and not _STICKY_RE.search(message):
         # "CUDA error: out of memory" is not sticky: the context survives it.
         return Failure("oom", Stage.OOM, reason)
-    if accelerator or _DEVICE_LOST.search(message) or device.type != "cpu":
+    if is_accelerator_error(exc) or _DEVICE_LOST.search(message) or device.type != "cpu":
         return Failure("device", Stage.MODEL, reason)  # raised as DeviceFailure, never recorded
     return Failure("model", Stage.MODEL, reason)
+
+
+def is_accelerator_error(exc: BaseException) -> bool:
+    """torch.AcceleratorError (PyTorch's error for a failed device call), where it exists."""
+    return _ACCELERATOR_ERROR is not None and isinstance(exc, _ACCELERATOR_ERROR)

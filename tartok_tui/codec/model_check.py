@@ -21,15 +21,14 @@ from tartok_tui.codec.model_dir import (
     BICODEC_DIR,
     OPTIONAL_BICODEC_KEYS,
     UNUSED_BICODEC_PREFIXES,
-    WAV2VEC2_DIR,
-    WAV2VEC2_WEIGHTS,
     ModelDirError,
     check_configs,
     check_shapes,
     read_config,
     read_wav2vec2_settings,
-    wav2vec2_key,
+    wav2vec2_entries,
     wav2vec2_unused,
+    wav2vec2_weights,
 )
 from tartok_tui.codec.shapes import Shape, Shapes, bicodec_shapes, wav2vec2_shapes
 
@@ -70,16 +69,11 @@ def check_model_dir(path: str | Path) -> None:
         optional=OPTIONAL_BICODEC_KEYS,
     )
 
-    folder = cfg.root / WAV2VEC2_DIR
-    weights = next(folder / n for n in WAV2VEC2_WEIGHTS if (folder / n).is_file())
+    weights = wav2vec2_weights(cfg)
     raw = (
         safetensors_shapes(weights) if weights.suffix == ".safetensors" else pickled_shapes(weights)
     )
-    ours: Shapes = {}
-    for key, shape in raw.items():
-        name = wav2vec2_key(key, WAV2VEC2_LAYERS)
-        if name is not None:
-            ours[name] = shape
+    ours = wav2vec2_entries(raw, WAV2VEC2_LAYERS)
     check_shapes(
         wav2vec2_shapes(settings, WAV2VEC2_LAYERS),
         fold_weight_norm_shapes(ours, weights),

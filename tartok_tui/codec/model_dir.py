@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:  # torch is imported where tensors are loaded: the supervisor 
 BICODEC_DIR = "BiCodec"
 WAV2VEC2_DIR = "wav2vec2-large-xlsr-53"
 WAV2VEC2_WEIGHTS = ("pytorch_model.bin", "model.safetensors")
+
+_V = TypeVar("_V")
 
 # Keys of the official BiCodec file that the tokenizer never reads: the decoder side, and the
 # heads of the speaker encoder that produce the d-vector rather than the tokens.
@@ -213,6 +215,22 @@ def wav2vec2_key(key: str, num_layers: int) -> str | None:
     return name
 
 
+def wav2vec2_weights(cfg: ModelDirConfig) -> Path:
+    """The wav2vec2 weights file (the first of WAV2VEC2_WEIGHTS present)."""
+    folder = cfg.root / WAV2VEC2_DIR
+    return next(folder / n for n in WAV2VEC2_WEIGHTS if (folder / n).is_file())
+
+
+def wav2vec2_entries(entries: Mapping[str, _V], num_layers: int) -> dict[str, _V]:
+    """The entries of the wav2vec2 file the tokenizer reads, under our names."""
+    ours = {}
+    for key, value in entries.items():
+        name = wav2vec2_key(key, num_layers)
+        if name is not None:
+            ours[name] = value
+    return ours
+
+
 def wav2vec2_unused(settings: Wav2Vec2Settings, num_layers: int) -> tuple[str, ...]:
     """Prefixes of wav2vec2 tensors that may be in the file but are not read."""
     unused: tuple[str, ...] = ("masked_spec_embed",)
@@ -301,10 +319,10 @@ def _read_tensors(weights: Path) -> dict[str, torch.Tensor]:
 
 
 def load_wav2vec2(
-    cfg: ModelDirConfig, num_layers: int
+    cfg: ModelDirConfig, num_layers: int, settings: Wav2Vec2Settings | None = None
 ) -> tuple[Wav2Vec2Settings, SemanticFeatures]:
     """(settings, SemanticFeatures loaded) for wav2vec2's first `num_layers` layers, read
-    from the files.
+    from the files (the settings too, unless the caller has read them already).
 
     The official file was saved from a pre-training model: names carry a `wav2vec2.`
     prefix, the pre-training heads are dropped, and the positional conv's weight norm
@@ -315,15 +333,11 @@ def load_wav2vec2(
 
     from tartok_tui.codec.wav2vec import SemanticFeatures
 
-    path = cfg.root / WAV2VEC2_DIR
-    config_path = path / "config.json"
-    settings = read_wav2vec2_settings(cfg, num_layers)
-    weights = next(path / n for n in WAV2VEC2_WEIGHTS if (path / n).is_file())
-    raw: dict[str, torch.Tensor] = {}
-    for key, tensor in _read_tensors(weights).items():
-        name = wav2vec2_key(key, num_layers)
-        if name is not None:
-            raw[name] = tensor
+    config_path = cfg.root / WAV2VEC2_DIR / "config.json"
+    if settings is None:
+        settings = read_wav2vec2_settings(cfg, num_layers)
+    weights = wav2vec2_weights(cfg)
+    raw = wav2vec2_entries(_read_tensors(weights), num_layers)
     try:
         state = fold_weight_norm(raw)
     except ModelDirError as exc:

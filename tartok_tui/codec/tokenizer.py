@@ -193,7 +193,8 @@ class BiCodecTokenizer:
         if precision == "fp16" and dev.type != "cuda":
             raise ValueError("fp16 is only supported on CUDA")
         cfg = read_config(Path(model_dir))
-        check_configs(cfg, read_wav2vec2_settings(cfg, max(SemanticFeatures.LAYERS)))
+        settings = read_wav2vec2_settings(cfg, max(SemanticFeatures.LAYERS))
+        check_configs(cfg, settings)
         try:
             bicodec = BiCodecModel(cfg.audio_tokenizer)
         except (KeyError, TypeError, ValueError) as exc:
@@ -204,7 +205,7 @@ class BiCodecTokenizer:
         state = load_bicodec_state(cfg, expected)
         bicodec.load_state_dict(state, strict=False)  # strictness enforced by check_state
 
-        _, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS))
+        _, semantic = load_wav2vec2(cfg, max(SemanticFeatures.LAYERS), settings)
 
         if dev.type == "cuda":
             # Every precision: the fp32 islands of bf16/fp16 must be IEEE too.

@@ -10,7 +10,7 @@ Parameter names follow transformers' `Wav2Vec2Model`, so its state dict loads as
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,13 +26,6 @@ if TYPE_CHECKING:
 def gelu_(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU in place, on a buffer the caller owns: same values as F.gelu."""
     return torch.ops.aten.gelu_(x)
-
-
-def conv_output_length(length: int, kernels: Sequence[int], strides: Sequence[int]) -> int:
-    """Frames after a stack of unpadded convolutions."""
-    for k, s in zip(kernels, strides, strict=True):
-        length = (length - k) // s + 1 if length >= k else 0
-    return length
 
 
 class _ConvLayer(nn.Module):
@@ -340,11 +333,9 @@ class SemanticFeatures(nn.Module):
             if isinstance(module, (_ConvLayer, _Attention, _PositionalConv)):
                 module.prepare()
 
-    def frames(self, num_samples: int) -> int:
-        return conv_output_length(num_samples, self.kernels, self.strides)
-
     def frames_of(self, lengths: torch.Tensor) -> torch.Tensor:
-        """frames() for a tensor of lengths, computed where the lengths are."""
+        """Frames after the unpadded feature convolutions, for a tensor of lengths, computed
+        where the lengths are."""
         frames = lengths
         for k, s in zip(self.kernels, self.strides, strict=True):
             frames = (torch.div(frames - k, s, rounding_mode="floor") + 1).clamp_(min=0)

@@ -37,6 +37,7 @@ from typing import Any, Protocol
 
 from tartok_tui import messages as m
 from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.spool import SpoolTarget, make_spool
@@ -134,12 +135,7 @@ class Tokenizer(Protocol):
 
 def is_device_failure(exc: BaseException) -> bool:
     """A device that can no longer be trusted: nothing of the lease may be committed."""
-    if isinstance(exc, DeviceFailure):
-        return True
-    import torch
-
-    accelerator_error = getattr(torch, "AcceleratorError", None)
-    return accelerator_error is not None and isinstance(exc, accelerator_error)
+    return isinstance(exc, DeviceFailure) or is_accelerator_error(exc)
 
 
 def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
