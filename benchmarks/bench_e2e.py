@@ -43,6 +43,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from loopback_s3 import start_loopback_s3
 
 from tartok_tui.codec.allocator import keep_freed_memory
 from tartok_tui.codec.random_model import write_random_model
@@ -121,31 +122,7 @@ def serve_s3(tars: list[Path]) -> tuple[object, list[str]]:
     """A moto S3 server on 127.0.0.1 holding ``tars`` (each under its part's prefix), with
     this process's environment (inherited by the runs) pointing at it; the server and the
     URL prefix of each tar's part."""
-    import socket
-
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    os.environ.update(
-        AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}",
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench-secret",
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_EC2_METADATA_DISABLED="true",
-        AWS_CONFIG_FILE="/nonexistent/tartok-bench-aws-config",
-        AWS_SHARED_CREDENTIALS_FILE="/nonexistent/tartok-bench-aws-credentials",
-        NO_PROXY="127.0.0.1,localhost",
-    )
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3", "HTTP_PROXY",
-                 "HTTPS_PROXY", "http_proxy", "https_proxy"):  # fmt: skip
-        os.environ.pop(name, None)
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
+    server, _ = start_loopback_s3()
     from tartok_tui.storage import filesystem
 
     fs, _ = filesystem("s3://tartok-bench")

@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
-import socket
 import statistics
 import tarfile
 import tempfile
@@ -26,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from loopback_s3 import start_loopback_s3
 
 
 def best_ms(fn: Callable[[], object], repeats: int, inner: int = 5) -> float:
@@ -38,24 +37,10 @@ def best_ms(fn: Callable[[], object], repeats: int, inner: int = 5) -> float:
     return min(times)
 
 
-def official_normalize(audio: np.ndarray, coeff: float = 0.2) -> np.ndarray:
-    temp = np.sort(np.abs(audio))
-    if temp[-1] < 0.1:
-        audio = audio / max(temp[-1], 1e-3) * 0.1
-    temp = temp[temp > 0.01]
-    n = temp.shape[0]
-    if n <= 10:
-        return audio
-    volume = np.mean(temp[int(0.9 * n) : int(0.99 * n)])
-    audio = audio * np.clip(coeff / volume, a_min=0.1, a_max=10)
-    peak = np.max(np.abs(audio))
-    return audio / peak if peak > 1 else audio
-
-
 def audio_stages(repeats: int) -> dict:
     import soxr
 
-    from tartok_tui.audio import _decode, normalize_volume, prepare_audio
+    from tartok_tui.audio import _decode, _normalize_by_sorting, normalize_volume, prepare_audio
     from tartok_tui.demo.data import _encode, synth_speech
 
     clip = synth_speech(np.random.default_rng(0), 10.0, 24000)
@@ -70,7 +55,9 @@ def audio_stages(repeats: int) -> dict:
                 lambda a=audio, s=sr: soxr.resample(a, s, 16000, "VHQ"), repeats
             ),
             "normalize_ms": best_ms(lambda r=resampled: normalize_volume(r), repeats),
-            "official_normalize_ms": best_ms(lambda r=resampled: official_normalize(r), repeats),
+            "official_normalize_ms": best_ms(
+                lambda r=resampled: _normalize_by_sorting(r, 0.2), repeats
+            ),
             "prepare_ms": best_ms(lambda d=data: prepare_audio(d, max_seconds=60.0), repeats),
         }
     return results
@@ -115,7 +102,7 @@ def tar_reading(samples: int, repeats: int, s3: bool) -> dict:
     places = {"local": (str(tmp / "grouped.tar"), str(tmp / "ungrouped.tar"), None)}
     server = None
     if s3:
-        server, endpoint = _start_s3()
+        server, endpoint = start_loopback_s3()
         access = Access(options={"endpoint_url": endpoint})
         from tartok_tui.storage import filesystem
 
@@ -159,27 +146,6 @@ def tar_reading(samples: int, repeats: int, s3: bool) -> dict:
         }
         for name, _, size in cases
     } | {"tar_MB": round(sizes["grouped"] / 1e6, 1), "samples": samples}
-
-
-def _start_s3():
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "bench",
-        "AWS_SECRET_ACCESS_KEY": "bench",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        os.environ[name] = value
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    return server, f"http://127.0.0.1:{port}"
 
 
 def main() -> None:
