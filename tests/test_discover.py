@@ -10,9 +10,9 @@ import pytest
 
 from tartok_tui.shards.discover import (
     InputError,
-    canonical_tar_name,
     discover_shards,
     discover_tars,
+    output_stem,
 )
 
 RESERVED = frozenset({"errors", ".partial", "logs"})
@@ -118,18 +118,18 @@ def test_discover_survives_a_directory_link_loop(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "canonical"),
+    ("name", "stem"),
     [
-        ("X.tar", "X.tar"),
-        ("sub/X.tar.gz", "sub/X.tar"),
-        ("sub/X.tgz", "sub/X.tar"),
+        ("X.tar", "X"),
+        ("sub/X.tar.gz", "sub/X"),
+        ("sub/X.tgz", "sub/X"),
         ("EN-B000001.TAR.GZ", "EN-B000001.TAR"),
-        ("a.b.tgz", "a.b.tar"),
+        ("a.b.tgz", "a.b"),
     ],
 )
-def test_a_gzipped_tar_is_named_after_the_tar_it_holds(name: str, canonical: str) -> None:
-    assert canonical_tar_name(name) == PurePosixPath(canonical)
-    assert canonical_tar_name(name).with_suffix(".jsonl").name.endswith(".jsonl")
+def test_a_gzipped_tar_is_named_after_the_tar_it_holds(name: str, stem: str) -> None:
+    assert output_stem(PurePosixPath(name)) == PurePosixPath(stem)
+    assert output_stem(PurePosixPath(name)).with_suffix(".jsonl").name.endswith(".jsonl")
 
 
 @pytest.mark.parametrize("other", ["X.tar.gz", "X.tgz"])
@@ -138,6 +138,20 @@ def test_two_shards_with_one_output_name_are_refused(tmp_path: Path, other: str)
     (tmp_path / other).write_bytes(b"")
     with pytest.raises(InputError, match=f"X.tar and {other}|{other} and X.tar"):
         discover_shards(tmp_path)
+
+
+def test_the_refusal_follows_the_output_names_whatever_the_case(tmp_path: Path) -> None:
+    # a.TAR and a.tar.gz both write a.jsonl: refused.
+    (tmp_path / "a.TAR").write_bytes(b"")
+    (tmp_path / "a.tar.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="would both write the outputs named a;"):
+        discover_shards(tmp_path)
+    # X.TAR writes X.jsonl, X.TAR.gz writes X.TAR.jsonl: both kept.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "X.TAR").write_bytes(b"")
+    (other / "X.TAR.gz").write_bytes(b"")
+    assert [p.name for p in discover_shards(other).tars] == ["X.TAR", "X.TAR.gz"]
 
 
 def test_an_empty_directory_has_no_shards(tmp_path: Path) -> None:

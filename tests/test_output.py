@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import os
 import random
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tartok_tui.output.paths import (
     RESERVED_TOP_DIRS,
-    output_collisions,
     relative_tar_path,
     summary_path,
     tar_output_paths,
@@ -94,8 +93,6 @@ def test_gzipped_tars_name_their_output_like_plain_ones(dirs) -> None:
         assert paths.tokens == out / "sub" / "X.parquet"
         assert paths.errors == out / "errors" / "sub" / "X.jsonl"
         assert paths.journal == out / ".partial" / "journal" / "sub" / "X.journal"
-    rels = [PurePosixPath(p) for p in ("a/X.tar", "a/X.tgz", "a/Y.tar", "b/X.tar")]
-    assert output_collisions(rels) == [rels[:2]]
 
 
 @pytest.mark.parametrize("top", sorted(RESERVED_TOP_DIRS))

@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import psutil
 
+from tartok_tui.shards.discover import output_stem
 from tartok_tui.storage.urls import is_url, redact_location
 
 ERRORS_DIR = "errors"
@@ -42,8 +42,6 @@ OUTPUT_FORMATS = ("jsonl", "parquet")
 DEFAULT_FORMAT = "jsonl"
 ERRORS_SUFFIX = ".jsonl"
 """Error records are JSONL whatever the tokens format."""
-TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
-"""Stripped from a tar's name to name its output (longest first)."""
 
 
 def check_output_format(output_format: str) -> str:
@@ -61,15 +59,6 @@ def format_of(name: str) -> str | None:
         if name.endswith("." + output_format):
             return output_format
     return None
-
-
-def output_stem(rel_tar: PurePosixPath) -> PurePosixPath:
-    """``sub/X.tar`` -> ``sub/X``: the name every output file of the tar starts from."""
-    name = rel_tar.name
-    for suffix in TAR_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return rel_tar.with_name(name[: -len(suffix)])
-    return rel_tar.with_suffix("")
 
 
 def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixPath:
@@ -93,14 +82,6 @@ def relative_tar_path(input_dir: Path | str, tar_path: Path | str) -> PurePosixP
     except ValueError:
         raise ValueError(f"{tar_path} is not inside the input directory {input_dir}") from None
     return PurePosixPath(rel.as_posix())
-
-
-def output_collisions(rel_tars: Iterable[PurePosixPath]) -> list[list[PurePosixPath]]:
-    """Groups of tars that would share one output name (``X.tar`` next to ``X.tar.gz``)."""
-    by_stem: dict[PurePosixPath, list[PurePosixPath]] = {}
-    for rel in rel_tars:
-        by_stem.setdefault(output_stem(rel), []).append(rel)
-    return [group for group in by_stem.values() if len(group) > 1]
 
 
 def _host() -> str:

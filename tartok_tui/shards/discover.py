@@ -4,9 +4,9 @@ Shards are ``*.tar``, ``*.tar.gz`` and ``*.tgz`` files. Files that look like sha
 not read (``.tar.zst``, ``.tar.bz2``, ``.zip``, ``X.tar.part``, ...) are returned as
 ``ignored``, so that a run can name them instead of skipping them silently.
 
-Each shard has a canonical name, the name of the tar it holds: ``sub/X.tar`` for
-``sub/X.tar``, ``sub/X.tar.gz`` and ``sub/X.tgz``. Outputs are named after it (``sub/X.jsonl``),
-so two shards with one canonical name are refused.
+Each shard's outputs are named after its output stem: ``sub/X`` for ``sub/X.tar``,
+``sub/X.tar.gz`` and ``sub/X.tgz`` (``sub/X.jsonl``, ...), so two shards with one output stem
+are refused.
 """
 
 from __future__ import annotations
@@ -42,20 +42,19 @@ def looks_like_a_shard(name: str) -> bool:
     return not is_shard(name) and _SHARD_LIKE.search(name) is not None
 
 
-def canonical_tar_name(rel: str | PurePosixPath) -> PurePosixPath:
-    """``sub/X.tar.gz`` and ``sub/X.tgz`` -> ``sub/X.tar``; a ``.tar`` stays itself.
+TAR_SUFFIXES = (".tar.gz", ".tgz", ".tar")
+"""Stripped from a tar's name to name its output (longest first)."""
 
-    The name outputs derive from (``.with_suffix(".jsonl")``): a gzipped tar's output is
-    named as the plain tar's would be, so compressing the inputs does not rename outputs.
-    """
-    path = PurePosixPath(rel)
-    name = path.name
-    lower = name.lower()
-    if lower.endswith(".tar.gz"):
-        return path.with_name(name[: -len(".gz")])
-    if lower.endswith(".tgz"):
-        return path.with_name(name[: -len(".tgz")] + ".tar")
-    return path
+
+def output_stem(rel_tar: PurePosixPath) -> PurePosixPath:
+    """``sub/X.tar`` -> ``sub/X``: the name every output file of the tar starts from. A
+    gzipped tar's outputs are named as the plain tar's would be, so compressing the inputs
+    does not rename outputs."""
+    name = rel_tar.name
+    for suffix in TAR_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return rel_tar.with_name(name[: -len(suffix)])
+    return rel_tar.with_suffix("")
 
 
 @dataclass(frozen=True)
@@ -126,11 +125,11 @@ def _check(rels: list[PurePosixPath], reserved_top_dirs: Collection[str]) -> Non
                 f"{rel}: an input subdirectory named {rel.parts[0]!r} would collide with "
                 "the output directory's own layout; rename it"
             )
-        name = canonical_tar_name(rel)
-        other = owners.setdefault(name, rel)
+        stem = output_stem(rel)
+        other = owners.setdefault(stem, rel)
         if other != rel:
             raise InputError(
-                f"{other} and {rel} would both write the output of {name}; keep one of them"
+                f"{other} and {rel} would both write the outputs named {stem}; keep one of them"
             )
 
 
@@ -149,7 +148,7 @@ def discover_shards(
     Sorting is by the relative path's parts, so a directory's tars stay together and the
     order, hence the meaning of an index range, is the same on every run. Shards under a
     top-level subdirectory named in ``reserved_top_dirs`` (the output's own directories,
-    passed by the caller) and two shards with one canonical name raise InputError.
+    passed by the caller) and two shards with one output stem raise InputError.
     """
     files, root = _list(input_dir, recursive, access)
     rels = sorted((rel for rel in files if is_shard(rel.name)), key=lambda p: p.parts)
