@@ -8,11 +8,11 @@ worker died: did it commit first?) asks the store directly.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from tartok_tui.output.paths import OUTPUT_FORMATS, TarOutputPaths, tar_output_paths
+from tartok_tui.output.paths import TarOutputPaths, tar_output_paths
 from tartok_tui.storage import Access, Location, is_url
 
 
@@ -65,20 +65,6 @@ def output_files(output_dir: Location, access: Access | None = None) -> OutputFi
     return LocalFiles(output_dir)
 
 
-def done_formats_in(exists: Callable[[PurePosixPath], bool], paths: TarOutputPaths) -> list[str]:
-    """The formats in which the tar's tokens file exists (more than one is a conflict)."""
-    return [f for f in OUTPUT_FORMATS if exists(paths.rel_tokens_in(f))]
-
-
-def done_format_in(exists: Callable[[PurePosixPath], bool], paths: TarOutputPaths) -> str | None:
-    """The format the tar is done in, this run's first (the rule of
-    ``TarOutputPaths.done_format``), or None."""
-    if exists(paths.rel_tokens):
-        return paths.output_format
-    done = done_formats_in(exists, paths)
-    return done[0] if done else None
-
-
 def _keys(input_dir: Location, tar: Location, output_format: str) -> TarOutputPaths:
     # Only the keys are used: the output root does not matter here.
     return tar_output_paths(Path("."), input_dir, tar, output_format)
@@ -98,7 +84,7 @@ def done_formats(
             for tar in tars
         }
     files = ListedFiles(str(output_dir), access)
-    return {tar: done_format_in(files.exists, _keys(input_dir, tar, output_format)) for tar in tars}
+    return {tar: _keys(input_dir, tar, output_format).done_format(files.exists) for tar in tars}
 
 
 def done_format_now(
@@ -114,4 +100,4 @@ def done_format_now(
     from tartok_tui.output.store import StoreOutput
 
     store = StoreOutput(str(output_dir), access)
-    return done_format_in(store.exists, _keys(input_dir, tar, output_format))
+    return _keys(input_dir, tar, output_format).done_format(store.exists)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -36,6 +37,9 @@ LOGS_DIR = "logs"
 SUMMARY_NAME = "run-summary.json"
 RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
+
+Exists = Callable[[PurePosixPath], bool]
+"""Whether a key (a path relative to the output) exists there."""
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 """The tokens-file formats, in the order a done tar's file is looked for."""
@@ -191,20 +195,29 @@ class TarOutputPaths:
     def partial_errors(self, suffix: str) -> Path:
         return partial_path(self.output_dir, self.rel_errors, suffix)
 
-    def done_formats(self) -> list[str]:
-        """The formats in which this tar's tokens file exists (more than one is a conflict)."""
-        return [f for f in OUTPUT_FORMATS if self.tokens_in(f).exists()]
+    def done_formats(self, exists: Exists | None = None) -> list[str]:
+        """The formats in which this tar's tokens file exists (more than one is a conflict).
 
-    def done_format(self) -> str | None:
+        ``exists`` answers for a key relative to the output (an output URL's listing or
+        store); by default the local output directory is asked."""
+        exists = exists or self._exists_locally
+        return [f for f in OUTPUT_FORMATS if exists(self.rel_tokens_in(f))]
+
+    def done_format(self, exists: Exists | None = None) -> str | None:
         """The format this tar is done in (this run's first), or None if it is not done.
 
         A tar done in the other format counts as done: a run never writes a second
         tokens file for it (delete the old file to redo the tar in the new format).
+        ``exists`` as for ``done_formats``.
         """
-        if self.tokens.exists():
+        exists = exists or self._exists_locally
+        if exists(self.rel_tokens):
             return self.output_format
-        done = self.done_formats()
+        done = self.done_formats(exists)
         return done[0] if done else None
+
+    def _exists_locally(self, key: PurePosixPath) -> bool:
+        return (self.output_dir / key).exists()
 
     def is_done(self) -> bool:
         return self.done_format() is not None

@@ -16,14 +16,13 @@ import contextlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa
 
 from tartok_tui.output.parquet import parquet_row_count, read_parquet_keys, read_parquet_rows
 from tartok_tui.output.paths import format_of
-from tartok_tui.storage import Access, Location, is_url, location_name, open_input
+from tartok_tui.storage import Access, Location, as_location, is_url, location_name, open_input
 
 _CHUNK = 1 << 20
 
@@ -40,10 +39,6 @@ def _format(path: Location) -> str:
     if output_format is None:
         raise ValueError(f"{path}: not a tokens file (expected .jsonl or .parquet)")
     return output_format
-
-
-def _location(path: Location | str) -> Location:
-    return str(path) if is_url(path) else Path(path)
 
 
 @contextlib.contextmanager
@@ -97,7 +92,7 @@ def read_rows(path: Location | str, access: Access | None = None) -> Iterator[di
     Raises ValueError on a JSONL line that is not JSON and UnreadableOutput on a
     Parquet file that cannot be read.
     """
-    path = _location(path)
+    path = as_location(path)
     if _format(path) == "parquet":
         try:
             with _parquet_source(path, access) as source:
@@ -124,7 +119,7 @@ class TokensKeys:
 
 def read_keys(path: Location | str, access: Access | None = None) -> TokensKeys:
     """The keys of a tokens file of either format; UnreadableOutput if Parquet cannot be read."""
-    path = _location(path)
+    path = as_location(path)
     result = TokensKeys()
     if _format(path) == "parquet":
         try:
@@ -150,7 +145,7 @@ def read_keys(path: Location | str, access: Access | None = None) -> TokensKeys:
 def count_records(path: Location | str, access: Access | None = None) -> int:
     """Records in a tokens file: lines of JSONL (counted, not parsed), rows of Parquet
     (from the footer); UnreadableOutput if a Parquet footer cannot be read."""
-    path = _location(path)
+    path = as_location(path)
     if _format(path) == "parquet":
         try:
             with _parquet_source(path, access) as source:
@@ -175,7 +170,7 @@ class ErrorKeys:
 
 def read_error_keys(path: Location | str, access: Access | None = None) -> ErrorKeys:
     result = ErrorKeys()
-    for line in iter_lines(_location(path), access):
+    for line in iter_lines(as_location(path), access):
         if not line.strip():
             continue
         try:

@@ -27,7 +27,6 @@ from tartok_tui.output.files import (
     ListedFiles,
     LocalFiles,
     OutputFiles,
-    done_formats_in,
     output_files,
 )
 from tartok_tui.output.paths import (
@@ -230,8 +229,6 @@ def _scan_listed(files: ListedFiles, access: Access | None) -> OutputStatus:
         if output_format is not None:
             stem = key.with_name(_strip(key.name, "." + output_format))
             done.setdefault(stem, []).append(output_format)
-    for formats in done.values():
-        formats.sort(key=OUTPUT_FORMATS.index)
     _add_done(status, files, done, access)
     status.orphan_errors = [_tar_name(stem) for stem in error_stems if stem not in done]
     if files.exists(PurePosixPath(SUMMARY_NAME)):
@@ -480,7 +477,7 @@ def check_tar(
     paths = tar_output_paths(Path("."), input_dir, tar_path)
     scan = scan_tar(tar_path, access=access)
     expected = Counter(scan.keys)
-    check = TarCheck(str(paths.rel_tar), scan.count, formats=done_formats_in(files.exists, paths))
+    check = TarCheck(str(paths.rel_tar), scan.count, formats=paths.done_formats(files.exists))
     if scan.damage is not None:
         check.input_damage = scan.damage.reason
     if not check.formats:

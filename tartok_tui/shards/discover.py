@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tartok_tui.storage.reading import Access
-from tartok_tui.storage.urls import is_url, redact_location
+from tartok_tui.storage.urls import is_url, join, redact_location
 
 
 class InputError(Exception):
@@ -155,9 +155,7 @@ def discover_shards(
     ignored = sorted(rel.as_posix() for rel in files if looks_like_a_shard(rel.name))
     _check(rels, reserved_top_dirs)
     selected = rels[from_index:to_index]
-    if isinstance(root, str):
-        return Discovery([f"{root}/{rel.as_posix()}" for rel in selected], ignored)
-    return Discovery([root / rel for rel in selected], ignored)
+    return Discovery([join(root, rel.as_posix()) for rel in selected], ignored)
 
 
 def no_tars_message(

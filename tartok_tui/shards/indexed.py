@@ -9,7 +9,6 @@ the first; locally they are read one after another.
 
 from __future__ import annotations
 
-import os
 import tarfile
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -21,6 +20,7 @@ from typing import Any
 from tartok_tui.shards.grouping import EMPTY, Group, Refused, Wants, incomplete, keyed_name
 from tartok_tui.shards.items import TarDamage
 from tartok_tui.shards.tario import End, is_damage, iter_headers, read_member
+from tartok_tui.storage.reading import pread_chunks
 
 READ_AHEAD_BYTES = 64 << 20
 """The most member data read ahead of the caller (at least one sample is, whatever its size)."""
@@ -121,7 +121,7 @@ def range_reader(raw: Any) -> Callable[[int, int], bytes]:
         fd = raw.fileno()
 
         def method(offset: int, size: int) -> bytes:
-            return b"".join(_pread_chunks(fd, offset, size))
+            return b"".join(pread_chunks(fd, offset, size))
 
     def read(offset: int, size: int) -> bytes:
         data = method(offset, size)
@@ -130,16 +130,6 @@ def range_reader(raw: Any) -> Callable[[int, int], bytes]:
         return data
 
     return read
-
-
-def _pread_chunks(fd: int, offset: int, size: int) -> Iterator[bytes]:
-    while size > 0:
-        chunk = os.pread(fd, min(size, 8 << 20), offset)
-        if not chunk:
-            return
-        yield chunk
-        offset += len(chunk)
-        size -= len(chunk)
 
 
 def _planned_ahead(

@@ -37,7 +37,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Generator, Iterator, Sequence
+import tarfile
+from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
@@ -131,32 +132,37 @@ def _sample(group: Group, index: int, wants: Wants) -> Sample:
     )
 
 
-def _not_a_tar(exc: BaseException) -> TarDamage:
-    return TarDamage(0, f"not a readable tar: {exc}")
+def _open_tar(
+    raw: ByteSource, opener: Callable[[ByteSource], tarfile.TarFile]
+) -> tarfile.TarFile | TarDamage:
+    """``opener(raw)``, or the damage when ``raw`` is not a readable tar (other errors,
+    such as an unreachable input, raise)."""
+    try:
+        return opener(raw)
+    except Exception as exc:
+        if not is_damage(exc):
+            raise
+        return TarDamage(0, f"not a readable tar: {exc}")
 
 
 def _streamed(
     tar: Location, wants: Wants, access: Access | None
 ) -> Generator[Group | TarDamage | Ungrouped, None, None]:
     with open_input(tar, sequential=True, access=access) as raw:
-        try:
-            tf = open_stream(raw)
-        except Exception as exc:
-            if not is_damage(exc):
-                raise
-            yield _not_a_tar(exc)
+        tf = _open_tar(raw, open_stream)
+        if isinstance(tf, TarDamage):
+            yield tf
             return
         with tf:
             yield from stream_groups(tf, wants)
 
 
-def _index(raw: ByteSource) -> TarIndex | TarDamage:
-    try:
-        tf = open_seekable(raw)
-    except Exception as exc:
-        if not is_damage(exc):
-            raise
-        return _not_a_tar(exc)
+def _index(
+    raw: ByteSource, opener: Callable[[ByteSource], tarfile.TarFile] = open_seekable
+) -> TarIndex | TarDamage:
+    tf = _open_tar(raw, opener)
+    if isinstance(tf, TarDamage):
+        return tf
     with tf:
         return index_headers(tf)
 
@@ -242,15 +248,9 @@ def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
     data (one read per member header locally); a compressed one is read through.
     """
     with open_input(tar, sequential=True, access=access) as raw:
-        kind = compression(raw)
-        try:
-            tf = open_seekable(raw) if kind is None else open_stream(raw)
-        except Exception as exc:
-            if not is_damage(exc):
-                raise
-            return TarScan([], _not_a_tar(exc))
-        with tf:
-            index = index_headers(tf)
+        index = _index(raw, open_seekable if compression(raw) is None else open_stream)
+    if isinstance(index, TarDamage):
+        return TarScan([], index)
     keys = list(index.groups)
     damage = None
     if index.damage is not None:

@@ -15,7 +15,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,16 +136,19 @@ class LocalInput:
         self.close()
 
 
-def _pread(fd: int, offset: int, size: int) -> bytes:
-    chunks = []
+def pread_chunks(fd: int, offset: int, size: int) -> Iterator[bytes]:
+    """``size`` bytes of ``fd`` from ``offset`` (fewer at its end), a chunk at a time."""
     while size > 0:
         chunk = os.pread(fd, min(size, _RANGE_CHUNK), offset)
         if not chunk:
-            break
-        chunks.append(chunk)
+            return
+        yield chunk
         offset += len(chunk)
         size -= len(chunk)
-    return b"".join(chunks)
+
+
+def _pread(fd: int, offset: int, size: int) -> bytes:
+    return b"".join(pread_chunks(fd, offset, size))
 
 
 class _CutShort(Exception):

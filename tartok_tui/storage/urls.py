@@ -114,19 +114,6 @@ def redact_url(url: str) -> str:
     return base + (f"?{REDACTED}" if sep else "")
 
 
-def redact_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Storage options fit for a log line: secret-looking values replaced, nested too."""
-    result: dict[str, Any] = {}
-    for key, value in (options or {}).items():
-        if isinstance(value, Mapping):
-            result[key] = redact_options(value)
-        elif _SECRET_KEY.search(str(key)):
-            result[key] = REDACTED
-        else:
-            result[key] = value
-    return result
-
-
 class RedactingFormatter(logging.Formatter):
     """A log formatter that removes secrets (see :func:`redact_text`) from every line,
     tracebacks included."""
