@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+# --- output fixtures ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(input dir, output dir, a tar inside a subdirectory of the input)."""
+    inp, out = tmp_path / "in", tmp_path / "out"
+    (inp / "sub").mkdir(parents=True)
+    tar = inp / "sub" / "X.tar"
+    tar.write_bytes(b"")
+    return inp, out, tar
+
+
+# --- object storage ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    """A real S3 server on 127.0.0.1 (see s3_support), one per test module."""
+    from s3_support import serving
+
+    yield from serving()
+
 
 # --- tokenizer engine fixtures (codec) ---------------------------------------------------------
 

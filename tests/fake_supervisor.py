@@ -19,8 +19,8 @@ from fake_views import (
     SAMPLES_PER_TAR,
     SECONDS_PER_SAMPLE,
     STALL_TIMEOUT_S,
-    counted_samples,
     mid_run_view,
+    run_totals,
     tar_name,
 )
 
@@ -245,22 +245,8 @@ class FakeSupervisor:
 
     def _totals(self) -> None:
         """The run's sums over its workers, and the sample total counted as the queue does."""
-        workers = self.view.workers
-        samples = sum(w.samples_done for w in workers)
-        tars_done = sum(w.tars_done for w in workers)
-        expected, estimated = counted_samples(
-            self.view.tars_total, self.view.tars_skipped, workers, tars_done
-        )
-        self.view = replace(
-            self.view,
-            tars_done=tars_done,
-            samples_done=samples,
-            audio_seconds=samples * SECONDS_PER_SAMPLE,
-            errors=sum(w.errors for w in workers),
-            memory_bytes=sum(w.rss_bytes for w in workers),
-            samples_expected=expected,
-            samples_expected_is_estimate=estimated,
-        )
+        view = self.view
+        self.view = replace(view, **run_totals(view.workers, view.tars_total, view.tars_skipped))
 
     def _record_throughput(self, seconds: float, audio: float) -> None:
         """One x-real-time value per 10 s of simulated time, as the supervisor keeps them."""
@@ -385,3 +371,20 @@ class FakeSupervisor:
             self._emit(None, "warning", "stopping: aborting tars in progress")
         if self._stop is not None:
             self._stop.set()
+
+
+class RecordingControls:
+    """What a policy (the memory watch) asked of the run, in order: ("cleanup_all",),
+    ("recycle", slot), ("report", level, slot, message)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple] = []
+
+    def cleanup_all(self) -> None:
+        self.calls.append(("cleanup_all",))
+
+    def recycle(self, slot: int) -> None:
+        self.calls.append(("recycle", slot))
+
+    def report(self, level: str, slot: int | None, message: str) -> None:
+        self.calls.append(("report", level, slot, message))

@@ -7,6 +7,7 @@ estimate for the rest, flagged as one) and events are worded as the real supervi
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from tartok_tui.formatting import ALIVE_STATES, GIB
 from tartok_tui.supervisor.views import Event, GpuView, RunView, WorkerState, WorkerView
@@ -103,6 +104,24 @@ def throughput_history(points: int, level: float, dips: dict[int, float]) -> tup
     )
 
 
+def run_totals(
+    workers: tuple[WorkerView, ...], tars_total: int, tars_skipped: int
+) -> dict[str, Any]:
+    """A run's sums over its workers, and the sample total counted as the queue does."""
+    samples = sum(w.samples_done for w in workers)
+    tars_done = sum(w.tars_done for w in workers)
+    expected, estimated = counted_samples(tars_total, tars_skipped, workers, tars_done)
+    return {
+        "tars_done": tars_done,
+        "samples_done": samples,
+        "samples_expected": expected,
+        "samples_expected_is_estimate": estimated,
+        "errors": sum(w.errors for w in workers),
+        "audio_seconds": samples * SECONDS_PER_SAMPLE,
+        "memory_bytes": sum(w.rss_bytes for w in workers),
+    }
+
+
 def run_view(
     workers: tuple[WorkerView, ...],
     *,
@@ -115,22 +134,13 @@ def run_view(
     throughput: tuple[float, ...] = (),
     nodes_alive: int = 1,
 ) -> RunView:
-    samples = sum(w.samples_done for w in workers)
-    tars_done = sum(w.tars_done for w in workers)
-    expected, estimated = counted_samples(tars_total, tars_skipped, workers, tars_done)
     return RunView(
         started_at=START,
         now=now,
         tars_total=tars_total,
-        tars_done=tars_done,
         tars_skipped=tars_skipped,
         tars_failed=tars_failed,
-        samples_done=samples,
-        samples_expected=expected,
-        samples_expected_is_estimate=estimated,
-        errors=sum(w.errors for w in workers),
-        audio_seconds=samples * SECONDS_PER_SAMPLE,
-        memory_bytes=sum(w.rss_bytes for w in workers),
+        **run_totals(workers, tars_total, tars_skipped),
         memory_limit_bytes=100 * GIB,
         workers=workers,
         events=events,

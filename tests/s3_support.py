@@ -12,10 +12,22 @@ from collections.abc import Iterator
 
 import pytest
 
+from tartok_tui.storage import RetryPolicy, filesystem
+
 SECRET = "tartok-test-secret-8f2c1e"
 """The secret access key the tests use: it must never appear in any message."""
 FAST_FAIL = {"config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 2}}
 """Storage options that leave retrying to tartok-tui (botocore would retry for ~10 s)."""
+PATIENT = RetryPolicy(tries=400, first_delay_s=0.05, max_delay_s=0.25)
+"""Retries for ~100 s: far longer than any restart of the server takes."""
+
+
+def ensure_buckets(*names: str) -> None:
+    """Create each bucket the server does not hold yet."""
+    fs, _ = filesystem(f"s3://{names[0]}", FAST_FAIL)
+    for name in names:
+        if not fs.exists(name):
+            fs.mkdir(name)
 
 
 def free_port() -> int:
@@ -64,8 +76,10 @@ def serving() -> Iterator[S3Server]:
             "AWS_ENDPOINT_URL_S3",
             "HTTP_PROXY",
             "HTTPS_PROXY",
+            "ALL_PROXY",
             "http_proxy",
             "https_proxy",
+            "all_proxy",
         ):
             mp.delenv(name, raising=False)
         mp.setenv("AWS_ACCESS_KEY_ID", "tartok-test-key-id")

@@ -21,7 +21,7 @@ CASES = {
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_benchmark_runs_and_prints_its_table(name: str, tmp_path: Path) -> None:
     args, expected = CASES[name]
-    if "--workdir" not in args and name != "bench_input":
+    if name != "bench_input":  # the others write their tars under --workdir
         args = [*args, "--workdir", str(tmp_path / "work")]
     done = subprocess.run(
         [sys.executable, str(BENCH / f"{name}.py"), *args],

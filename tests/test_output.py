@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_support import EMILIA_META, files_under
 
 from tartok_tui.output.paths import (
     RESERVED_TOP_DIRS,
@@ -23,33 +24,9 @@ from tartok_tui.output.writer import (
     make_record,
 )
 
-META = {
-    "id": "EN_B00000_S00000_W000000",
-    "wav": "EN_B00000/x.mp3",
-    "text": "héllo wörld 你好",
-    "duration": 3.25,
-    "speaker": "EN_B00000_S00000",
-    "language": "en",
-    "dnsmos": 3.1,
-}
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(input dir, output dir, a tar inside a subdirectory of the input)."""
-    inp, out = tmp_path / "in", tmp_path / "out"
-    (inp / "sub").mkdir(parents=True)
-    tar = inp / "sub" / "X.tar"
-    tar.write_bytes(b"")
-    return inp, out, tar
-
 
 def record(i: int) -> dict:
-    return make_record(f"k{i:03d}", {**META, "id": f"k{i:03d}"}, [i, 1, 2], [i] * 5)
-
-
-def files_under(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return make_record(f"k{i:03d}", {**EMILIA_META, "id": f"k{i:03d}"}, [i, 1, 2], [i] * 5)
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -170,7 +147,7 @@ def test_out_of_order_results_are_written_in_sample_order(dirs) -> None:
 def test_lines_are_utf8_json_with_the_fixed_key_order(dirs) -> None:
     inp, out, tar = dirs
     with TarWriter(out, inp, tar) as writer:
-        writer.add(0, make_record("k", META, [1], [2]))
+        writer.add(0, make_record("k", EMILIA_META, [1], [2]))
         writer.commit()
     raw = (out / "sub" / "X.jsonl").read_bytes()
     assert "héllo wörld 你好".encode() in raw  # not \\u escapes

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from output_support import files_under
 
 from tartok_tui.output.journal import IsolationJournal, read_journal
 from tartok_tui.output.read import read_rows
@@ -28,10 +29,6 @@ def record(i: int, tokens: int = 1500) -> dict:
     # Random tokens, as incompressible as real ones can be: Parquet cannot shrink them away.
     semantic = np.random.default_rng(i).integers(0, 8192, tokens)
     return make_record(f"k{i:05d}", {"text": f"t{i}", "language": "en"}, [i % 4096] * 32, semantic)
-
-
-def files_under(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
 
 
 class FillingDisk(LocalTarget):
@@ -79,15 +76,6 @@ class FillingDisk(LocalTarget):
     def _unlink(self, path: Path) -> None:
         self._check("_unlink", path)
         super()._unlink(path)
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    inp, out = tmp_path / "in", tmp_path / "out"
-    (inp / "sub").mkdir(parents=True)
-    tar = inp / "sub" / "X.tar"
-    tar.write_bytes(b"")
-    return inp, out, tar
 
 
 def fill_tar(writer: TarWriter, n: int) -> None:

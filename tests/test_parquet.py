@@ -12,35 +12,14 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from output_support import EMILIA_META, files_under, process, small_tar
 from tar_faults import write_truncated_tar
 
-from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output import parquet as parquet_module
 from tartok_tui.output.paths import partial_suffix, remove_stale_partials, tar_output_paths
 from tartok_tui.output.read import read_rows
 from tartok_tui.output.scan import scan_output, verify
 from tartok_tui.output.writer import OutputFormatConflict, TarWriter, make_record
-from tartok_tui.shards.reader import TarDamage, iter_samples
-
-EMILIA_META = {
-    "id": "EN_B00000_S00000_W000000",
-    "wav": "EN_B00000/x.mp3",
-    "text": "héllo wörld 你好",
-    "duration": 3.25,
-    "speaker": "EN_B00000_S00000",
-    "language": "en",
-    "dnsmos": 3.1,
-}
-
-
-@pytest.fixture
-def dirs(tmp_path: Path) -> tuple[Path, Path, Path]:
-    """(input dir, output dir, a tar inside a subdirectory of the input)."""
-    inp, out = tmp_path / "in", tmp_path / "out"
-    (inp / "sub").mkdir(parents=True)
-    tar = inp / "sub" / "X.tar"
-    tar.write_bytes(b"")
-    return inp, out, tar
 
 
 def record(i: int, **meta) -> dict:
@@ -59,8 +38,14 @@ def write(dirs, records: dict[int, dict], errors: dict[int, str] = {}, **kwargs)
     return out / "sub" / "X.parquet"
 
 
-def files_under(root: Path) -> list[str]:
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+FIXED_COLUMNS = {
+    "key": pa.string(),
+    "language": pa.string(),
+    "text": pa.string(),
+    "global_tokens": pa.list_(pa.uint16()),
+    "semantic_tokens": pa.list_(pa.uint16()),
+}
+"""Every tokens file's first columns, in order (written out here, not taken from the code)."""
 
 
 def columns_of(path: Path) -> dict[str, pa.DataType]:
@@ -84,11 +69,7 @@ def test_rows_follow_the_tar_order_with_the_fixed_columns_first(dirs) -> None:
     path = out / "sub" / "X.parquet"
     assert files_under(out) == ["errors/sub/X.jsonl", "sub/X.parquet"]
     assert columns_of(path) == {
-        "key": pa.string(),
-        "language": pa.string(),
-        "text": pa.string(),
-        "global_tokens": pa.list_(pa.uint16()),
-        "semantic_tokens": pa.list_(pa.uint16()),
+        **FIXED_COLUMNS,
         "id": pa.string(),
         "wav": pa.string(),
         "duration": pa.float64(),
@@ -136,11 +117,7 @@ def test_metadata_columns_are_typed_when_consistent_and_json_text_otherwise(dirs
     }
     path = write(dirs, rows)
     assert columns_of(path) == {
-        "key": pa.string(),
-        "language": pa.string(),
-        "text": pa.string(),
-        "global_tokens": pa.list_(pa.uint16()),
-        "semantic_tokens": pa.list_(pa.uint16()),
+        **FIXED_COLUMNS,
         "n": pa.int64(),
         "mix": pa.float64(),
         "flag": pa.bool_(),
@@ -185,13 +162,7 @@ def test_a_tar_without_good_samples_gets_an_empty_but_valid_file(dirs) -> None:
     path = write(dirs, {}, {0: "x", 1: "y"})
     table = pq.read_table(path)
     assert table.num_rows == 0
-    assert table.column_names == [
-        "key",
-        "language",
-        "text",
-        "global_tokens",
-        "semantic_tokens",
-    ]
+    assert table.column_names == list(FIXED_COLUMNS)
 
 
 def test_large_tars_are_written_in_row_groups(dirs, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -307,22 +278,6 @@ def test_stale_parquet_partials_of_dead_writers_are_swept(tmp_path: Path) -> Non
 
 
 # ---------------------------------------------------------------------- status / verify
-
-
-def small_tar(path: Path, n: int, seed: int, **kwargs) -> None:
-    write_emilia_tar(path, n, seed=seed, audio_format="wav", min_s=0.3, max_s=0.5, **kwargs)
-
-
-def process(inp: Path, out: Path, tar: Path, output_format: str) -> None:
-    with TarWriter(out, inp, tar, output_format=output_format) as writer:
-        for item in iter_samples(tar):
-            if isinstance(item, TarDamage):
-                writer.add_error(None, None, "tar", item.reason)
-            elif item.problem:
-                writer.add_error(item.index, item.key, "sample", item.problem)
-            else:
-                writer.add(item.index, make_record(item.key, item.meta, [1, 2], [3, 4]))
-        writer.commit()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fake_supervisor import RecordingControls
 from ray_support import LOOPBACK_ENV
 
 from tartok_tui.config import ConfigError, RunConfig
@@ -186,20 +187,6 @@ def test_a_log_dir_the_node_cannot_write_falls_back_to_its_temp_dir(tmp_path: Pa
 # ---------------------------------------------------------------- memory per node
 
 
-class Controls:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def cleanup_all(self) -> None:
-        self.calls.append(("cleanup_all",))
-
-    def recycle(self, slot: int) -> None:
-        self.calls.append(("recycle", slot))
-
-    def report(self, level: str, slot: int | None, message: str) -> None:
-        self.calls.append(("report", slot, message))
-
-
 class Worker:
     def __init__(self, n: int, node: str, rss: int) -> None:
         self.n, self.node, self.rss = n, node, rss
@@ -211,13 +198,13 @@ class Worker:
 
 
 def test_the_memory_limit_holds_per_node_and_recycles_the_biggest_worker_of_that_node() -> None:
-    controls = Controls()
+    controls = RecordingControls()
     watch = MemoryWatch(limit_bytes=100, controls=controls)
     # Node a is over (60 + 70); node b holds the biggest worker but is under its limit.
     workers = [Worker(0, "a", 60), Worker(1, "a", 70), Worker(2, "b", 90)]
     asyncio.run(watch.check(workers, now=0.0))
     assert ("cleanup_all",) in controls.calls
-    assert any("node a:" in c[2] for c in controls.calls if c[0] == "report")
+    assert any("node a:" in c[3] for c in controls.calls if c[0] == "report")
     assert watch.node_bytes == {"a": 130, "b": 90} and watch.total_bytes == 220
     controls.calls.clear()
     asyncio.run(watch.check(workers, now=1.0))
@@ -241,7 +228,7 @@ def test_the_memory_limit_holds_per_node_and_recycles_the_biggest_worker_of_that
 
 
 def test_a_node_without_workers_leaves_the_totals() -> None:
-    watch = MemoryWatch(limit_bytes=1000, controls=Controls())
+    watch = MemoryWatch(limit_bytes=1000, controls=RecordingControls())
     asyncio.run(watch.check([Worker(0, "a", 10), Worker(1, "b", 20)], now=0.0))
     asyncio.run(watch.check([Worker(1, "b", 20)], now=31.0))
     assert watch.node_bytes == {"b": 20}

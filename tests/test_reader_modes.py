@@ -125,6 +125,7 @@ def test_members_apart_without_a_repeat_before_the_damage_stream_as_damaged(
     cut = truncate(tar, tmp_path / "cut.tar", 512 * 7)  # inside the JSON members
     samples, tail, indexed = read_like_the_worker(cut)
     assert not indexed and isinstance(tail, TarDamage)
+    assert len(samples) == 3  # the JSON members before the cut
     scan = scan_tar(cut)
     assert scan.grouped and scan.keys == [s.key for s in samples]
     assert all("no audio member" in (s.problem or "") for s in samples)

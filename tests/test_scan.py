@@ -6,31 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
+from output_support import process, small_tar
 from tar_faults import write_non_tar, write_truncated_tar
 
-from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.scan import scan_output, verify
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.discover import InputError
-from tartok_tui.shards.reader import TarDamage, iter_samples
-
-
-def small_tar(path: Path, n: int, seed: int, **kwargs) -> list:
-    return write_emilia_tar(path, n, seed=seed, audio_format="wav", min_s=0.3, max_s=0.5, **kwargs)
-
-
-def process(inp: Path, out: Path, tar: Path) -> None:
-    """What a worker does, minus the model: every sample gets a line or an error record."""
-    with TarWriter(out, inp, tar) as writer:
-        for item in iter_samples(tar):
-            if isinstance(item, TarDamage):
-                writer.add_error(None, None, "tar", item.reason)
-            elif item.problem:
-                writer.add_error(item.index, item.key, "sample", item.problem)
-            else:
-                writer.add(item.index, make_record(item.key, item.meta, [1, 2], [3]))
-        writer.commit()
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from fake_supervisor import RecordingControls
 
 from tartok_tui import messages as m
 from tartok_tui.supervisor.gpus import GpuMonitor
@@ -148,20 +149,6 @@ def test_loading_gets_the_long_allowance_and_idle_or_paused_never_stall() -> Non
 # ---------------------------------------------------------------- memory watch
 
 
-class Controls:
-    def __init__(self) -> None:
-        self.calls: list[tuple] = []
-
-    def cleanup_all(self) -> None:
-        self.calls.append(("cleanup_all",))
-
-    def recycle(self, slot: int) -> None:
-        self.calls.append(("recycle", slot))
-
-    def report(self, level: str, slot: int | None, message: str) -> None:
-        self.calls.append(("report", level, slot))
-
-
 class Worker:
     def __init__(self, n: int, rss: int, busy: bool = True) -> None:
         self.n = n
@@ -178,7 +165,7 @@ class Worker:
 
 
 def test_the_memory_watch_cleans_up_then_recycles_the_biggest_through_the_controls() -> None:
-    controls = Controls()
+    controls = RecordingControls()
     watch = MemoryWatch(limit_bytes=100, controls=controls)
     workers = [Worker(0, 150), Worker(1, 260), Worker(2, 400, busy=False)]
 

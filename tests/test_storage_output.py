@@ -8,12 +8,11 @@ import errno
 import logging
 import shutil
 import threading
-from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 
 import botocore.exceptions
 import pytest
-from s3_support import FAST_FAIL, SECRET, S3Server, serving
+from s3_support import FAST_FAIL, PATIENT, SECRET, S3Server, ensure_buckets
 from tar_makers import python_tar
 
 from tartok_tui.config import RunConfig
@@ -29,22 +28,14 @@ from tartok_tui.storage import Access, RedactingFormatter, RetryPolicy, filesyst
 from tartok_tui.worker.options import WorkerOptions
 
 BUCKET = "tartok-out"
-PATIENT = RetryPolicy(tries=400, first_delay_s=0.05, max_delay_s=0.25)
 QUICK = RetryPolicy(tries=2, first_delay_s=0.05, max_delay_s=0.05)
-
-
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from serving()
 
 
 @pytest.fixture
 def running_s3(s3: S3Server) -> S3Server:
     if not s3.running:
         s3.start()
-    fs, _ = filesystem(f"s3://{BUCKET}", FAST_FAIL)
-    if not fs.exists(BUCKET):
-        fs.mkdir(BUCKET)
+    ensure_buckets(BUCKET)
     return s3
 
 

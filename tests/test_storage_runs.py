@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from s3_support import FAST_FAIL, SECRET, S3Server, serving
+from s3_support import FAST_FAIL, SECRET, S3Server, ensure_buckets
 
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.read import read_error_keys, read_keys
@@ -36,19 +36,11 @@ OPTIONS = json.dumps({**FAST_FAIL, "key": "tartok-test-key-id", "secret": OPT_SE
 ACCESS = Access(options=FAST_FAIL)
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from serving()
-
-
 @pytest.fixture
 def running_s3(s3: S3Server) -> Iterator[S3Server]:
     if not s3.running:
         s3.start()
-    fs, _ = filesystem(f"s3://{IN}", FAST_FAIL)
-    for bucket in (IN, OUT):
-        if not fs.exists(bucket):
-            fs.mkdir(bucket)
+    ensure_buckets(IN, OUT)
     yield s3
     if not s3.running:
         s3.start()

@@ -6,11 +6,10 @@ from __future__ import annotations
 import gzip
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_support import FAST_FAIL, SECRET, S3Server, serving
+from s3_support import FAST_FAIL, PATIENT, SECRET, S3Server, ensure_buckets
 from tar_makers import gnu_tar, needs_gnu_tar, python_tar, sample_dir
 
 from tartok_tui.shards.discover import InputError, discover_shards
@@ -34,11 +33,6 @@ from tartok_tui.storage import (
 BUCKET = "tartok-in"
 
 
-@pytest.fixture(scope="module")
-def s3() -> Iterator[S3Server]:
-    yield from serving()
-
-
 @pytest.fixture
 def running_s3(s3: S3Server) -> S3Server:
     """The server, started again if a test left it stopped."""
@@ -47,19 +41,14 @@ def running_s3(s3: S3Server) -> S3Server:
     return s3
 
 
-PATIENT = RetryPolicy(tries=400, first_delay_s=0.05, max_delay_s=0.25)
-"""Retries for ~100 s: far longer than any restart of the server takes."""
-
-
 def access(**kwargs) -> Access:
     kwargs.setdefault("options", FAST_FAIL)
     return Access(**kwargs)
 
 
 def put(local: Path, key: str) -> str:
+    ensure_buckets(BUCKET)
     fs, _ = filesystem(f"s3://{BUCKET}", FAST_FAIL)
-    if not fs.exists(BUCKET):
-        fs.mkdir(BUCKET)
     fs.put_file(str(local), f"{BUCKET}/{key}")
     return f"s3://{BUCKET}/{key}"
 

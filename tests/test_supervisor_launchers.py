@@ -11,6 +11,7 @@ from tartok_tui.config import RunConfig
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.supervisor.process import WorkerSpec, WorkerStartError
+from tartok_tui.supervisor.summary import RunSummary
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import Event, WorkerState
 
@@ -43,13 +44,23 @@ def _config(tmp_path: Path, model_dir: Path) -> RunConfig:
     )
 
 
+async def _run_broken(
+    tmp_path: Path, model_dir: Path, error: BaseException
+) -> tuple[Supervisor, BrokenLauncher, list[Event], RunSummary]:
+    """A run whose launcher raises ``error`` at every start."""
+    events: list[Event] = []
+    launcher = BrokenLauncher(error)
+    sup = Supervisor(_config(tmp_path, model_dir), on_event=events.append, launcher=launcher)
+    summary = await asyncio.wait_for(sup.run(), 60)
+    return sup, launcher, events, summary
+
+
 async def test_a_worker_that_cannot_start_makes_its_slot_fatal_saying_why(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    events: list[Event] = []
-    launcher = BrokenLauncher(WorkerStartError("cannot run on node n1: /data is missing"))
-    sup = Supervisor(_config(tmp_path, tiny_model_dir), on_event=events.append, launcher=launcher)
-    summary = await asyncio.wait_for(sup.run(), 60)
+    sup, launcher, _, summary = await _run_broken(
+        tmp_path, tiny_model_dir, WorkerStartError("cannot run on node n1: /data is missing")
+    )
     assert summary.exit_code == ExitCode.ALL_FATAL
     assert "could not start the worker: cannot run on node n1" in summary.exit_reason
     assert "model load failed" not in summary.exit_reason
@@ -60,10 +71,7 @@ async def test_a_worker_that_cannot_start_makes_its_slot_fatal_saying_why(
 async def test_a_bug_in_a_slot_ends_the_slot_loudly_not_silently(
     tmp_path: Path, tiny_model_dir: Path
 ) -> None:
-    events: list[Event] = []
-    launcher = BrokenLauncher(KeyError("a bug"))
-    sup = Supervisor(_config(tmp_path, tiny_model_dir), on_event=events.append, launcher=launcher)
-    summary = await asyncio.wait_for(sup.run(), 60)
+    _, _, events, summary = await _run_broken(tmp_path, tiny_model_dir, KeyError("a bug"))
     assert summary.exit_code == ExitCode.ALL_FATAL
     assert any("supervisor error: KeyError" in e.message for e in events)
     assert summary.tars_unfinished == 1
