@@ -148,9 +148,9 @@ def audio_hours_per_hour(view: RunView) -> float:
     return view.realtime_factor
 
 
-def workers_alive(view: RunView) -> int:
+def workers_alive(workers: Iterable[WorkerView]) -> int:
     """Slots with a worker process now."""
-    return sum(1 for w in view.workers if w.state in ALIVE_STATES)
+    return sum(1 for w in workers if w.state in ALIVE_STATES)
 
 
 def slots_in(view: RunView, state: WorkerState) -> list[int]:
@@ -168,13 +168,20 @@ def nodes(view: RunView) -> list[str]:
     return sorted({w.node for w in view.workers} | {g.node for g in view.gpus})
 
 
+def gpu_memory(gpu: GpuView) -> str | None:
+    """``30.1/139.8 GiB`` (used of total), or None when NVML did not say."""
+    if gpu.memory_used_bytes is None or not gpu.memory_total_bytes:
+        return None
+    return f"{gpu.memory_used_bytes / GIB:.1f}/{gpu.memory_total_bytes / GIB:.1f} GiB"
+
+
 def gpu_figures(gpu: GpuView, *, degree: str = "°C") -> str:
     """``87% 30.1/139.8 GiB 412 W 64°C``; what NVML did not say is left out."""
     parts = []
     if gpu.utilization_pct is not None:
         parts.append(f"{gpu.utilization_pct:.0f}%")
-    if gpu.memory_used_bytes is not None and gpu.memory_total_bytes:
-        parts.append(f"{gpu.memory_used_bytes / GIB:.1f}/{gpu.memory_total_bytes / GIB:.1f} GiB")
+    if (memory := gpu_memory(gpu)) is not None:
+        parts.append(memory)
     if gpu.power_w is not None:
         parts.append(f"{gpu.power_w:.0f} W")
     if gpu.temperature_c is not None:

@@ -49,7 +49,7 @@ def samples_part(view: RunView) -> str:
 
 def workers_part(view: RunView) -> str:
     """``workers 7/9 (stalled: slot 3; pending: slots 5, 6)``: the slots to look at, by name."""
-    text = f"workers {fmt.workers_alive(view)}/{len(view.workers)}"
+    text = f"workers {fmt.workers_alive(view.workers)}/{len(view.workers)}"
     named = [
         f"{state.value}: {fmt.slot_list(slots)}"
         for state in (WorkerState.STALLED, WorkerState.PENDING, WorkerState.BACKOFF)
@@ -86,8 +86,8 @@ def progress_line(view: RunView) -> str:
         f"errors {view.errors:,}",
         workers_part(view),
     ]
-    if len(fmt.nodes(view)) > 1:
-        parts.append(f"nodes {view.nodes_alive}/{len(fmt.nodes(view))} alive")
+    if len(nodes := fmt.nodes(view)) > 1:
+        parts.append(f"nodes {view.nodes_alive}/{len(nodes)} alive")
     parts.append(f"mem {fmt.gib(view.memory_bytes)}/{fmt.gib(view.memory_limit_bytes)}")
     parts.append(f"ETA {fmt.eta(view)}")
     if view.stopping and not view.finished:

@@ -91,7 +91,7 @@ def _workers_text(view: RunView) -> Text:
     restarts = sum(w.restarts for w in view.workers)
     text = Text(
         f"{fmt.gib(view.memory_bytes)} of {fmt.gib(view.memory_limit_bytes)}   "
-        f"workers {fmt.workers_alive(view)}/{len(view.workers)} alive, {restarts} restarts"
+        f"workers {fmt.workers_alive(view.workers)}/{len(view.workers)} alive, {restarts} restarts"
     )
     stalled = len(fmt.slots_in(view, WorkerState.STALLED))
     if stalled:

@@ -55,7 +55,7 @@ def device_detail(view: RunView, node: str, device: str) -> Text:
 
 def node_detail(view: RunView, node: str) -> Text:
     workers = [w for w in view.workers if w.node == node]
-    alive = sum(1 for w in workers if w.state in fmt.ALIVE_STATES)
+    alive = fmt.workers_alive(workers)
     gpus = [g for g in view.gpus if g.node == node]
     text = Text(f"node {node}", style="bold")
     text.append(f"  {len(workers)} workers, {alive} alive, {len(gpus)} GPUs")

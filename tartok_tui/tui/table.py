@@ -105,12 +105,8 @@ def device_cells(view: RunView, group: Group) -> Cells:
             f"{gpu.temperature_c:.0f}°C" if gpu.temperature_c is not None else "",
         ]
         cells["tar"] = Text(" ".join(p for p in load if p), style=DEVICE_STYLE)
-        if gpu.memory_used_bytes is not None and gpu.memory_total_bytes:
-            cells["in_tar"] = Text(
-                f"{gpu.memory_used_bytes / fmt.GIB:.1f}/{gpu.memory_total_bytes / fmt.GIB:.1f} GiB",
-                style=DEVICE_STYLE,
-                justify="right",
-            )
+        if (memory := fmt.gpu_memory(gpu)) is not None:
+            cells["in_tar"] = Text(memory, style=DEVICE_STYLE, justify="right")
     return tuple(cells[key] for key in COLUMN_KEYS)
 
 
@@ -119,7 +115,7 @@ def node_cells(node: str, workers: list[WorkerView]) -> Cells:
     cells = _sum_cells(workers, NODE_STYLE)
     cells["device"] = Text("node", style=NODE_STYLE)
     cells["tar"] = Text(node, style=NODE_STYLE, no_wrap=True, overflow="ellipsis")
-    alive = sum(1 for w in workers if w.state in fmt.ALIVE_STATES)
+    alive = fmt.workers_alive(workers)
     cells["in_tar"] = Text(f"{alive} alive", style=NODE_STYLE, justify="right")
     return tuple(cells[key] for key in COLUMN_KEYS)
 
