@@ -45,6 +45,9 @@ class WorkerOptions:
     spool_dir: str = ""
     """--spool-dir as given ("" for the default): where a compressed tar read by key is
     decompressed first."""
+    gpu_sharers: int = 1
+    """Workers that may share this worker's GPU (itself included): above 1, each caps its
+    memory to a fair share (worker.gpu_share)."""
 
     @classmethod
     def for_slot(
@@ -55,6 +58,7 @@ class WorkerOptions:
         device: str,
         threads: int,
         model_dir: Path,
+        gpu_sharers: int = 1,
     ) -> WorkerOptions:
         """Every field named like a RunConfig field takes the config's value (None -> 0)."""
         given: dict[str, Any] = {
@@ -62,6 +66,7 @@ class WorkerOptions:
             "device": device,
             "threads": threads,
             "model_dir": Path(model_dir),
+            "gpu_sharers": gpu_sharers,
             "output_spool": str(config.spool_path) if config.output_is_url else "",
             "spool_dir": str(config.spool_dir) if config.spool_dir is not None else "",
         }
