@@ -257,9 +257,10 @@ class TarQueue(Generic[T]):
             if entry.oom_failures >= self.oom_retries:
                 entry.status = TarStatus.FAILED
                 entry.reason = (
-                    f"out of device memory {entry.oom_failures} times, each on a fresh worker "
-                    "(a clip does not fit even alone)" + (f"; last: {detail}" if detail else "")
+                    f"out of device memory {entry.oom_failures} times, each on a fresh worker"
                 )
+                if detail:
+                    entry.reason += f"; last: {detail}"
                 return Returned(False, entry.reason)
             if entry.isolated:
                 entry.retry_crashed = True

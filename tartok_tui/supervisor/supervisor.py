@@ -65,8 +65,7 @@ _RETURNED: dict[str, tuple[ReturnCause, str]] = {
     "store": (ReturnCause.STORE, "upload failed"),
     "oom": (ReturnCause.OOM, "out of device memory"),
 }
-"""TarFailed kinds that are not the tar's fault: the tar goes back to the queue (a few
-times), with what the event says."""
+"""TarFailed kinds not the tar's fault: back to the queue a few times; what the event says."""
 
 EventCallback = Callable[[Event], None]
 
@@ -280,9 +279,7 @@ class Supervisor(RunControls):
             )
             return False
         delay = slot.policy.next_delay()
-        what = {ExitIntent.STALL: "worker stalled", ExitIntent.OUT_OF_MEMORY: "worker exited"}.get(
-            intent, "worker died"
-        )
+        what = "worker stalled" if intent == ExitIntent.STALL else "worker died"
         self._event("warning", slot.n, f"{what} ({reason}); restarting in {delay:.1f} s")
         if intent != ExitIntent.STALL:
             slot.phase = WorkerState.BACKOFF
