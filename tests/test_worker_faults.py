@@ -156,7 +156,7 @@ def test_a_clip_out_of_memory_alone_commits_nothing_for_its_tar_and_a_rerun_fini
     summary = json.loads((out / "run-summary.json").read_text())
     [failed] = [t for t in summary["tars"] if t["status"] == "failed"]
     assert failed["tar"] == oom_tar.name and failed["worker_kills"] == 0
-    assert "a clip does not fit even alone" in failed["reason"]
+    assert "clip does not fit even alone" in failed["reason"]
     # Memory back (no fault): the next run does that tar, and only that one, exactly once.
     again = _run(inp, out, tiny_model_dir, "")
     assert again.returncode == 0, again.stdout + again.stderr
