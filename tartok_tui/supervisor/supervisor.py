@@ -112,7 +112,6 @@ class Supervisor(RunControls):
         self._gpus: tuple = ()
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
-        self._fingerprint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ run
@@ -124,10 +123,7 @@ class Supervisor(RunControls):
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
-        self._fingerprint = validated.manifest.fingerprint if validated.manifest else ""
-        self._output.sweep_partials("an earlier run")
-        done = await self._output.done_at_start(validated.tars)
-        await self._output.record_manifest(validated, bool(done))
+        done = await self._output.start(validated, validated.ignored or self._given_ignored)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         self._event(
             "info",
@@ -135,15 +131,6 @@ class Supervisor(RunControls):
             f"{len(validated.tars)} tars, {len(done)} already done, "
             f"{self._queue.pending} to process",
         )
-        ignored = validated.ignored or self._given_ignored
-        if ignored:
-            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-            self._event(
-                "warning",
-                None,
-                f"{len(ignored)} files look like shards but are not read "
-                f"(not .tar, .tar.gz or .tgz): {', '.join(ignored[:10])}{more}",
-            )
         policy = self._new_policy
         # No more workers than tars to do: each loads a model for nothing otherwise.
         placements = validated.placements[: max(1, self._queue.pending)]
@@ -314,7 +301,7 @@ class Supervisor(RunControls):
     async def _run_worker(self, slot: Slot) -> int:
         """Start one worker and talk to it until it exits; returns its exit code."""
         assert self._model_dir is not None
-        spec = worker_spec(self.config, slot.placement, self._model_dir, self._fingerprint)
+        spec = worker_spec(self.config, slot.placement, self._model_dir, self._output.fingerprint)
         if slot.phase != WorkerState.PENDING:
             slot.phase = WorkerState.STARTING
         try:
