@@ -25,6 +25,8 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.journal import JournalEntry
+from tartok_tui.stages import Stage
 from tartok_tui.storage import (
     Access,
     Location,
@@ -33,6 +35,7 @@ from tartok_tui.storage import (
 )
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
+from tartok_tui.supervisor.isolation import JournalStore
 from tartok_tui.supervisor.memory import MemoryWatch
 from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
@@ -93,6 +96,7 @@ class Supervisor(RunControls):
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
         self._access = Access(options=config.storage_options)
         self._output = RunOutput(config, self._access, self._event)
+        self._journals = JournalStore(config.local_output_dir, config.input_dir, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -120,6 +124,7 @@ class Supervisor(RunControls):
         self._output.sweep_partials("an earlier run")
         done = await self._output.done_at_start(validated.tars)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
+        await self._restore_journals(validated.tars, done)
         self._event(
             "info",
             None,
@@ -165,11 +170,22 @@ class Supervisor(RunControls):
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
+        await self._journals.close()
         self._output.sweep_partials("workers killed in this run")
         summary = self._finish()
         if self.config.output_is_url:
             await asyncio.to_thread(self._output.upload_summary)
         return summary
+
+    async def _restore_journals(self, tars: list[Location], done: list[Location]) -> None:
+        """What earlier runs' isolation journals decided, for tars isolated again."""
+        skipped = set(done)
+        todo = [t for t in tars if t not in skipped]
+        journals, warnings = await asyncio.to_thread(self._journals.load, todo, done)
+        for tar, decided in journals.items():
+            self._queue.restore(tar, decided)
+        for warning in warnings:
+            self._event("warning", None, warning)
 
     def _finish(self) -> RunSummary:
         summary = self._summary()
@@ -216,17 +232,24 @@ class Supervisor(RunControls):
                 slot.phase = WorkerState.DONE
                 return
             try:
-                rc = await self._run_worker(slot)
+                rc, node_lost = await self._run_worker(slot)
             except NoResources as exc:
                 await self._wait_for_placement(slot, str(exc))
                 continue
             intent = slot.intent
             lease = slot.lease_ended()
             if lease is not None:
-                self._lease_lost(slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST)
+                self._lease_lost(
+                    slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST, node_lost=node_lost
+                )
             if self._stopping:
                 slot.phase = WorkerState.DONE
                 return
+            if node_lost is not None and intent in (ExitIntent.NONE, ExitIntent.STALL):
+                # The machine went, not the worker: no backoff, no crash-loop count; the
+                # next start waits (PENDING) until some node has room.
+                slot.stats.restarts += 1
+                continue
             if intent == ExitIntent.RECYCLE:
                 # However the recycled worker ended, the memory watch may act again.
                 self._memory.recycle_finished(slot.n)
@@ -302,8 +325,9 @@ class Supervisor(RunControls):
         if all(s.phase == WorkerState.FATAL for s in self._slots):
             self._exit_reason = f"every worker slot is fatal: {reason}"
 
-    async def _run_worker(self, slot: Slot) -> int:
-        """Start one worker and talk to it until it exits; returns its exit code."""
+    async def _run_worker(self, slot: Slot) -> tuple[int, str | None]:
+        """Start one worker and talk to it until it exits; returns its exit code, and why
+        its machine was lost when that is how it ended (``WorkerProcess.node_lost``)."""
         assert self._model_dir is not None
         spec = worker_spec(self.config, slot.placement, self._model_dir)
         if slot.phase != WorkerState.PENDING:
@@ -314,7 +338,7 @@ class Supervisor(RunControls):
             raise
         except WorkerStartError as exc:
             slot.load_failed = f"could not start the worker: {exc}"
-            return 1
+            return 1, None
         slot.started(process, time.monotonic())
         where = self._launcher.describe(spec)
         self._event("info", slot.n, f"worker started (pid {process.pid}, {where})")
@@ -330,7 +354,7 @@ class Supervisor(RunControls):
         await self._talk(slot, process)
         rc = await process.wait()
         slot.exited()
-        return rc
+        return rc, process.node_lost
 
     async def _talk(self, slot: Slot, process: WorkerProcess) -> None:
         def warn(text: str) -> None:
@@ -361,6 +385,11 @@ class Supervisor(RunControls):
                     lease.expected = msg.samples_expected
                     self._queue.set_expected(lease.lease_id, msg.samples_expected)
                 self._maybe_log_stats()
+        elif isinstance(msg, m.IsolationBegin):
+            if not self._queue.sample_begun(msg.lease_id, msg.index, msg.key):
+                self._event("warning", n, f"isolation message for no isolated lease: {msg!r}")
+        elif isinstance(msg, m.IsolationDone):
+            self._sample_decided(slot, msg)
         elif isinstance(msg, m.SampleError):
             what = f"sample {msg.key}" if msg.key is not None else "tar"
             name = Path(msg.tar_path).name
@@ -380,6 +409,16 @@ class Supervisor(RunControls):
             self._event(msg.level, n, msg.message)
         elif not isinstance(msg, m.Heartbeat):
             self._event("warning", n, f"unexpected message from the worker: {msg!r}")
+
+    def _sample_decided(self, slot: Slot, msg: m.IsolationDone) -> None:
+        """An isolated lease's sample has its outcome: into the queue's journal and the
+        journal file, before the worker's next sample."""
+        outcome = JournalEntry(msg.index, msg.key, msg.record, msg.stage, msg.reason)
+        tar = self._queue.tar_of(msg.lease_id)
+        if tar is None or not self._queue.sample_done(msg.lease_id, outcome):
+            self._event("warning", slot.n, f"isolation result for no isolated lease: {msg.key}")
+            return
+        self._journals.record(tar, [outcome])
 
     def _tar_done(self, slot: Slot, msg: m.TarDone) -> None:
         lease = slot.lease_ended()
@@ -402,6 +441,7 @@ class Supervisor(RunControls):
             audio_s=msg.audio_seconds,
             wall_s=msg.wall_seconds,
         )
+        self._journals.remove(lease.tar)
         self._event(
             "info",
             slot.n,
@@ -448,6 +488,7 @@ class Supervisor(RunControls):
         if not self._output.is_done(lease.tar):
             return False
         self._queue.committed_elsewhere(lease.lease_id)
+        self._journals.remove(lease.tar)
         self._event("info", slot.n, f"{location_name(lease.tar)} {event}")
         self._after_lease()
         return True
@@ -474,35 +515,64 @@ class Supervisor(RunControls):
                     slot.expect_exit(ExitIntent.DRAIN)
                     slot.process.send(m.Stop())
                 continue
+            name = location_name(grant.tar)
             if grant.newly_isolated:
                 self._event(
                     "warning",
                     slot.n,
-                    f"{location_name(grant.tar)} killed {grant.kills} workers: processing it "
+                    f"{name} killed {grant.kills} workers: processing it "
                     "sample by sample to find the culprit",
+                )
+            if grant.decided:
+                crashes = sum(1 for e in grant.decided if e.stage == Stage.WORKER_CRASH)
+                self._event(
+                    "info",
+                    slot.n,
+                    f"{name}: sample by sample, {len(grant.decided)} samples decided "
+                    f"earlier ({crashes} killed a worker)",
                 )
             lease = ActiveLease(grant.lease_id, grant.tar, grant.isolate, time.monotonic())
             slot.leased(lease)
             assert slot.process is not None
-            slot.process.send(
-                m.Lease(grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed)
-            )
+            decided = [e.to_line() for e in grant.decided]
+            slot.process.send(m.Lease(grant.lease_id, str(grant.tar), grant.isolate, decided))
 
     def _lease_lost(
-        self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
+        self,
+        slot: Slot,
+        lease: ActiveLease,
+        intent: ExitIntent,
+        device_lost: bool = False,
+        node_lost: str | None = None,
     ) -> None:
-        """The worker ended without reporting the end of its lease."""
+        """The worker ended without reporting the end of its lease. ``node_lost``: why its
+        machine was lost, when it was (never the tar's fault, even after a stall)."""
         if self._done_meanwhile(slot, lease, "was committed before the worker died"):
             return
+        name = location_name(lease.tar)
         if self._stopping or not intent.blames_tar:
             cause = ReturnCause.INTENDED
+        elif node_lost is not None:
+            cause = ReturnCause.NODE_LOST
         elif intent == ExitIntent.STALL:
             cause = ReturnCause.STALL
         else:
             cause = ReturnCause.DEVICE if device_lost else ReturnCause.CRASH
         back = self._queue.give_back(lease.lease_id, cause)
+        if back.blamed is not None:
+            self._journals.record(lease.tar, [back.blamed])
+            self._event(
+                "warning",
+                slot.n,
+                f"{name}: sample {back.blamed.key} killed its worker: "
+                f"recorded as {back.blamed.stage}",
+            )
         if not back.requeued:
-            self._event("error", slot.n, f"{location_name(lease.tar)} given up: {back.reason}")
+            self._event("error", slot.n, f"{name} given up: {back.reason}")
+        elif cause == ReturnCause.NODE_LOST:
+            self._event(
+                "warning", slot.n, f"{name} back in the queue, not counted against it: {node_lost}"
+            )
         self._after_lease()
 
     # ------------------------------------------------------------------ watching
