@@ -246,6 +246,8 @@ def test_out_of_memory_in_an_isolated_tar_retries_its_sample_instead_of_blaming_
     q.give_back(q.lease().lease_id, ReturnCause.CRASH)
     isolated = q.lease()
     assert isolated.isolate
-    assert q.give_back(isolated.lease_id, ReturnCause.OOM).requeued
+    assert q.sample_begun(isolated.lease_id, 0, "k0")
+    back = q.give_back(isolated.lease_id, ReturnCause.OOM)
+    assert back.requeued and back.blamed is None
     again = q.lease()
-    assert again.isolate and again.retry_crashed and again.kills == 1
+    assert again.isolate and again.decided == () and again.kills == 1
