@@ -129,8 +129,9 @@ class ParquetRows:
         self.texts.append(row.text)
         self.metas.append(row.meta)
 
-    def table(self) -> pa.Table:
-        """The rows as an Arrow table with the file's schema and metadata."""
+    def table(self, fingerprint: str | None = None) -> pa.Table:
+        """The rows as an Arrow table with the file's schema and metadata (``fingerprint``:
+        the run manifest's, see ``output.manifest``)."""
         columns: dict[str, pa.Array] = {
             "key": pa.array(self.keys, pa.string()),
             "language": pa.array([_as_text(v) for v in self.languages], pa.string()),
@@ -145,7 +146,9 @@ class ParquetRows:
             if is_json:
                 json_columns.append(name)
         table = pa.table(columns)
-        info = {"version": FORMAT_VERSION, "json_columns": json_columns}
+        info: dict[str, Any] = {"version": FORMAT_VERSION, "json_columns": json_columns}
+        if fingerprint is not None:
+            info["fingerprint"] = fingerprint
         return table.replace_schema_metadata({SCHEMA_KEY: json.dumps(info).encode()})
 
 
@@ -193,10 +196,10 @@ def _metadata_column(values: list[Any]) -> tuple[pa.Array, bool]:
     return pa.array(text, pa.string()), True
 
 
-def write_parquet(rows: ParquetRows, sink: BinaryIO | Any) -> None:
+def write_parquet(rows: ParquetRows, sink: BinaryIO | Any, fingerprint: str | None = None) -> None:
     """Write ``rows`` as one Parquet file into the open file-like ``sink`` (left open)."""
     pq.write_table(
-        rows.table(),
+        rows.table(fingerprint),
         sink,
         compression="zstd",
         row_group_size=ROW_GROUP_ROWS,
@@ -206,12 +209,20 @@ def write_parquet(rows: ParquetRows, sink: BinaryIO | Any) -> None:
 # ---------------------------------------------------------------------- reading
 
 
+def _info(schema: pa.Schema) -> dict[str, Any]:
+    raw = (schema.metadata or {}).get(SCHEMA_KEY)
+    return {} if raw is None else dict(json.loads(raw))
+
+
 def json_columns(schema: pa.Schema) -> list[str]:
     """The columns of a tokens file that hold JSON text."""
-    raw = (schema.metadata or {}).get(SCHEMA_KEY)
-    if raw is None:
-        return []
-    return list(json.loads(raw).get("json_columns", []))
+    return list(_info(schema).get("json_columns", []))
+
+
+def parquet_fingerprint(path: Path | str | BinaryIO) -> str | None:
+    """The run manifest fingerprint a tokens file was written under (None: not recorded)."""
+    value = _info(pq.read_schema(path)).get("fingerprint")
+    return None if value is None else str(value)
 
 
 def read_parquet_rows(

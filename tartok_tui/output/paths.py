@@ -5,6 +5,8 @@ For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too)
     OUTPUT/sub/X.jsonl  or  OUTPUT/sub/X.parquet     tokens; its existence means "tar done"
     OUTPUT/errors/sub/X.jsonl                        error records, JSONL in both formats
                                                      (only when there are any)
+    OUTPUT/meta/sub/X.json                           the tar's commit record (output.tarmeta)
+    OUTPUT/manifest.json                             the run manifest (output.manifest)
     OUTPUT/.partial/out/sub/X.<fmt>.<suffix>         tokens being written
     OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
     OUTPUT/.partial/journal/sub/X.journal            isolation journal (stable name: read by the next attempt)
@@ -34,8 +36,9 @@ from tartok_tui.storage.urls import is_url, redact_location
 ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
+META_DIR = "meta"
 SUMMARY_NAME = "run-summary.json"
-RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR})
+RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, META_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
 
 Exists = Callable[[PurePosixPath], bool]

@@ -6,8 +6,9 @@ the partial file at once; a Parquet row is kept (tokens as uint16) and the file
 is written at commit, when the whole tar's metadata types are known (see
 ``output.parquet``). Error records are JSONL in both formats.
 
-``commit()`` makes the tar done: the errors file is published first, then the
-tokens file, whose existence is the "done" mark (on the local filesystem:
+``commit()`` makes the tar done: the errors file is published first, then the tar's
+commit record (``output.tarmeta``: the run's fingerprint, the input's keys and identity;
+when the writer has a fingerprint), then the tokens file, whose existence is the "done" mark (on the local filesystem:
 fsync, atomic rename, fsync of the directory; see ``output.target``). Same
 results in -> byte-identical files out (for Parquet: with the same pyarrow
 version, whose name is written into the file).
@@ -42,6 +43,7 @@ from tartok_tui.output.target import (
     PartialFile,
     fsync_dir,
 )
+from tartok_tui.output.tarmeta import InputIdentity, TarMeta, rel_meta
 
 __all__ = [
     "RECORD_FIELDS",
@@ -134,9 +136,10 @@ class _JsonlTokens:
 class _ParquetTokens:
     """Records are kept as compact rows and written as one Parquet file at commit."""
 
-    def __init__(self, part: PartialFile) -> None:
+    def __init__(self, part: PartialFile, fingerprint: str | None) -> None:
         self.part = part
         self.rows = ParquetRows()
+        self.fingerprint = fingerprint
 
     def encode(self, record: Mapping[str, Any]) -> ParquetRow:
         return compact_row(record)
@@ -146,7 +149,7 @@ class _ParquetTokens:
 
     def finish(self) -> None:
         rows, self.rows = self.rows, ParquetRows()
-        _write_parquet(rows, self.part)
+        _write_parquet(rows, self.part, self.fingerprint)
 
     def drop(self) -> None:
         self.rows = ParquetRows()
@@ -158,7 +161,9 @@ class TarWriter:
     Every sample index 0..n-1 must get exactly one ``add`` or ``add_error``;
     tar-level errors use ``add_error(None, None, ...)``. ``output_format`` is
     "jsonl" or "parquet"; ``max_pending`` bounds the reorder buffer (None:
-    unbounded); ``target`` is where files go (default: ``LocalTarget(output_dir)``).
+    unbounded); ``target`` is where files go (default: ``LocalTarget(output_dir)``);
+    ``fingerprint``: the run manifest's, recorded in the commit record (and a Parquet
+    file's metadata); without one no commit record is written.
     Raises ValueError for an unknown format or a tar outside ``input_dir``, and
     OutputUnavailable when the output cannot be written (see the module doc).
     """
@@ -173,6 +178,7 @@ class TarWriter:
         output_format: str = DEFAULT_FORMAT,
         max_pending: int | None = DEFAULT_MAX_PENDING,
         target: OutputTarget | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.paths: TarOutputPaths = tar_output_paths(
             output_dir, input_dir, tar_path, output_format
@@ -188,13 +194,17 @@ class TarWriter:
         # index -> (is_error, the item in its waiting form)
         self._pending: dict[int, tuple[bool, Any]] = {}
         self._tar_errors: list[bytes] = []
+        self.fingerprint = fingerprint
+        self._keys: list[str] = []
+        """The sample keys written so far, in the tar's order."""
+        self._pending_keys: dict[int, str | None] = {}
         self.lines = 0
         """Tokens records written (lines or rows)."""
         self.errors = 0
         self._state = "open"
         part = self.target.open_partial(self.paths.rel_tokens, self._suffix)
         self._tokens: _Tokens = (
-            _ParquetTokens(part) if output_format == "parquet" else _JsonlTokens(part)
+            _ParquetTokens(part, fingerprint) if output_format == "parquet" else _JsonlTokens(part)
         )
         self._errors_part: PartialFile | None = None
 
@@ -213,7 +223,7 @@ class TarWriter:
     def add(self, index: int, record: Mapping[str, Any]) -> None:
         """The tokens record of sample ``index`` (see :func:`make_record`)."""
         self._check_open()
-        self._put(index, False, self._tokens.encode(record))
+        self._put(index, False, self._tokens.encode(record), record.get("key"))
 
     def add_error(self, index: int | None, key: str | None, stage: str, reason: str) -> None:
         """An error record; ``index`` None for a tar-level error (written after all samples)."""
@@ -225,15 +235,16 @@ class TarWriter:
             self._tar_errors.append(line)
             self.errors += 1
             return
-        self._put(index, True, line)
+        self._put(index, True, line, key)
 
-    def _put(self, index: int, is_error: bool, item: Any) -> None:
+    def _put(self, index: int, is_error: bool, item: Any, key: str | None) -> None:
         self._check_open()
         if index < 0:
             raise ValueError(f"{self.tar_name}: negative sample index {index}")
         if index < self._next_index or index in self._pending:
             raise ValueError(f"{self.tar_name}: sample {index} already has a result")
         self._pending[index] = (is_error, item)
+        self._pending_keys[index] = key
         try:
             self._drain()
         except OutputUnavailable as exc:
@@ -248,6 +259,9 @@ class TarWriter:
     def _drain(self) -> None:
         while self._next_index in self._pending:
             is_error, item = self._pending.pop(self._next_index)
+            key = self._pending_keys.pop(self._next_index)
+            if key is not None:
+                self._keys.append(key)
             if is_error:
                 self._error_part().write(item)
                 self.errors += 1
@@ -267,8 +281,18 @@ class TarWriter:
 
     # ------------------------------------------------------------------ ending
 
-    def commit(self, expected_samples: int | None = None) -> None:
+    def commit(
+        self,
+        expected_samples: int | None = None,
+        *,
+        input_keys: list[str] | None = None,
+        input_identity: InputIdentity | None = None,
+    ) -> None:
         """Make the tar done.
+
+        ``input_keys``: the tar's keys from a scan of its own (recorded as the input's keys;
+        without them, the keys written are); ``input_identity``: the input tar's size and
+        ETag or mtime when it was read. Both go into the commit record.
 
         Raises IncompleteTar (and leaves the partial files) if a sample before the
         last result, or before ``expected_samples``, has no result;
@@ -295,7 +319,7 @@ class TarWriter:
                 "tar in the new format)"
             )
         try:
-            self._publish()
+            self._publish(input_keys, input_identity)
         except OutputUnavailable as exc:
             self._abort_after(exc)
             raise
@@ -309,7 +333,7 @@ class TarWriter:
                 return output_format
         return None
 
-    def _publish(self) -> None:
+    def _publish(self, input_keys: list[str] | None, input_identity: InputIdentity | None) -> None:
         self._tokens.finish()
         self._tokens.part.sync()
         if self._tar_errors:
@@ -320,6 +344,21 @@ class TarWriter:
             # An earlier attempt committed errors and died before its tokens
             # rename; this attempt had none, so those records are not true of it.
             self.target.remove(self.paths.rel_errors)
+        if self.fingerprint is not None:
+            meta = TarMeta(
+                tar=self.tar_name,
+                fingerprint=self.fingerprint,
+                format=self.output_format,
+                samples=self._next_index,
+                records=self.lines,
+                errors=self.errors,
+                keys=list(input_keys) if input_keys is not None else self._keys,
+                keys_source="scan" if input_keys is not None else "stream",
+                input=input_identity,
+            )
+            part = self.target.open_partial(rel_meta(self.paths), self._suffix)
+            part.write(meta.to_bytes())
+            self.target.publish(part)
         self.target.publish(self._tokens.part)
 
     def abort(self) -> None:
@@ -331,6 +370,7 @@ class TarWriter:
             return
         self._state = "aborted"
         self._pending.clear()
+        self._pending_keys.clear()
         self._tokens.drop()
         failure: OSError | None = None
         for part in (self._tokens.part, self._errors_part):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from tartok_tui.config import ConfigError, Precision, RunConfig
+from tartok_tui.output.manifest import MANIFEST_NAME, Manifest, build_manifest, read_manifest
 from tartok_tui.output.paths import LOGS_DIR, RESERVED_TOP_DIRS, tar_output_paths
 from tartok_tui.storage import (
     Access,
@@ -36,6 +37,11 @@ class ValidatedRun:
     placements: list[Placement]
     ignored: tuple[str, ...] = ()
     """Shard-like files of the input that are not read (named in the run's first lines)."""
+    manifest: Manifest | None = None
+    """This run's manifest (what makes its tokens)."""
+    output_manifest: Manifest | None = None
+    """The manifest the output already had (None: a new output, or one written before
+    manifests existed)."""
 
 
 def check_options(config: RunConfig) -> None:
@@ -121,6 +127,35 @@ def check_model(model_dir: str) -> Path:
     return path
 
 
+def check_manifest(config: RunConfig, model_dir: Path) -> tuple[Manifest, Manifest | None]:
+    """This run's manifest, and the output's; ConfigError when the output's tokens were made
+    by another model, precision or codec (resuming would mix them)."""
+    from tartok_tui.codec.model_dir import ModelDirError
+
+    try:
+        manifest = build_manifest(model_dir, config.precision, tuple(config.audio_exts))
+    except (ModelDirError, OSError) as exc:
+        raise ConfigError(f"model dir: cannot fingerprint the weights: {exc}") from exc
+    where = redact_location(config.output_dir)
+    try:
+        existing = read_manifest(config.output_dir, Access(options=config.storage_options))
+    except ValueError as exc:
+        raise ConfigError(f"output {where}: {MANIFEST_NAME} is unreadable: {exc}") from exc
+    except (OSError, StorageError) as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise ConfigError(f"output {where}: cannot read {MANIFEST_NAME}: {reason}") from exc
+    if existing is not None and existing.fingerprint != manifest.fingerprint:
+        lines = "\n  ".join(existing.differences(manifest))
+        raise ConfigError(
+            f"output {where} holds tokens made otherwise than this run would make them:\n"
+            f"  {lines}\n"
+            "Resuming would mix two kinds of tokens in one dataset. Write this run to "
+            "another output directory, or run with the output's model and options "
+            f"(see {MANIFEST_NAME} there, or `tartok-tui status`)."
+        )
+    return manifest, existing
+
+
 def probe_writable(path: Path) -> None:
     """Make the directory and a file in it (OSError when either fails)."""
     path.mkdir(parents=True, exist_ok=True)
@@ -169,6 +204,7 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     model_dir = check_model(config.model_dir)
+    manifest, output_manifest = check_manifest(config, model_dir)
     if config.output_is_url:
         from tartok_tui.output.spool import make_spool
 
@@ -185,4 +221,4 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
         placements = plan_cluster_slots(config)
     else:
         placements = plan_slots(config)
-    return ValidatedRun(list(tars), model_dir, placements, ignored)
+    return ValidatedRun(list(tars), model_dir, placements, ignored, manifest, output_manifest)

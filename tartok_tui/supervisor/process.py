@@ -198,15 +198,19 @@ async def spawn_worker(
     )
 
 
-def worker_spec(config: RunConfig, placement: Placement, model_dir: Path) -> WorkerSpec:
+def worker_spec(
+    config: RunConfig, placement: Placement, model_dir: Path, fingerprint: str = ""
+) -> WorkerSpec:
     """What a slot's worker is started with: its options derived from the run's config,
-    its placement's environment and resources, its log file."""
+    its placement's environment and resources, its log file; ``fingerprint``: the run
+    manifest's, recorded with every tar the worker commits."""
     options = WorkerOptions.for_slot(
         config,
         slot=placement.slot,
         device=placement.worker_device,
         threads=placement.threads,
         model_dir=model_dir,
+        fingerprint=fingerprint,
     )
     return WorkerSpec(
         slot=placement.slot,

@@ -8,8 +8,10 @@ from collections.abc import Callable, Sequence
 
 from tartok_tui.config import RunConfig
 from tartok_tui.output.files import done_format_now, done_formats
+from tartok_tui.output.manifest import MANIFEST_NAME, write_manifest
 from tartok_tui.output.paths import SUMMARY_NAME, remove_stale_partials, summary_path
 from tartok_tui.storage import Access, Location, RetryPolicy, location_name, redact_location
+from tartok_tui.supervisor.preflight import ValidatedRun
 from tartok_tui.supervisor.summary import RunSummary, write_summary
 
 Report = Callable[[str, int | None, str], None]
@@ -52,6 +54,24 @@ class RunOutput:
                 f"{config.output_format}: kept as they are, not redone",
             )
         return [t for t, fmt in formats.items() if fmt is not None]
+
+    async def record_manifest(self, validated: ValidatedRun, any_done: bool) -> None:
+        """Write the run manifest into an output that has none, before any tar is committed
+        (preflight refused an output whose manifest differs). An output with done tars and
+        no manifest was written before manifests existed: it is adopted, with a warning."""
+        if validated.manifest is None or validated.output_manifest is not None:
+            return
+        await asyncio.to_thread(
+            write_manifest, self.config.output_dir, validated.manifest, self._access
+        )
+        if any_done:
+            self._report(
+                "warning",
+                None,
+                f"the output had no {MANIFEST_NAME} (written by an older version): adopted "
+                "for this run's model and options; tars done before cannot be told apart "
+                "(`tartok-tui verify` lists them)",
+            )
 
     def is_done(self, tar: Location) -> bool:
         """Whether the tar's output exists now, in either format.

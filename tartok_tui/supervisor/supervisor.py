@@ -106,6 +106,7 @@ class Supervisor(RunControls):
         self._gpus: tuple = ()
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
+        self._fingerprint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ run
@@ -117,8 +118,10 @@ class Supervisor(RunControls):
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
+        self._fingerprint = validated.manifest.fingerprint if validated.manifest else ""
         self._output.sweep_partials("an earlier run")
         done = await self._output.done_at_start(validated.tars)
+        await self._output.record_manifest(validated, bool(done))
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         self._event(
             "info",
@@ -305,7 +308,7 @@ class Supervisor(RunControls):
     async def _run_worker(self, slot: Slot) -> int:
         """Start one worker and talk to it until it exits; returns its exit code."""
         assert self._model_dir is not None
-        spec = worker_spec(self.config, slot.placement, self._model_dir)
+        spec = worker_spec(self.config, slot.placement, self._model_dir, self._fingerprint)
         if slot.phase != WorkerState.PENDING:
             slot.phase = WorkerState.STARTING
         try:

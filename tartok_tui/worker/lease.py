@@ -10,6 +10,7 @@ from typing import Any
 from tartok_tui import messages as m
 from tartok_tui.codec.tokenizer import TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.tarmeta import InputIdentity
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample
 from tartok_tui.stages import Stage
@@ -63,6 +64,10 @@ class LeaseState:
     scan: tuple[int, bool] | None = None
     """(samples, clean) from the header scan run alongside: the count before any damage,
     and whether the archive ended with its end marker. Set once, from the count thread."""
+    scan_keys: list[str] | None = None
+    """The keys the header scan found, in tar order (recorded as the input's at commit)."""
+    input: InputIdentity | None = None
+    """The input tar's size and ETag or mtime when the lease started."""
     read_clean: bool = False
     """The reader met the archive's end marker with no damage on the way."""
     journal: IsolationJournal | None = None

@@ -45,6 +45,8 @@ class WorkerOptions:
     spool_dir: str = ""
     """--spool-dir as given ("" for the default): where a compressed tar read by key is
     decompressed first."""
+    fingerprint: str = ""
+    """The run manifest's fingerprint, recorded with every committed tar ("": none)."""
 
     @classmethod
     def for_slot(
@@ -55,6 +57,7 @@ class WorkerOptions:
         device: str,
         threads: int,
         model_dir: Path,
+        fingerprint: str = "",
     ) -> WorkerOptions:
         """Every field named like a RunConfig field takes the config's value (None -> 0)."""
         given: dict[str, Any] = {
@@ -62,6 +65,7 @@ class WorkerOptions:
             "device": device,
             "threads": threads,
             "model_dir": Path(model_dir),
+            "fingerprint": fingerprint,
             "output_spool": str(config.spool_path) if config.output_is_url else "",
             "spool_dir": str(config.spool_dir) if config.spool_dir is not None else "",
         }

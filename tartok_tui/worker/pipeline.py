@@ -42,6 +42,7 @@ from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.spool import SpoolTarget, make_spool
 from tartok_tui.output.store import StoreOutput, StoreUnavailable
+from tartok_tui.output.tarmeta import InputIdentity, input_identity
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
 from tartok_tui.storage import (
@@ -204,6 +205,7 @@ class LeaseRunner:
         tar_path = as_location(lease.tar_path)
         state = LeaseState(lease)
         self.faults.on_lease(lease.tar_path)
+        state.input = self._identity(tar_path)
         if not is_url(tar_path):
             # Counting reads every member header (a few seconds on a big tar on a slow
             # disk): done alongside, so the model starts at once; progress carries the
@@ -244,6 +246,7 @@ class LeaseRunner:
                 lease_id=lease.lease_id,
                 output_format=self.opts.output_format,
                 target=self.target,
+                fingerprint=self.opts.fingerprint or None,
             )
             output = LeaseOutput(
                 state, writer, self.channel, self.counter, self.opts.device, self.redact
@@ -254,7 +257,11 @@ class LeaseRunner:
                 self._run_streaming(tar_path, output, indexed)
             self._checkpoint(output)
             output.check_model_errors(state.done)
-            writer.commit(expected_samples=state.commit_count())
+            writer.commit(
+                expected_samples=state.commit_count(),
+                input_keys=state.scan_keys if state.commit_count() is not None else None,
+                input_identity=state.input,
+            )
             self.counter.advance()
         except (LeaseAborted, DeviceFailure, _Regroup):
             if writer is not None:
@@ -314,6 +321,15 @@ class LeaseRunner:
             return None
         return str(make_spool(Path(self.opts.spool_dir) / "input"))
 
+    def _identity(self, tar_path: Location) -> InputIdentity | None:
+        """The input's size and ETag or mtime, for the commit record (``verify`` checks the
+        input is still the same from a listing). Not knowing it costs only that check."""
+        try:
+            return input_identity(tar_path, self.access)
+        except Exception as exc:
+            log.warning("could not stat %s: %s", location_name(tar_path), self.redact(str(exc)))
+            return None
+
     @staticmethod
     def _count(state: LeaseState, tar_path: Location) -> None:
         try:
@@ -323,6 +339,7 @@ class LeaseRunner:
             # what is wrong with the tar.
             log.warning("could not count samples of %s: %s", tar_path, exc)
             return
+        state.scan_keys = scan.keys
         state.scan = (scan.count, scan.damage is None)
 
     def cleanup(self) -> None:
