@@ -8,10 +8,12 @@ imported only when it is shown, so ``--no-tui`` never loads textual.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
+import sys
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -31,10 +33,13 @@ from tartok_tui.config import (
     parse_location,
 )
 from tartok_tui.exit_codes import SHORT, ExitCode
+from tartok_tui.formatting import count, size
 from tartok_tui.run import print_error, run_pipeline
 
 if TYPE_CHECKING:
-    from tartok_tui.output.scan import OutputStatus, VerifyReport
+    from tartok_tui.output.parallel import Progress
+    from tartok_tui.output.scan import OutputStatus
+    from tartok_tui.output.verify import VerifyReport
 
 EXAMPLES = """\
 [bold]Examples[/]
@@ -235,12 +240,40 @@ STORAGE_OPTIONS_HELP = next(
 )
 
 
+JOBS_HELP = "Tars read at once (threads)."
+
+
+@contextlib.contextmanager
+def _progress_bar(label: str, shown: bool) -> Iterator[Progress | None]:
+    """A progress bar on stderr while tars are read (none when ``shown`` is False: with
+    --json, or when stderr is not a terminal, so that output stays machine-readable)."""
+    if not shown:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import Progress as Bar
+
+    columns = (TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Bar(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
 @app.command()
 def status(
     output_dir: Annotated[
         str,
         typer.Argument(help="The output directory (or URL) of a run.", callback=existing_location),
     ],
+    counts: Annotated[
+        bool,
+        typer.Option(
+            "--counts",
+            help="Also count records and error records per tar (reads each tar's commit "
+            "record and errors file; without it, one listing and nothing per tar).",
+        ),
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help=JOBS_HELP)] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     storage_options: Annotated[
         str | None,
@@ -249,13 +282,16 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """What is done, partial or failed in OUTPUT_DIR, from its files alone (no input needed)."""
+    """What is done, partial or failed in OUTPUT_DIR, from one listing of its files (no input needed)."""
     from tartok_tui.output.scan import scan_output
     from tartok_tui.storage import StorageError
 
     access = _access(storage_options)
     try:
-        result = scan_output(parse_location(output_dir), access)
+        with _progress_bar("counting", counts and not as_json and sys.stderr.isatty()) as bar:
+            result = scan_output(
+                parse_location(output_dir), access, counts=counts, jobs=jobs, progress=bar
+            )
     except (OSError, StorageError) as exc:
         raise _storage_failed(exc, access) from exc
     if as_json:
@@ -265,27 +301,39 @@ def status(
 
 
 def verify(
-    ctx: typer.Context, input_dir: str, output_dir: str, as_json: bool = False, **values: Any
+    ctx: typer.Context,
+    input_dir: str,
+    output_dir: str,
+    as_json: bool = False,
+    deep: bool = False,
+    jobs: int = 16,
+    **values: Any,
 ) -> None:
     """Check that every sample of every input tar appears exactly once in the output, as tokens or an error record.
 
-    Exits 1 when a sample is lost or duplicated, an output line is unreadable, or a tar has no output.
+    Reads the output and one listing of the input (each tar's recorded keys, size and
+    ETag or mtime); --deep reads every input tar's headers again. Exits 1 when a sample is
+    lost or duplicated, an output line is unreadable, an input changed, or a tar has no output.
     """
-    from tartok_tui.output.scan import verify as verify_output
+    from tartok_tui.output.verify import verify as verify_output
     from tartok_tui.shards.discover import InputError, no_tars_message
     from tartok_tui.storage import StorageError, redact_text
 
     from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
     access = _access(values.get("storage_options"))
     try:
-        report = verify_output(
-            parse_location(input_dir),
-            parse_location(output_dir),
-            from_index,
-            to_index,
-            recursive,
-            access=access,
-        )
+        with _progress_bar("verifying", not as_json and sys.stderr.isatty()) as bar:
+            report = verify_output(
+                parse_location(input_dir),
+                parse_location(output_dir),
+                from_index,
+                to_index,
+                recursive,
+                access=access,
+                deep=deep,
+                jobs=jobs,
+                progress=bar,
+            )
     except InputError as exc:
         message = redact_text(str(exc), access.options)
         print_error(message)
@@ -348,6 +396,24 @@ _verify_params = [
         annotation=bool,
         default=typer.Option(False, "--json", help="Machine-readable output."),
     ),
+    inspect.Parameter(
+        "deep",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=bool,
+        default=typer.Option(
+            False,
+            "--deep",
+            help="Scan every input tar's member headers again (on object storage by ranged "
+            "requests, a few KiB per sample): finds an input whose content changed while its "
+            "size stayed the same.",
+        ),
+    ),
+    inspect.Parameter(
+        "jobs",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=int,
+        default=typer.Option(16, "--jobs", min=1, help=JOBS_HELP),
+    ),
 ]
 app.command(name="verify")(with_signature(verify, _verify_params))
 
@@ -369,10 +435,26 @@ def print_status(result: OutputStatus, console: Console) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("output", redact_location(result.output_dir))
+    formats = ", ".join(f"{n:,} {name}" for name, n in result.formats.items())
     grid.add_row(
         "done",
-        f"{result.tars_done:,} tars, {result.lines:,} lines, {result.error_records:,} error records",
-    )
+        f"{result.tars_done:,} tars" + (f" ({formats})" if formats else "")
+        + f", {size(result.tokens_bytes)} of tokens",
+    )  # fmt: skip
+    if result.counted:
+        grid.add_row(
+            "records", f"{count(result.lines)} lines, {count(result.error_records)} error records"
+        )
+    else:
+        grid.add_row(
+            "records", Text("not counted (--counts reads each tar's commit record)", style="dim")
+        )
+    if result.records < result.tars_done:
+        grid.add_row(
+            "commit records",
+            Text(f"{result.tars_done - result.records:,} done tars have none "
+                 "(committed by an older version: verify scans their inputs)", style="dim"),
+        )  # fmt: skip
     summary = result.summary or {}
     failed = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "failed"]
     unfinished = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "unfinished"]
@@ -404,8 +486,14 @@ def print_status(result: OutputStatus, console: Console) -> None:
         grid.add_row(
             "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
         )
-    console.print(grid)
     with_errors = result.with_errors
+    if with_errors and not result.counted:
+        grid.add_row("with errors", Text(_names([t.tar for t in with_errors]), style="yellow"))
+        console.print(grid)
+        return
+    if result.unreadable:
+        grid.add_row("unreadable", Text(_names([t.tar for t in result.unreadable]), style="red"))
+    console.print(grid)
     if with_errors:
         table = Table(title=f"Tars with error records ({len(with_errors)})", title_justify="left")
         table.add_column("tar", no_wrap=True)
@@ -413,8 +501,24 @@ def print_status(result: OutputStatus, console: Console) -> None:
         table.add_column("sample errors", justify="right")
         table.add_column("tar errors", justify="right")
         for t in with_errors[:MAX_LISTED]:
-            table.add_row(t.tar, f"{t.lines:,}", f"{t.errors:,}", f"{t.tar_errors:,}")
+            table.add_row(t.tar, count(t.lines), count(t.errors), count(t.tar_errors))
         console.print(table)
+
+
+def _inputs_read(report: VerifyReport) -> str:
+    """What verify read of the inputs: a listing, and the headers of how many tars."""
+    if report.deep:
+        text = f"all {report.scanned:,} scanned again (--deep)"
+    elif report.scanned:
+        text = (
+            f"listed; {report.scanned:,} without a commit record scanned "
+            "(committed by an older version), the rest from their records"
+        )
+    else:
+        text = "listed only: keys, sizes and ETags or mtimes from each tar's commit record"
+    if report.streamed:
+        text += f"; {report.streamed:,} compressed, read through whole"
+    return text
 
 
 def print_verify(report: VerifyReport, console: Console) -> None:
@@ -428,9 +532,13 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("tars", f"{data['tars']:,} checked, {len(report.missing_tars):,} without output")
+    grid.add_row("inputs", _inputs_read(report))
+    uncounted = (
+        f" (and those of {report.uncounted:,} tars without output)" if report.uncounted else ""
+    )
     grid.add_row(
         "samples",
-        f"{data['samples_expected']:,} in the input; {data['lines']:,} lines + "
+        f"{data['samples_expected']:,} in the input{uncounted}; {data['lines']:,} lines + "
         f"{data['error_records']:,} error records in the output",
     )
     grid.add_row(
@@ -438,6 +546,8 @@ def print_verify(report: VerifyReport, console: Console) -> None:
         f"{report.lost_samples:,} lost, {report.duplicate_keys:,} duplicated, "
         f"{report.unknown_keys:,} unknown keys",
     )
+    if report.changed_inputs:
+        grid.add_row("changed inputs", Text(_names(report.changed_inputs), style="red"))
     if report.damaged_inputs:
         grid.add_row("damaged inputs", _names(report.damaged_inputs))
     console.print(grid)
