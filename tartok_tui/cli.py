@@ -452,7 +452,7 @@ def print_status(result: OutputStatus, console: Console) -> None:
     if result.records < result.tars_done:
         grid.add_row(
             "commit records",
-            Text(f"{result.tars_done - result.records:,} done tars have none "
+            Text(f"{result.tars_done - result.records:,} of {result.tars_done:,} done tars have none "
                  "(committed by an older version: verify scans their inputs)", style="dim"),
         )  # fmt: skip
     summary = result.summary or {}
@@ -548,6 +548,12 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     )
     if report.changed_inputs:
         grid.add_row("changed inputs", Text(_names(report.changed_inputs), style="red"))
+    if report.modified_inputs:
+        grid.add_row(
+            "modified inputs",
+            Text(f"{_names(report.modified_inputs)} (ETag or mtime only: same size and keys)",
+                 style="yellow"),
+        )  # fmt: skip
     if report.damaged_inputs:
         grid.add_row("damaged inputs", _names(report.damaged_inputs))
     console.print(grid)

@@ -64,6 +64,9 @@ class TarCheck:
     input_changed: str | None = None
     """Why the input is not the tar that was tokenized: its size, ETag or mtime differ from
     the record's, or (deep) its keys differ from the recorded ones."""
+    input_note: str | None = None
+    """Not a problem: the input's ETag or mtime differ from the record's, but a deep scan
+    found the recorded keys in an input of the recorded size."""
     input_damage: str | None = None
     """Known from a scan only."""
     damage_unrecorded: bool = False
@@ -149,6 +152,7 @@ class TarCheck:
             "unreadable",
             "record_unreadable",
             "input_changed",
+            "input_note",
             "input_damage",
             "corrupt_lines",
         ):
@@ -208,6 +212,11 @@ class VerifyReport:
         return [t.tar for t in self.tars if t.input_changed]
 
     @property
+    def modified_inputs(self) -> list[str]:
+        """Inputs whose ETag or mtime changed while a deep scan found the recorded keys."""
+        return [t.tar for t in self.tars if t.input_note]
+
+    @property
     def scanned(self) -> int:
         """Tars whose input headers were read (all with ``deep``; else those without a
         readable commit record)."""
@@ -255,6 +264,7 @@ class VerifyReport:
             "duplicate_keys": self.duplicate_keys,
             "unknown_keys": self.unknown_keys,
             "changed_inputs": self.changed_inputs,
+            "modified_inputs_same_keys": self.modified_inputs,
             "damaged_inputs": self.damaged_inputs,
             "problems": {t.tar: t.to_dict(max_keys) for t in self.problems},
         }
@@ -293,20 +303,35 @@ def _record(run: Verifying, paths: TarOutputPaths, check: TarCheck) -> TarMeta |
         return None
 
 
-def _scanned(check: TarCheck, scan: TarScan, meta: TarMeta | None) -> list[str]:
-    """The scan's keys, noting its damage, and a change of content against the record."""
+def _scanned(check: TarCheck, scan: TarScan) -> list[str]:
+    """The scan's keys, noting its damage."""
     check.keys_from = "scan"
     check.compressed = scan.compressed
     if scan.damage is not None:
         check.input_damage = scan.damage.reason
-    if meta is not None and meta.keys != scan.keys and not check.input_changed:
-        now = set(scan.keys)
-        gone = sum(k not in now for k in meta.keys)
-        check.input_changed = (
-            f"its keys differ from those recorded at commit "
-            f"({len(set(scan.keys) - set(meta.keys))} new, {gone} gone)"
-        )
     return scan.keys
+
+
+def _compare_input(
+    check: TarCheck, meta: TarMeta, now: InputIdentity | None, scan: TarScan | None
+) -> None:
+    """Whether the input is still the tar its record describes: its size and ETag or
+    mtime now, and with a scan its keys. An ETag or mtime alone that differs where a scan
+    finds the recorded keys in an input of the recorded size is a note, not a problem (a
+    copy that did not keep mtimes, a re-upload in other parts)."""
+    reasons = []
+    if scan is not None and scan.keys != meta.keys:
+        now_keys, recorded = set(scan.keys), set(meta.keys)
+        reasons.append(
+            f"its keys differ from those recorded at commit ({len(now_keys - recorded)} new, "
+            f"{len(recorded - now_keys)} gone)"
+        )
+    if meta.input is not None and now is not None and (changed := meta.input.differs(now)):
+        if scan is not None and not reasons and now.size == meta.input.size:
+            check.input_note = f"{changed}; the recorded keys are all there"
+        else:
+            reasons.insert(0, changed)
+    check.input_changed = "; ".join(reasons) or None
 
 
 def _output_keys(run: Verifying, paths: TarOutputPaths, check: TarCheck) -> Counter[str]:
@@ -351,13 +376,14 @@ def check_tar(tar: Location, run: Verifying) -> TarCheck:
     paths = tar_output_paths(Path("."), run.input_dir, tar)
     check = TarCheck(str(paths.rel_tar), formats=paths.done_formats(run.files.exists))
     meta = _record(run, paths, check)
-    expected: list[str] | None = None
-    if meta is not None:
-        expected = meta.keys
-        if meta.input is not None:
-            check.input_changed = meta.input.differs(run.identity(tar))
+    expected = meta.keys if meta is not None else None
+    scan = None
     if run.deep or (meta is None and check.formats):
-        expected = _scanned(check, scan_tar(tar, access=run.access, ranged=True), meta)
+        scan = scan_tar(tar, access=run.access, ranged=True)
+        expected = _scanned(check, scan)
+    if meta is not None:
+        now = run.identity(tar) if meta.input is not None else None
+        _compare_input(check, meta, now, scan)
     if expected is None:
         check.keys_from = "none"
     else:
