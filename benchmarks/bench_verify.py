@@ -196,6 +196,12 @@ def emilia(local: dict, s3: dict | None, args: argparse.Namespace) -> list[tuple
     tars_scale = args.emilia_tars / args.tars
     rows.append(("S3 status (one listing)", f"{s3['status']['seconds'] * tars_scale:,.1f} s, "
                  f"{math.ceil(args.emilia_tars * 3 / 1000)} list requests, 0 input bytes"))  # fmt: skip
+    rows.append(
+        (
+            "S3 status --counts (reads)",
+            f"{s3['status --counts']['output_bytes'] * scale / 1e9:,.1f} GB",
+        )
+    )
     rows.append(("S3 verify (input bytes)", f"{s3['verify']['input_bytes']} bytes"))
     rows.append(
         ("S3 verify (output bytes)", f"{s3['verify']['output_bytes'] * scale / 1e9:,.1f} GB")

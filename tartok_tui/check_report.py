@@ -135,6 +135,11 @@ def _inputs_read(report: VerifyReport) -> str:
         text = "listed only: keys, sizes and ETags or mtimes from each tar's commit record"
     if report.streamed:
         text += f"; {report.streamed:,} compressed, read through whole"
+    if report.reader_keys:
+        text += (
+            f"; {report.reader_keys:,} records hold the keys their worker read from the store "
+            "(no separate scan: --deep checks them against the input)"
+        )
     return text
 
 

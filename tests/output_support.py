@@ -36,11 +36,18 @@ FINGERPRINT = "0123456789abcdef" * 2
 
 
 def process(
-    inp: Path, out: Path, tar: Path, output_format: str = "jsonl", *, record: bool = True
+    inp: Path,
+    out: Path,
+    tar: Path,
+    output_format: str = "jsonl",
+    *,
+    record: bool = True,
+    scanned: bool = True,
 ) -> None:
     """What a worker does, minus the model: every sample gets a line or an error record,
-    and the commit record holds the keys of a header scan and the input's identity.
-    Without ``record``: an output committed by a version before commit records."""
+    and the commit record holds the keys of a header scan (without ``scanned``, those the
+    reader met, as over object storage) and the input's identity. Without ``record``: an
+    output committed by a version before commit records."""
     fingerprint = FINGERPRINT if record else None
     with TarWriter(out, inp, tar, output_format=output_format, fingerprint=fingerprint) as writer:
         for item in iter_samples(tar):
@@ -50,4 +57,5 @@ def process(
                 writer.add_error(item.index, item.key, "sample", item.problem)
             else:
                 writer.add(item.index, make_record(item.key, item.meta, [1, 2], [3, 4]))
-        writer.commit(input_keys=scan_tar(tar).keys, input_identity=input_identity(tar))
+        keys = scan_tar(tar).keys if scanned else None
+        writer.commit(input_keys=keys, input_identity=input_identity(tar))

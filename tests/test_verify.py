@@ -129,6 +129,17 @@ def test_an_output_without_commit_records_falls_back_to_scanning(tmp_path: Path)
     assert [t.lost_keys for t in verify(inp, out).problems] == [[lost]]
 
 
+def test_records_of_the_keys_a_reader_met_are_counted_apart(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    small_tar(inp / "a.tar", 3, seed=1)
+    small_tar(inp / "b.tar", 3, seed=2)
+    process(inp, out, inp / "a.tar")
+    process(inp, out, inp / "b.tar", scanned=False)  # as a worker reading from a store
+    report = verify(inp, out)
+    assert report.ok and [t.recorded_from for t in report.tars] == ["scan", "stream"]
+    assert report.reader_keys == 1 and verify(inp, out, deep=True).reader_keys == 0
+
+
 def test_an_unreadable_commit_record_is_a_problem_and_the_input_is_scanned(dataset) -> None:
     inp, out = dataset
     (out / "meta" / "b.json").write_text("{not json")

@@ -49,6 +49,9 @@ class TarCheck:
     keys_from: str = "record"
     """Where the expected keys came from: "record" (the commit record), "scan" (the input's
     headers: no record, or deep), or "none"."""
+    recorded_from: str | None = None
+    """Where the record's keys came from: "scan" (the worker's own header scan) or
+    "stream" (the samples its reader met: object storage); None without a record."""
     lines: int = 0
     """Tokens records (lines or rows) with a readable key."""
     error_records: int = 0
@@ -212,6 +215,12 @@ class VerifyReport:
         return [t.tar for t in self.tars if t.input_changed]
 
     @property
+    def reader_keys(self) -> int:
+        """Tars checked against recorded keys that their worker's reader met (object
+        storage), not an independent scan of the input: --deep checks those too."""
+        return sum(t.keys_from == "record" and t.recorded_from == "stream" for t in self.tars)
+
+    @property
     def modified_inputs(self) -> list[str]:
         """Inputs whose ETag or mtime changed while a deep scan found the recorded keys."""
         return [t.tar for t in self.tars if t.input_note]
@@ -255,6 +264,7 @@ class VerifyReport:
             "tars": len(self.tars),
             "tars_scanned": self.scanned,
             "tars_streamed": self.streamed,
+            "tars_with_reader_keys": self.reader_keys,
             "tars_missing_output": self.missing_tars,
             "tars_uncounted": self.uncounted,
             "samples_expected": self.samples_expected,
@@ -377,6 +387,7 @@ def check_tar(tar: Location, run: Verifying) -> TarCheck:
     check = TarCheck(str(paths.rel_tar), formats=paths.done_formats(run.files.exists))
     meta = _record(run, paths, check)
     expected = meta.keys if meta is not None else None
+    check.recorded_from = meta.keys_source if meta is not None else None
     scan = None
     if run.deep or (meta is None and check.formats):
         scan = scan_tar(tar, access=run.access, ranged=True)

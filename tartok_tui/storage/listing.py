@@ -45,6 +45,7 @@ def list_files(
     root = root.rstrip("/")
 
     def listing() -> list[dict[str, Any]]:
+        fs.invalidate_cache(root)  # what is there now, not what this process saw before
         if recursive:
             found = fs.find(root, withdirs=False, detail=True)
             if not found and not fs.exists(root):
