@@ -139,9 +139,26 @@ def is_device_failure(exc: BaseException) -> bool:
     return isinstance(exc, DeviceFailure) or is_accelerator_error(exc)
 
 
+def check_run_fingerprint(opts: WorkerOptions) -> None:
+    """The model this worker loads is the one the run's manifest names (a node with other
+    weights at the same path, or another snapshot of a repo id, would mix tokens);
+    ValueError if not. The weights' digests are cached, so this reads them once per machine."""
+    if not opts.fingerprint:
+        return
+    from tartok_tui.output.manifest import build_manifest
+
+    here = build_manifest(opts.model_dir, opts.precision, opts.audio_exts)
+    if here.fingerprint != opts.fingerprint:
+        raise ValueError(
+            f"the model at {opts.model_dir} gives fingerprint {here.fingerprint}, the run's "
+            f"manifest says {opts.fingerprint}: other weights than the run's"
+        )
+
+
 def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
     import torch
 
+    check_run_fingerprint(opts)
     torch.set_num_threads(opts.threads)
     tokenizer = BiCodecTokenizer.load(
         opts.model_dir,
