@@ -234,6 +234,8 @@ def test_over_s3_verify_and_status_read_no_input_data_and_see_a_changed_etag(
     [bad] = verify(url_in, url_out, access=access()).problems
     assert bad.tar == "t1.tar" and bad.input_changed and bad.input_changed.startswith("ETag ")
     assert bad.lost_keys == []  # the recorded keys are all there
+    deeper = verify(url_in, url_out, recursive=True, access=access())  # listed by find
+    assert deeper.changed_inputs == ["t1.tar"] and deeper.scanned == 0
     requests.clear()
     deep = verify(url_in, url_out, access=access(), deep=True)
     [bad] = deep.problems
