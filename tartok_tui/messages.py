@@ -154,7 +154,7 @@ class TarDone(Message):
 @dataclass(frozen=True)
 class TarFailed(Message):
     """The tar could not be processed; nothing was committed. The worker stays up and
-    takes the next lease.
+    takes the next lease (except after "oom").
 
     ``kind`` says what the supervisor does with the tar:
 
@@ -166,6 +166,9 @@ class TarFailed(Message):
       the run stops leasing and exits with ``ExitCode.OUTPUT_UNAVAILABLE``.
     - ``"store"``: the output's object store could not be reached to upload (after
       retries); not the tar's fault: it goes back to the queue.
+    - ``"oom"``: a clip ran out of device memory even alone; not the tar's fault: it goes
+      back to the queue (a few times), and the worker exits right after for a clean
+      allocator.
     """
 
     TYPE: ClassVar[str] = "tar_failed"

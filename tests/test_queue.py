@@ -150,3 +150,28 @@ def test_a_lost_device_counts_against_the_tar_but_never_blames_a_sample() -> Non
     assert again.retry_crashed  # the sample the device died in is tried again, not blamed
     back = q.give_back(again.lease_id, ReturnCause.DEVICE)
     assert not back.requeued and "lost the device of 3 workers" in (back.reason or "")
+
+
+def test_out_of_memory_is_retried_on_fresh_workers_then_failed_never_a_kill() -> None:
+    q = TarQueue(["a", "b"], poison_threshold=1, oom_retries=3)
+    outcomes = []
+    for _ in range(3):
+        grant = q.lease()
+        assert grant.tar == "a" and not grant.isolate  # back at the front, never isolated
+        outcomes.append(q.give_back(grant.lease_id, ReturnCause.OOM, "CUDA out of memory"))
+    assert [o.requeued for o in outcomes] == [True, True, False]
+    entry = q.entry("a")
+    assert entry.status == TarStatus.FAILED and entry.kills == 0
+    assert entry.reason is not None and entry.reason.startswith("out of device memory 3 times")
+    assert entry.reason.endswith("; last: CUDA out of memory")
+    assert q.lease().tar == "b"  # the others go on
+
+
+def test_out_of_memory_in_an_isolated_tar_retries_its_sample_instead_of_blaming_it() -> None:
+    q = TarQueue(["a"], poison_threshold=1)
+    q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    isolated = q.lease()
+    assert isolated.isolate
+    assert q.give_back(isolated.lease_id, ReturnCause.OOM).requeued
+    again = q.lease()
+    assert again.isolate and again.retry_crashed and again.kills == 1

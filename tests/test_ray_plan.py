@@ -47,6 +47,7 @@ def test_gpu_workers_are_procs_per_gpu_over_every_gpu_of_the_cluster() -> None:
     # Each asks half a GPU and its share of the node's cores: 8 CPUs / 4 workers.
     assert all(p.resources == {"GPU": 0.5, "CPU": 2.0} for p in plan)
     assert all(p.threads == 2 and p.env["OMP_NUM_THREADS"] == "2" for p in plan)
+    assert all(p.gpu_sharers == 2 for p in plan)  # Ray puts up to two halves on a GPU
 
 
 def test_gpu_shares_fit_whole_gpus_and_the_scarcest_node_sets_the_cores() -> None:

@@ -28,6 +28,9 @@ The contract for a caller (the worker):
    file raises its OSError. Neither says anything about the tar: do not commit it.
 4. A JSON member over ``max_json_bytes`` or an audio member over ``max_audio_bytes`` is not
    read at all; its sample comes with a ``problem``.
+5. A JSON member that cannot be parsed (whatever the parser raises, MemoryError aside) or
+   whose metadata could not be written out gives its sample a ``problem``: one member's
+   content never ends the iteration.
 
 :func:`scan_tar` lists the keys both ways yield (they agree) from the headers alone, for the
 progress count and ``verify``.
@@ -35,6 +38,7 @@ progress count and ``verify``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tarfile
@@ -73,6 +77,8 @@ DEFAULT_MAX_AUDIO_BYTES = 2 << 30
 HEADER_WINDOW = 4 << 10
 """Bytes a ranged header scan fetches from a header on: the header (512), a small member
 (JSON metadata of up to ~3 KiB) and the next header, in one request."""
+MAX_JSON_DEPTH = 100
+"""JSON metadata nested deeper than this is a sample's problem (see :func:`_unwritable`)."""
 
 Location = str | os.PathLike[str]
 """A local path, or a URL string (``s3://...``): URLs are never turned into Paths."""
@@ -94,6 +100,56 @@ class TarScan:
         return len(self.keys)
 
 
+def _metadata(raw: bytes) -> tuple[dict | None, str | None]:
+    """A JSON member's metadata, or why the sample has none it can use.
+
+    Whatever parsing raises is this member's problem alone (json.loads raises
+    RecursionError, not ValueError, for deep nesting), except MemoryError: the host's,
+    not the sample's. Metadata parsed is also checked to be writable by every output
+    format, so that it cannot fail its whole tar at the writer."""
+    try:
+        parsed = json.loads(raw)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        return None, f"invalid JSON: {detail}"
+    if not isinstance(parsed, dict):
+        return None, f"JSON metadata is a {type(parsed).__name__}, not an object"
+    problem = _unwritable(parsed)
+    if problem is not None:
+        return None, f"unwritable JSON metadata: {problem}"
+    return parsed, None
+
+
+def _unwritable(value: dict | list) -> str | None:
+    """Why parsed JSON cannot be written back out, or None.
+
+    Nested deeper than MAX_JSON_DEPTH: encoders recurse per level from wherever they are
+    called, so what json.loads just managed may fail later at the writer. A string that
+    is not valid Unicode (a lone surrogate from a ``\\ud800`` escape) cannot be UTF-8.
+    Walked with a stack, not recursion, for the same reason."""
+    stack: list[tuple[dict | list, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        items = (
+            itertools.chain.from_iterable(container.items())
+            if isinstance(container, dict)
+            else container
+        )
+        for item in items:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"a string that is not valid Unicode: {item[:40]!r}"
+            elif isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return None
+
+
 def _sample(group: Group, index: int, wants: Wants) -> Sample:
     problems: list[str] = []
     meta: dict | None = None
@@ -103,15 +159,9 @@ def _sample(group: Group, index: int, wants: Wants) -> Sample:
     elif isinstance(raw, Refused):
         problems.append(raw.reason)
     else:
-        try:
-            parsed = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            problems.append(f"invalid JSON: {exc}")
-        else:
-            if isinstance(parsed, dict):
-                meta = parsed
-            else:
-                problems.append(f"JSON metadata is a {type(parsed).__name__}, not an object")
+        meta, problem = _metadata(raw)
+        if problem is not None:
+            problems.append(problem)
     audio: bytes | None = None
     audio_ext: str | None = None
     found = next((ext for ext in wants.audio_exts if ext in group.members), None)

@@ -23,7 +23,7 @@ from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.supervisor.memory import TreeMemory, tree_memory
 from tartok_tui.supervisor.placement import Placement
-from tartok_tui.worker.channel import EXIT_DEVICE_LOST
+from tartok_tui.worker.channel import EXIT_DEVICE_LOST, EXIT_OUT_OF_MEMORY
 from tartok_tui.worker.options import WorkerOptions
 from tartok_tui.worker.process import OPTIONS_ENV
 
@@ -103,6 +103,8 @@ def killpg(pid: int) -> None:
 def describe_exit(rc: int) -> str:
     if rc == EXIT_DEVICE_LOST:
         return f"lost its device (exit code {rc})"
+    if rc == EXIT_OUT_OF_MEMORY:
+        return f"ran out of device memory (exit code {rc})"
     if rc < 0:
         try:
             return f"killed by {signal.Signals(-rc).name}"
@@ -211,6 +213,7 @@ def worker_spec(
         threads=placement.threads,
         model_dir=model_dir,
         fingerprint=fingerprint,
+        gpu_sharers=placement.gpu_sharers,
     )
     return WorkerSpec(
         slot=placement.slot,

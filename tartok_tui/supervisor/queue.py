@@ -15,6 +15,10 @@ milliseconds. The rules:
   blaming it.
 - A tar whose input could not be read (I/O or network, after the worker's own retries)
   is returned; after ``input_retries`` such returns it is failed.
+- A tar given back because a clip ran out of device memory even alone is returned (a
+  fresh worker process tries it); after ``oom_retries`` such returns it is failed for
+  this run. Never a kill: out of memory says nothing about the samples, so it neither
+  isolates the tar nor blames the sample an isolated run was in.
 """
 
 from __future__ import annotations
@@ -32,6 +36,10 @@ KILLS_EXTRA = 5
 given up: each isolated crash marks one sample, so a tar needing more is likely killing
 workers for another reason."""
 INPUT_RETRIES = 3
+OOM_RETRIES = 3
+"""Tries of a tar that ran out of device memory (each on a fresh worker process) before it
+fails for this run: enough for memory a neighbour held for a while, not for a clip that
+never fits."""
 
 
 class TarStatus(enum.StrEnum):
@@ -61,6 +69,9 @@ class ReturnCause(enum.StrEnum):
     """The input could not be read: retried a few times, then failed."""
     STORE = "store"
     """The output's store could not be reached to upload: retried a few times, then failed."""
+    OOM = "oom"
+    """A clip ran out of device memory even alone: retried a few times on fresh worker
+    processes, then failed; never a kill, never the sample's fault."""
 
 
 @dataclass
@@ -68,6 +79,7 @@ class TarEntry:
     status: TarStatus = TarStatus.PENDING
     kills: int = 0
     input_failures: int = 0
+    oom_failures: int = 0
     isolated: bool = False
     retry_crashed: bool = False
     """The last isolated attempt was killed on purpose: do not blame its sample."""
@@ -109,12 +121,14 @@ class TarQueue(Generic[T]):
         poison_threshold: int = 2,
         max_kills: int | None = None,
         input_retries: int = INPUT_RETRIES,
+        oom_retries: int = OOM_RETRIES,
     ) -> None:
         if poison_threshold < 1:
             raise ValueError("poison_threshold must be at least 1")
         self.poison_threshold = poison_threshold
         self.max_kills = max_kills if max_kills is not None else poison_threshold + KILLS_EXTRA
         self.input_retries = input_retries
+        self.oom_retries = oom_retries
         skipped = set(done)
         self._entries: dict[T, TarEntry] = {}
         self._pending: deque[T] = deque()
@@ -238,6 +252,18 @@ class TarQueue(Generic[T]):
                     f"; last: {detail}" if detail else ""
                 )
                 return Returned(False, entry.reason)
+        elif cause == ReturnCause.OOM:
+            entry.oom_failures += 1
+            if entry.oom_failures >= self.oom_retries:
+                entry.status = TarStatus.FAILED
+                entry.reason = (
+                    f"out of device memory {entry.oom_failures} times, each on a fresh worker"
+                )
+                if detail:
+                    entry.reason += f"; last: {detail}"
+                return Returned(False, entry.reason)
+            if entry.isolated:
+                entry.retry_crashed = True
         elif entry.isolated:
             entry.retry_crashed = True
         entry.status = TarStatus.PENDING

@@ -221,7 +221,8 @@ def _plan_gpu(config: RunConfig, gpu_nodes: Sequence[NodeInfo], total_gpus: int)
     threads = config.threads_per_worker or max(1, int(fair))
     resources = {"GPU": _floor_step(1.0 / per_gpu), "CPU": _floor_step(min(threads, fair))}
     return [
-        Placement(slot, "gpu", "cuda:0", threads, thread_env(threads), dict(resources))
+        # Ray places up to per_gpu shares on a GPU, this run's or another's.
+        Placement(slot, "gpu", "cuda:0", threads, thread_env(threads), dict(resources), per_gpu)
         for slot in range(n)
     ]
 

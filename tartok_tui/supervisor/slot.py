@@ -46,6 +46,9 @@ class ExitIntent(enum.StrEnum):
     """The run is stopping: abort, do not restart."""
     DRAIN = "drain"
     """No work is left: exit, do not restart."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The worker gave its tar back out of device memory and exits for a clean allocator:
+    a failure (backoff, counts toward the crash loop) that blames no tar."""
 
     @property
     def blames_tar(self) -> bool:

@@ -60,6 +60,12 @@ WATCH_EVERY_S = 1.0
 """Stall checks, throughput samples and GPU readings."""
 PLACEMENT_RETRY_S = 5.0
 """Cluster mode: how often a slot that could not be placed tries again."""
+_RETURNED: dict[str, tuple[ReturnCause, str]] = {
+    "input": (ReturnCause.INPUT, "input unreadable"),
+    "store": (ReturnCause.STORE, "upload failed"),
+    "oom": (ReturnCause.OOM, "out of device memory"),
+}
+"""TarFailed kinds not the tar's fault: back to the queue a few times; what the event says."""
 
 EventCallback = Callable[[Event], None]
 
@@ -418,6 +424,9 @@ class Supervisor(RunControls):
         lease = slot.lease_ended()
         name = Path(msg.tar_path).name
         msg = replace(msg, reason=self._redact(msg.reason))
+        if msg.kind == "oom":
+            # The worker exits now, for a clean allocator: no new lease for it meanwhile.
+            slot.expect_exit(ExitIntent.OUT_OF_MEMORY)
         if lease is None or lease.lease_id != msg.lease_id:
             self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
             return
@@ -431,10 +440,10 @@ class Supervisor(RunControls):
                 "output) and run the same command again",
             )
             return
-        if msg.kind in ("input", "store"):
-            cause = ReturnCause.INPUT if msg.kind == "input" else ReturnCause.STORE
+        returned = _RETURNED.get(msg.kind)
+        if returned is not None:
+            cause, what = returned
             back = self._queue.give_back(lease.lease_id, cause, msg.reason)
-            what = "input unreadable" if msg.kind == "input" else "upload failed"
             if back.requeued:
                 self._event("warning", slot.n, f"{name}: {what}, retried later: {msg.reason}")
             else:

@@ -13,8 +13,10 @@ abort and cleanup requests take effect between batches. Batches are written as t
 the TarWriter puts the results back in the tar's sample order.
 
 A lost device (DeviceFailure) is never written down: the lease is dropped uncommitted and
-the error propagates, so the process exits and a fresh one takes the tar. A tar in which
-too many clips got model errors is failed, not committed (lease.TooManyModelErrors).
+the error propagates, so the process exits and a fresh one takes the tar. A clip out of
+memory even alone (ClipOutOfMemory) is the same: the lease is given back as "oom" and the
+process exits. A tar in which too many clips got model errors is failed, not committed
+(lease.TooManyModelErrors).
 
 Inputs and outputs may be on object storage. A tar URL is streamed (failed reads retried
 from the offset reached, each retry a line in the worker log); an input that stays
@@ -36,7 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from tartok_tui import messages as m
-from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
@@ -59,6 +61,7 @@ from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
 from tartok_tui.worker.feed import END, FLUSH, DecodedFeed, ReaderFailed, TarReader, resolve
+from tartok_tui.worker.gpu_share import cap_memory
 from tartok_tui.worker.heartbeat import ProgressCounter
 from tartok_tui.worker.lease import (
     SAMPLE_RATE,
@@ -105,6 +108,12 @@ class LeaseAborted(Exception):
 class InputFailure(Exception):
     """The tar could not be read at all (missing, I/O or network error after retries): not
     the tar's fault, so nothing is committed and the tar is tried again."""
+
+
+class ReaderError(Exception):
+    """Reading the tar failed in a way that is neither damage nor an unreadable input (a
+    bug, or the host out of memory): nothing is committed and the tar fails for this run,
+    rather than being committed cut short."""
 
 
 class _Regroup(Exception):
@@ -160,6 +169,7 @@ def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
 
     check_run_fingerprint(opts)
     torch.set_num_threads(opts.threads)
+    cap_memory(opts.device, opts.gpu_sharers)
     tokenizer = BiCodecTokenizer.load(
         opts.model_dir,
         device=opts.device,
@@ -218,7 +228,7 @@ class LeaseRunner:
 
     def run(self, lease: m.Lease) -> None:
         """Process one lease to a committed tar, a TarFailed, or an exception: LeaseAborted,
-        or a device failure (both leave nothing committed)."""
+        a device failure or ClipOutOfMemory (all leave nothing committed)."""
         tar_path = as_location(lease.tar_path)
         state = LeaseState(lease)
         self.faults.on_lease(lease.tar_path)
@@ -253,7 +263,7 @@ class LeaseRunner:
         self, lease: m.Lease, state: LeaseState, tar_path: Location, indexed: bool
     ) -> m.Message | None:
         """One pass over the tar; returns the message that ends the lease (TarDone or
-        TarFailed), or raises (LeaseAborted, a device failure, _Regroup)."""
+        TarFailed), or raises (LeaseAborted, a device failure, ClipOutOfMemory, _Regroup)."""
         writer: TarWriter | None = None
         try:
             writer = TarWriter(
@@ -280,7 +290,7 @@ class LeaseRunner:
                 input_identity=state.input,
             )
             self.counter.advance()
-        except (LeaseAborted, DeviceFailure, _Regroup):
+        except (LeaseAborted, DeviceFailure, ClipOutOfMemory, _Regroup):
             if writer is not None:
                 writer.abort()
             raise
@@ -310,6 +320,8 @@ class LeaseRunner:
             kind, reason = "store", str(exc)
         elif isinstance(exc, TooManyModelErrors):
             kind, reason = "tar", str(exc)
+        elif isinstance(exc, ReaderError):
+            kind, reason = "tar", f"reading the tar failed: {exc}"
         else:
             log.exception("tar %s failed", lease.tar_path)
             kind, reason = "tar", f"{type(exc).__name__}: {exc}"
@@ -422,15 +434,15 @@ class LeaseRunner:
                 item = feed.next(window.samples)
                 if item is END:
                     break
-                if isinstance(item, ReaderFailed) and item.unreadable:
-                    raise InputFailure(item.reason)
+                if isinstance(item, ReaderFailed):
+                    raise (InputFailure if item.unreadable else ReaderError)(item.reason)
                 if isinstance(item, Ungrouped):
                     raise _Regroup(item.reason)
                 if item is FLUSH:
                     # The device would idle, or can take a full batch ahead: hand it what
                     # is decoded rather than wait for a full window.
                     self._dispatch(window, batches, output, final=False)
-                elif isinstance(item, (TarDamage, ReaderFailed)):
+                elif isinstance(item, TarDamage):
                     self._dispatch(window, batches, output, final=True)
                     damaged = True
                     output.tar_error(item.reason)

@@ -24,6 +24,7 @@ from tartok_tui.worker.channel import (
     EXIT_LOAD_FAILED,
     EXIT_OK,
     EXIT_ORPHANED,
+    EXIT_OUT_OF_MEMORY,
     RESOURCES_EVERY_S,
     Channel,
     Control,
@@ -142,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(runner: LeaseRunner, control: Control, channel: Channel, opts: WorkerOptions) -> int:
     """Take leases until told to stop or abort, or until stdin closes."""
+    from tartok_tui.codec.errors import ClipOutOfMemory
     from tartok_tui.worker.pipeline import LeaseAborted, is_device_failure
 
     reported_paused = False
@@ -174,12 +176,22 @@ def serve(runner: LeaseRunner, control: Control, channel: Channel, opts: WorkerO
         except LeaseAborted:
             log.info("lease %d aborted (%s)", lease.lease_id, lease.tar_path)
             return EXIT_ORPHANED if control.closed.is_set() else EXIT_OK
+        except ClipOutOfMemory as exc:
+            give_back_out_of_memory(channel, lease, runner.redact(str(exc)))
+            return EXIT_OUT_OF_MEMORY
         except Exception as exc:
             if not is_device_failure(exc):
                 raise
             report_device_lost(channel, opts, lease, exc)
             return EXIT_DEVICE_LOST
         reported_paused = False
+
+
+def give_back_out_of_memory(channel: Channel, lease: m.Lease, reason: str) -> None:
+    """Give the lease back uncommitted as out of memory; the caller then exits, so that
+    the tar's next try (here or elsewhere) has a fresh process and a clean allocator."""
+    log.error("out of memory on %s: %s; giving it back, the worker exits", lease.tar_path, reason)
+    channel.send(m.TarFailed(lease.lease_id, lease.tar_path, reason, kind="oom"))
 
 
 def report_device_lost(
