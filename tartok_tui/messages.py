@@ -9,7 +9,7 @@ never go to stdout.
 from __future__ import annotations
 
 import json
-from dataclasses import Field, asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 _BY_TYPE: dict[str, type[Message]] = {}
@@ -36,16 +36,18 @@ class Message:
 
 @dataclass(frozen=True)
 class Lease(Message):
-    """Process one tar and commit its output. ``isolate``: one sample at a time,
-    journalled, so a sample that kills the process is identified on the next try."""
+    """Process one tar and commit its output. ``isolate``: one sample at a time, each
+    begun and finished with a message (IsolationBegin, IsolationDone), so that the
+    supervisor knows which sample a worker that dies was in."""
 
     TYPE: ClassVar[str] = "lease"
     lease_id: int
     tar_path: str
     isolate: bool = False
-    retry_crashed: bool = False
-    """Isolated only: the last attempt was killed on purpose (user kill, forced stop), so
-    the sample it died in is retried instead of being blamed."""
+    decided: list[dict[str, Any]] = field(default_factory=list)
+    """Isolated only: the samples the tar's isolation journal has decided, as its lines
+    (``output.journal``): finished by earlier leases (on any worker), or the sample a
+    worker died in (a ``worker_crash`` error). Written as they are, not tokenized again."""
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,31 @@ class SampleError(Message):
     key: str | None
     stage: str
     reason: str
+
+
+@dataclass(frozen=True)
+class IsolationBegin(Message):
+    """Isolated lease: the worker is about to decode and tokenize this sample. Should the
+    worker die (or stall) before the sample's IsolationDone, the sample is the culprit."""
+
+    TYPE: ClassVar[str] = "isolation_begin"
+    lease_id: int
+    index: int
+    key: str
+
+
+@dataclass(frozen=True)
+class IsolationDone(Message):
+    """Isolated lease: what came of the sample begun last, its record line or its error
+    record (``stage``, ``reason``); journalled by the supervisor before anything else."""
+
+    TYPE: ClassVar[str] = "isolation_done"
+    lease_id: int
+    index: int
+    key: str
+    record: dict[str, Any] | None = None
+    stage: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)

@@ -364,7 +364,7 @@ def test_stale_partials_of_dead_writers_on_this_host_are_removed_only(tmp_path: 
     kept = [
         paths.partial_tokens(f"{host}-{os.getpid()}-4.part"),  # a live writer here
         paths.partial_tokens(f"otherhost-{dead.pid}-5.part"),  # another machine's: unknowable
-        paths.journal,  # the isolation journal is read by the next attempt
+        paths.journal,  # the supervisor's isolation journal, read by a later run
     ]
     for path in stale + kept:
         path.parent.mkdir(parents=True, exist_ok=True)

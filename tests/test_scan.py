@@ -9,7 +9,8 @@ import pytest
 from output_support import process, small_tar
 from tar_faults import write_non_tar, write_truncated_tar
 
-from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.journal import JournalEntry, append_journal
+from tartok_tui.output.paths import tar_output_paths
 from tartok_tui.output.scan import scan_output
 from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import TarWriter, make_record
@@ -85,7 +86,8 @@ def test_status_sees_partial_stale_orphan_and_journal_files(dataset) -> None:
     leftover.add(0, make_record("x", {}, [1], [2]))
     orphan = out / "errors" / "e.jsonl"
     orphan.write_text('{"key": null}\n')
-    IsolationJournal.open(out, inp, inp / "c.tar").close()
+    journal = tar_output_paths(out, inp, inp / "c.tar").journal
+    append_journal(journal, [JournalEntry.crash(0, "k0")])
     (out / "run-summary.json").write_text('{"tars_done": 3}')
     (out / "logs").mkdir()
     (out / "logs" / "w.jsonl").write_text("{}\n")  # not a tar's output

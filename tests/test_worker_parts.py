@@ -20,7 +20,9 @@ from tartok_tui.audio import prepare_audio
 from tartok_tui.codec.failures import classify
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.output.journal import JournalEntry
 from tartok_tui.output.paths import tar_output_paths
+from tartok_tui.output.writer import make_record
 from tartok_tui.shards.reader import Sample
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control
@@ -215,7 +217,9 @@ class SimulatedAccelerator:
         pass
 
 
-def _run_lease(tmp_path: Path, tar: Path, device: SimulatedAccelerator) -> list[m.Message]:
+def _run_lease(
+    tmp_path: Path, tar: Path, device: SimulatedAccelerator, lease: m.Lease | None = None
+) -> list[m.Message]:
     opts = WorkerOptions(
         slot=0, device="cuda:0", model_dir=tmp_path, threads=2, batch_seconds=device.batch_seconds,
         output_dir=tmp_path / "out", input_dir=tar.parent,
@@ -224,7 +228,7 @@ def _run_lease(tmp_path: Path, tar: Path, device: SimulatedAccelerator) -> list[
     fd = os.open(messages_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         runner = LeaseRunner(device, opts, Control(), Channel(fd), Faults(), ProgressCounter())
-        runner.run(m.Lease(1, str(tar)))
+        runner.run(lease or m.Lease(1, str(tar)))
         runner.pool.shutdown()
     finally:
         os.close(fd)
@@ -285,3 +289,40 @@ def test_a_reader_that_fails_for_any_other_reason_fails_the_lease_never_commits_
     assert failed.kind == "tar" and "a reader bug" in failed.reason
     paths = tar_output_paths(tmp_path / "out", tar.parent, tar)
     assert not paths.jsonl.exists() and not paths.errors.exists()
+
+
+def test_an_isolated_lease_writes_what_is_decided_as_it_is_and_reports_every_other_sample(
+    tmp_path: Path,
+) -> None:
+    tar = tmp_path / "in" / "EN-B000000.tar"
+    keys = [
+        s.key for s in write_emilia_tar(tar, 5, seed=5, audio_format="flac", min_s=0.5, max_s=1.0)
+    ]
+    earlier = make_record(keys[0], {"text": "from an earlier lease"}, [1] * 32, [2, 3])
+    decided = [JournalEntry(0, keys[0], record=earlier), JournalEntry.crash(1, keys[1])]
+    lease = m.Lease(1, str(tar), isolate=True, decided=[e.to_line() for e in decided])
+    messages = _run_lease(tmp_path, tar, SimulatedAccelerator(6.0, 0.0), lease)
+    isolation = [x for x in messages if isinstance(x, (m.IsolationBegin, m.IsolationDone))]
+    # The undecided samples only, each begun, then done with its record, in tar order.
+    assert [(type(x).__name__, x.key) for x in isolation] == [
+        (kind, key) for key in keys[2:] for kind in ("IsolationBegin", "IsolationDone")
+    ]
+    assert all(x.record is not None for x in isolation if isinstance(x, m.IsolationDone))
+    assert len([x for x in messages if isinstance(x, m.TarDone)]) == 1, messages
+    paths = tar_output_paths(tmp_path / "out", tar.parent, tar)
+    lines = [json.loads(line) for line in paths.jsonl.read_text().splitlines()]
+    assert lines[0] == earlier and [r["key"] for r in lines] == [keys[0], *keys[2:]]
+    errors = [json.loads(line) for line in paths.errors.read_text().splitlines()]
+    assert [(e["key"], e["stage"]) for e in errors] == [(keys[1], "worker_crash")]
+
+
+def test_an_isolated_lease_whose_journal_names_other_samples_fails_the_tar(
+    tmp_path: Path,
+) -> None:
+    tar = tmp_path / "in" / "EN-B000000.tar"
+    write_emilia_tar(tar, 3, seed=6, audio_format="flac", min_s=0.5, max_s=1.0)
+    lease = m.Lease(1, str(tar), isolate=True, decided=[JournalEntry.crash(1, "other").to_line()])
+    messages = _run_lease(tmp_path, tar, SimulatedAccelerator(6.0, 0.0), lease)
+    failed = [x for x in messages if isinstance(x, m.TarFailed)]
+    assert len(failed) == 1 and failed[0].kind == "tar" and "the tar changed" in failed[0].reason
+    assert not tar_output_paths(tmp_path / "out", tar.parent, tar).jsonl.exists()

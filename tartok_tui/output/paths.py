@@ -9,7 +9,7 @@ For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too)
     OUTPUT/manifest.json                             the run manifest (output.manifest)
     OUTPUT/.partial/out/sub/X.<fmt>.<suffix>         tokens being written
     OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
-    OUTPUT/.partial/journal/sub/X.journal            isolation journal (stable name: read by the next attempt)
+    OUTPUT/.partial/journal/sub/X.journal            isolation journal (the supervisor's; read by a later run)
     OUTPUT/run-summary.json
 
 The partial suffix holds host, pid and lease id, so two runs writing into one

@@ -62,6 +62,10 @@ class WorkerProcess(Protocol):
     pid: int | None
     node: str
     """The machine it runs on ("local" for a subprocess of the supervisor)."""
+    node_lost: str | None
+    """Once ended: why, when it ended because its machine was lost (a cluster node that
+    died, left or was preempted), else None. Such an end is no fault of the tar it held.
+    Always None for a local worker: a killed local worker is a crash."""
 
     def send(self, msg: m.Message) -> bool:
         """Queue a message for the worker; False if it can no longer receive."""
@@ -117,6 +121,7 @@ class LocalWorkerProcess:
     """A worker subprocess of this supervisor, talking JSON lines over its stdin/stdout."""
 
     node = "local"
+    node_lost: str | None = None
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc

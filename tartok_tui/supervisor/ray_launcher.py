@@ -5,8 +5,9 @@ share and cores, or cores), then starts a ``WorkerHost`` actor in it, which star
 worker subprocess on that node and relays its pipes. When no node has the share free
 within ``place_wait_s`` the start raises ``NoResources`` and the supervisor tries again
 later (the slot shows "pending"). A worker ends when its subprocess exits, or when its
-actor or node dies (then as if killed by SIGKILL); either way its actor and reservation
-are released, and its next start may land on another node.
+actor or node dies (then as if killed by SIGKILL; ``node_lost`` says when the node was
+lost, which is no fault of the tar it held); either way its actor and reservation are
+released, and its next start may land on another node.
 
 Imported only with ``--ray-address``.
 """
@@ -34,6 +35,7 @@ from tartok_tui.supervisor.ray_cluster import (
     describe_nodes,
     import_ray,
     node_label,
+    node_loss,
 )
 from tartok_tui.supervisor.ray_host import NodePlace, WorkerHost
 
@@ -73,6 +75,7 @@ class RayWorkerProcess:
         pid: int,
         node: str,
         device: str | None = None,
+        node_id: str = "",
     ) -> None:
         self._launcher = launcher
         self._slot = slot
@@ -82,6 +85,8 @@ class RayWorkerProcess:
         self.node = node
         self.device = device
         """The GPU Ray gave it on its node ("cuda:K", K as the node numbers them), or "cpu"."""
+        self.node_id = node_id
+        self.node_lost: str | None = None
         self._outbox: list[bytes] = []
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
@@ -127,10 +132,7 @@ class RayWorkerProcess:
                     await asyncio.sleep(UNAVAILABLE_RETRY_S)
                     continue
                 except errors.RayError as exc:
-                    if self._killing:
-                        self._lost("its node did not answer the kill; ended through Ray")
-                    else:
-                        self._lost(f"its Ray actor died ({_short(exc)})")
+                    await self._ended_by_ray(exc)
                     break
                 for line in lines:
                     try:
@@ -156,6 +158,18 @@ class RayWorkerProcess:
             pull.cancel()
             raise self._launcher.ray.exceptions.RayError("given up after a kill")
         return pull.result()
+
+    async def _ended_by_ray(self, exc: BaseException) -> None:
+        """The worker is gone with its actor: because its node was lost (no fault of the
+        tar it held), or not (a crash, or a kill its node did not carry out)."""
+        why = await asyncio.to_thread(node_loss, self._launcher.ray, exc, self.node_id)
+        if why is not None:
+            self.node_lost = why
+            self._lost(why)
+        elif self._killing:
+            self._lost("its node did not answer the kill; ended through Ray")
+        else:
+            self._lost(f"its Ray actor died ({_short(exc)})")
 
     def _lost(self, why: str) -> None:
         self._rc = LOST_EXIT
@@ -290,7 +304,9 @@ class RayLauncher:
         gpus = f"GPU {','.join(info['gpus'])}" if info["gpus"] else "CPU"
         self._where[spec.slot] = f"node {label}, {gpus}, log {info['log']}"
         device = f"cuda:{info['gpus'][0]}" if info["gpus"] else "cpu"
-        return RayWorkerProcess(self, spec.slot, actor, group, info["pid"], label, device)
+        return RayWorkerProcess(
+            self, spec.slot, actor, group, info["pid"], label, device, place.node_id
+        )
 
     # -- releasing -------------------------------------------------------------------------
 

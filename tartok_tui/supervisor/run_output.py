@@ -24,6 +24,25 @@ class RunOutput:
         self.config = config
         self._access = access
         self._report = report
+        self.fingerprint = ""
+        """The run manifest's fingerprint (set by ``start``), given to every worker."""
+
+    async def start(self, validated: ValidatedRun, ignored: Sequence[str]) -> list[Location]:
+        """Before the first lease: sweep dead writers' partial files, find the tars already
+        done, record the manifest, name the shard-like files that are not read."""
+        self.fingerprint = validated.manifest.fingerprint if validated.manifest else ""
+        self.sweep_partials("an earlier run")
+        done = await self.done_at_start(validated.tars)
+        await self.record_manifest(validated, bool(done))
+        if ignored:
+            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+            self._report(
+                "warning",
+                None,
+                f"{len(ignored)} files look like shards but are not read "
+                f"(not .tar, .tar.gz or .tgz): {', '.join(ignored[:10])}{more}",
+            )
+        return done
 
     async def done_at_start(self, tars: Sequence[Location]) -> list[Location]:
         """The tars already done, from one listing of an output URL (not a request per tar);

@@ -159,7 +159,17 @@ class Slot:
                 self.last_progress_at = now
         elif isinstance(
             msg,
-            (m.Hello, m.Ready, m.TarStarted, m.Progress, m.SampleError, m.TarDone, m.TarFailed),
+            (
+                m.Hello,
+                m.Ready,
+                m.TarStarted,
+                m.Progress,
+                m.SampleError,
+                m.IsolationBegin,
+                m.IsolationDone,
+                m.TarDone,
+                m.TarFailed,
+            ),
         ):
             self.last_progress_at = now
 

@@ -19,7 +19,6 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from tartok_tui import messages as m
@@ -33,6 +32,8 @@ from tartok_tui.storage import (
 )
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
+from tartok_tui.supervisor.isolation import JournalStore
+from tartok_tui.supervisor.leasing import Leasing
 from tartok_tui.supervisor.memory import MemoryWatch
 from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
@@ -44,7 +45,7 @@ from tartok_tui.supervisor.process import (
     describe_exit,
     worker_spec,
 )
-from tartok_tui.supervisor.queue import ReturnCause, TarQueue, TarStatus
+from tartok_tui.supervisor.queue import TarQueue, TarStatus
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.run_output import RunOutput
 from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
@@ -60,17 +61,11 @@ WATCH_EVERY_S = 1.0
 """Stall checks, throughput samples and GPU readings."""
 PLACEMENT_RETRY_S = 5.0
 """Cluster mode: how often a slot that could not be placed tries again."""
-_RETURNED: dict[str, tuple[ReturnCause, str]] = {
-    "input": (ReturnCause.INPUT, "input unreadable"),
-    "store": (ReturnCause.STORE, "upload failed"),
-    "oom": (ReturnCause.OOM, "out of device memory"),
-}
-"""TarFailed kinds not the tar's fault: back to the queue a few times; what the event says."""
 
 EventCallback = Callable[[Event], None]
 
 
-class Supervisor(RunControls):
+class Supervisor(Leasing, RunControls):
     """Runs the workers of one ``tartok-tui run``.
 
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
@@ -99,6 +94,7 @@ class Supervisor(RunControls):
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
         self._access = Access(options=config.storage_options)
         self._output = RunOutput(config, self._access, self._event)
+        self._journals = JournalStore(config.local_output_dir, config.input_dir, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -112,7 +108,6 @@ class Supervisor(RunControls):
         self._gpus: tuple = ()
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
-        self._fingerprint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # ------------------------------------------------------------------ run
@@ -124,26 +119,15 @@ class Supervisor(RunControls):
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
-        self._fingerprint = validated.manifest.fingerprint if validated.manifest else ""
-        self._output.sweep_partials("an earlier run")
-        done = await self._output.done_at_start(validated.tars)
-        await self._output.record_manifest(validated, bool(done))
+        done = await self._output.start(validated, validated.ignored or self._given_ignored)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
+        await self._restore_journals(validated.tars, done)
         self._event(
             "info",
             None,
             f"{len(validated.tars)} tars, {len(done)} already done, "
             f"{self._queue.pending} to process",
         )
-        ignored = validated.ignored or self._given_ignored
-        if ignored:
-            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-            self._event(
-                "warning",
-                None,
-                f"{len(ignored)} files look like shards but are not read "
-                f"(not .tar, .tar.gz or .tgz): {', '.join(ignored[:10])}{more}",
-            )
         policy = self._new_policy
         # No more workers than tars to do: each loads a model for nothing otherwise.
         placements = validated.placements[: max(1, self._queue.pending)]
@@ -174,11 +158,22 @@ class Supervisor(RunControls):
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
+        await self._journals.close()
         self._output.sweep_partials("workers killed in this run")
         summary = self._finish()
         if self.config.output_is_url:
             await asyncio.to_thread(self._output.upload_summary)
         return summary
+
+    async def _restore_journals(self, tars: list[Location], done: list[Location]) -> None:
+        """What earlier runs' isolation journals decided, for tars isolated again."""
+        skipped = set(done)
+        todo = [t for t in tars if t not in skipped]
+        journals, warnings = await asyncio.to_thread(self._journals.load, todo, done)
+        for tar, decided in journals.items():
+            self._queue.restore(tar, decided)
+        for warning in warnings:
+            self._event("warning", None, warning)
 
     def _finish(self) -> RunSummary:
         summary = self._summary()
@@ -225,17 +220,24 @@ class Supervisor(RunControls):
                 slot.phase = WorkerState.DONE
                 return
             try:
-                rc = await self._run_worker(slot)
+                rc, node_lost = await self._run_worker(slot)
             except NoResources as exc:
                 await self._wait_for_placement(slot, str(exc))
                 continue
             intent = slot.intent
             lease = slot.lease_ended()
             if lease is not None:
-                self._lease_lost(slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST)
+                self._lease_lost(
+                    slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST, node_lost=node_lost
+                )
             if self._stopping:
                 slot.phase = WorkerState.DONE
                 return
+            if node_lost is not None and intent in (ExitIntent.NONE, ExitIntent.STALL):
+                # The machine went, not the worker: no backoff, no crash-loop count; the
+                # next start waits (PENDING) until some node has room.
+                slot.stats.restarts += 1
+                continue
             if intent == ExitIntent.RECYCLE:
                 # However the recycled worker ended, the memory watch may act again.
                 self._memory.recycle_finished(slot.n)
@@ -311,10 +313,11 @@ class Supervisor(RunControls):
         if all(s.phase == WorkerState.FATAL for s in self._slots):
             self._exit_reason = f"every worker slot is fatal: {reason}"
 
-    async def _run_worker(self, slot: Slot) -> int:
-        """Start one worker and talk to it until it exits; returns its exit code."""
+    async def _run_worker(self, slot: Slot) -> tuple[int, str | None]:
+        """Start one worker and talk to it until it exits; returns its exit code, and why
+        its machine was lost when that is how it ended (``WorkerProcess.node_lost``)."""
         assert self._model_dir is not None
-        spec = worker_spec(self.config, slot.placement, self._model_dir, self._fingerprint)
+        spec = worker_spec(self.config, slot.placement, self._model_dir, self._output.fingerprint)
         if slot.phase != WorkerState.PENDING:
             slot.phase = WorkerState.STARTING
         try:
@@ -323,7 +326,7 @@ class Supervisor(RunControls):
             raise
         except WorkerStartError as exc:
             slot.load_failed = f"could not start the worker: {exc}"
-            return 1
+            return 1, None
         slot.started(process, time.monotonic())
         where = self._launcher.describe(spec)
         self._event("info", slot.n, f"worker started (pid {process.pid}, {where})")
@@ -339,7 +342,7 @@ class Supervisor(RunControls):
         await self._talk(slot, process)
         rc = await process.wait()
         slot.exited()
-        return rc
+        return rc, process.node_lost
 
     async def _talk(self, slot: Slot, process: WorkerProcess) -> None:
         def warn(text: str) -> None:
@@ -370,6 +373,11 @@ class Supervisor(RunControls):
                     lease.expected = msg.samples_expected
                     self._queue.set_expected(lease.lease_id, msg.samples_expected)
                 self._maybe_log_stats()
+        elif isinstance(msg, m.IsolationBegin):
+            if not self._queue.sample_begun(msg.lease_id, msg.index, msg.key):
+                self._event("warning", n, f"isolation message for no isolated lease: {msg!r}")
+        elif isinstance(msg, m.IsolationDone):
+            self._sample_decided(slot, msg)
         elif isinstance(msg, m.SampleError):
             what = f"sample {msg.key}" if msg.key is not None else "tar"
             name = Path(msg.tar_path).name
@@ -389,133 +397,6 @@ class Supervisor(RunControls):
             self._event(msg.level, n, msg.message)
         elif not isinstance(msg, m.Heartbeat):
             self._event("warning", n, f"unexpected message from the worker: {msg!r}")
-
-    def _tar_done(self, slot: Slot, msg: m.TarDone) -> None:
-        lease = slot.lease_ended()
-        if lease is None or lease.lease_id != msg.lease_id:
-            self._event("warning", slot.n, f"{Path(msg.tar_path).name}: done for no lease")
-            return
-        stats = slot.stats
-        stats.tars_done += 1
-        stats.samples += msg.samples
-        stats.errors += msg.errors
-        stats.audio_s += msg.audio_seconds
-        stats.model_s += msg.model_seconds
-        stats.wall_s += msg.wall_seconds
-        stats.batches += lease.progress.batches if lease.progress else 0
-        slot.policy.record_success()
-        self._queue.commit(
-            lease.lease_id,
-            samples=msg.samples,
-            errors=msg.errors,
-            audio_s=msg.audio_seconds,
-            wall_s=msg.wall_seconds,
-        )
-        self._event(
-            "info",
-            slot.n,
-            f"{location_name(lease.tar)} done: {msg.samples} samples, {msg.errors} errors, "
-            f"{msg.audio_seconds / max(msg.wall_seconds, 1e-9):.1f}x real time",
-        )
-        self._maybe_log_stats()
-        self._after_lease()
-
-    def _tar_failed(self, slot: Slot, msg: m.TarFailed) -> None:
-        lease = slot.lease_ended()
-        name = Path(msg.tar_path).name
-        msg = replace(msg, reason=self._redact(msg.reason))
-        if msg.kind == "oom":
-            # The worker exits now, for a clean allocator: no new lease for it meanwhile.
-            slot.expect_exit(ExitIntent.OUT_OF_MEMORY)
-        if lease is None or lease.lease_id != msg.lease_id:
-            self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
-            return
-        if self._done_meanwhile(slot, lease, f"is done already: {msg.reason}"):
-            return
-        if msg.kind == "output":
-            self._queue.give_back(lease.lease_id, ReturnCause.INTENDED)
-            self._halt(
-                ExitCode.OUTPUT_UNAVAILABLE,
-                f"the output takes no more data: {msg.reason}; free space (or fix the "
-                "output) and run the same command again",
-            )
-            return
-        returned = _RETURNED.get(msg.kind)
-        if returned is not None:
-            cause, what = returned
-            back = self._queue.give_back(lease.lease_id, cause, msg.reason)
-            if back.requeued:
-                self._event("warning", slot.n, f"{name}: {what}, retried later: {msg.reason}")
-            else:
-                self._event("error", slot.n, f"{name} given up: {back.reason}")
-        else:
-            self._queue.fail(lease.lease_id, msg.reason)
-            self._event("error", slot.n, f"{name} failed: {msg.reason}")
-        self._after_lease()
-
-    def _done_meanwhile(self, slot: Slot, lease: ActiveLease, event: str) -> bool:
-        """Whether the leased tar's output exists all the same (committed by the worker
-        before it died or failed, or by another run sharing the output, in either format):
-        then the lease ends as done, nothing to redo."""
-        if not self._output.is_done(lease.tar):
-            return False
-        self._queue.committed_elsewhere(lease.lease_id)
-        self._event("info", slot.n, f"{location_name(lease.tar)} {event}")
-        self._after_lease()
-        return True
-
-    def _after_lease(self) -> None:
-        if not self._queue.work_remaining():
-            # Slots waiting out a backoff have nothing left to restart for.
-            for slot in self._slots:
-                slot.wake.set()
-        self._dispatch()
-
-    # ------------------------------------------------------------------ leasing
-
-    def _dispatch(self) -> None:
-        """Give a tar to each idle worker; tell idle workers to exit once all work is done."""
-        if self._stopping:
-            return
-        for slot in self._slots:
-            if not slot.can_take_lease():
-                continue
-            grant = self._queue.lease()
-            if grant is None:
-                if not self._queue.work_remaining() and slot.process is not None:
-                    slot.expect_exit(ExitIntent.DRAIN)
-                    slot.process.send(m.Stop())
-                continue
-            if grant.newly_isolated:
-                self._event(
-                    "warning",
-                    slot.n,
-                    f"{location_name(grant.tar)} killed {grant.kills} workers: processing it "
-                    "sample by sample to find the culprit",
-                )
-            lease = ActiveLease(grant.lease_id, grant.tar, grant.isolate, time.monotonic())
-            slot.leased(lease)
-            assert slot.process is not None
-            slot.process.send(
-                m.Lease(grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed)
-            )
-
-    def _lease_lost(
-        self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
-    ) -> None:
-        """The worker ended without reporting the end of its lease."""
-        if self._done_meanwhile(slot, lease, "was committed before the worker died"):
-            return
-        if self._stopping or not intent.blames_tar:
-            cause = ReturnCause.INTENDED
-        elif intent == ExitIntent.STALL:
-            cause = ReturnCause.STALL
-        else:
-            cause = ReturnCause.DEVICE if device_lost else ReturnCause.CRASH
-        back = self._queue.give_back(lease.lease_id, cause)
-        if not back.requeued:
-            self._event("error", slot.n, f"{location_name(lease.tar)} given up: {back.reason}")
-        self._after_lease()
 
     # ------------------------------------------------------------------ watching
 

@@ -109,8 +109,8 @@ class WorkerOptions:
 
     @property
     def local_output_dir(self) -> Path:
-        """Where partial files and isolation journals live: the output directory, or the
-        spool folder of an output URL."""
+        """Where partial files live: the output directory, or the spool folder of an
+        output URL."""
         if self.output_spool:
             return Path(self.output_spool)
         return Path(self.output_dir)

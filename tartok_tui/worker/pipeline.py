@@ -34,6 +34,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,12 +42,13 @@ from tartok_tui import messages as m
 from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
-from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.journal import JournalEntry
 from tartok_tui.output.spool import SpoolTarget, make_spool
 from tartok_tui.output.store import StoreOutput, StoreUnavailable
 from tartok_tui.output.tarmeta import InputIdentity, input_identity
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
+from tartok_tui.stages import Stage
 from tartok_tui.storage import (
     Access,
     InputUnavailable,
@@ -210,7 +212,7 @@ class LeaseRunner:
         )
         self.access = Access(options=opts.storage_options, on_retry=self._read_retried)
         self.local_out = opts.local_output_dir
-        """Where partial files and journals live (the spool folder of an output URL)."""
+        """Where partial files live (the spool folder of an output URL)."""
         self.target: SpoolTarget | None = None
         if is_url(opts.output_dir):
             store = StoreOutput(str(opts.output_dir), self.access)
@@ -300,12 +302,6 @@ class LeaseRunner:
             if is_device_failure(exc):
                 raise
             return self._failure(lease, exc)
-        # Committed: a journal (this attempt's, or one an earlier run left) has served its
-        # purpose and must not blame a sample in some later run.
-        if state.journal is not None:
-            state.journal.remove()
-        else:
-            writer.paths.journal.unlink(missing_ok=True)
         output.progress(force=True)
         return output.done_message()
 
@@ -498,50 +494,50 @@ class LeaseRunner:
     # ------------------------------------------------------------------ isolation mode
 
     def _run_isolated(self, tar_path: Location, output: LeaseOutput) -> None:
-        """One sample at a time, journalled: a sample that was begun by a worker that
-        died before finishing it is the poison; it gets an error record, the rest tokens."""
+        """One sample at a time, each begun and finished with a message to the supervisor,
+        which journals them: a sample a worker died in is the poison. Samples the lease
+        says are decided (by earlier leases, on any worker) are written as they are."""
         state = output.state
+        lease_id = state.lease.lease_id
+        decided = {e.index: e for e in map(JournalEntry.from_line, state.lease.decided)}
+        log.info(
+            "isolated run of %s: %d samples decided earlier, died in %s",
+            tar_path,
+            len(decided),
+            sorted(e.key for e in decided.values() if e.stage == Stage.WORKER_CRASH),
+        )
         # The journal's sample numbers must mean the same samples in every attempt: an
         # ungrouped tar is read by key from the start (a header scan says which it is).
         indexed = not scan_tar(tar_path, access=self.access).grouped
-        with IsolationJournal.open(self.local_out, self.opts.input_dir, tar_path) as journal:
-            if state.lease.retry_crashed and journal.crashed:
-                log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
-                journal.crashed.clear()
-            log.info(
-                "isolated run of %s: %d samples journalled, died in %s",
-                tar_path,
-                len(journal.completed),
-                sorted(journal.crashed.values()),
-            )
-            damaged = False
-            for item in self._samples(tar_path, indexed):
-                self.counter.advance()
-                if isinstance(item, Ungrouped):
-                    raise InputFailure(f"{item.reason} (the header scan said it was grouped)")
-                if isinstance(item, TarDamage):
-                    damaged = True
-                    output.tar_error(item.reason)
-                    continue
-                decided = journal.outcome(item.index, item.key)
-                if decided is not None:
-                    # Finished by an earlier attempt, or the sample that attempt died in.
-                    entry = Entry(item.index, item.key, item, record=decided.record)
-                    if decided.is_error:
-                        entry.error = (decided.stage or "", decided.reason or "")
-                    output.write(entry)
-                    continue
-                self._checkpoint(output)
-                journal.begin(item.index, item.key)
-                entry = self._isolated_sample(item, output)
-                if entry.record is not None:
-                    journal.done(item.index, entry.record)
-                else:
-                    stage, reason = entry.error or ("tokenize", "no result")
-                    journal.done_error(item.index, item.key, stage, reason)
+        damaged = False
+        for item in self._samples(tar_path, indexed):
+            self.counter.advance()
+            if isinstance(item, Ungrouped):
+                raise InputFailure(f"{item.reason} (the header scan said it was grouped)")
+            if isinstance(item, TarDamage):
+                damaged = True
+                output.tar_error(item.reason)
+                continue
+            then = decided.get(item.index)
+            if then is not None:
+                then.check_key(item.key)
+                entry = Entry(item.index, item.key, item, record=then.record)
+                if then.is_error:
+                    entry.error = (then.stage or "", then.reason or "")
                 output.write(entry)
-            state.read_clean = not damaged
-        state.journal = journal
+                continue
+            self._checkpoint(output)
+            self.channel.send(m.IsolationBegin(lease_id, item.index, item.key))
+            entry = self._isolated_sample(item, output)
+            # The supervisor has the outcome before it is written here: a worker that
+            # dies from now on did not die in this sample.
+            done = m.IsolationDone(lease_id, item.index, item.key, entry.record)
+            if entry.record is None:
+                stage, reason = entry.error or ("tokenize", "no result")
+                done = replace(done, stage=stage, reason=self.redact(reason))
+            self.channel.send(done)
+            output.write(entry)
+        state.read_clean = not damaged
 
     def _isolated_sample(self, sample: Sample, output: LeaseOutput) -> Entry:
         """Decode and tokenize one sample on this thread; its Entry has a record or error."""
