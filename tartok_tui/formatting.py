@@ -91,6 +91,14 @@ def gib(n_bytes: int | float) -> str:
     return f"{n_bytes / GIB:.1f} GiB"
 
 
+def size(n_bytes: int | float) -> str:
+    """``812.0 KiB``, ``12.3 MiB``, ``208.4 GiB``."""
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.1f} {unit}"
+    return f"{n_bytes / 1024:,.1f} KiB"
+
+
 def count(n: int | None) -> str:
     return "?" if n is None else f"{n:,}"
 

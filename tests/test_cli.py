@@ -288,13 +288,20 @@ def test_status_counts_done_tars_and_errors(finished_output):
     _, out = finished_output
     result = runner.invoke(cli.app, ["status", str(out)], terminal_width=120)
     assert result.exit_code == 0, result.output
-    assert "2 tars, 5 lines, 1 error records" in result.output
+    assert "2 tars (2 jsonl)" in result.output and "not counted" in result.output
     assert "EN-B000001.tar" in result.output  # listed among tars with errors
+    result = runner.invoke(cli.app, ["status", str(out), "--counts"], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    assert "5 lines, 1 error records" in result.output
+    assert "EN-B000001.tar" in result.output  # the table of tars with errors
 
 
 def test_status_json(finished_output):
     _, out = finished_output
     result = runner.invoke(cli.app, ["status", str(out), "--json"])
+    data = json.loads(result.output)
+    assert (data["tars_done"], data["lines"], data["error_records"]) == (2, None, None)
+    result = runner.invoke(cli.app, ["status", str(out), "--json", "--counts"])
     data = json.loads(result.output)
     assert (data["tars_done"], data["lines"], data["error_records"]) == (2, 5, 1)
 

@@ -18,7 +18,8 @@ from tar_faults import write_truncated_tar
 from tartok_tui.output import parquet as parquet_module
 from tartok_tui.output.paths import partial_suffix, remove_stale_partials, tar_output_paths
 from tartok_tui.output.read import read_rows
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.scan import scan_output
+from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import OutputFormatConflict, TarWriter, make_record
 
 
@@ -297,7 +298,7 @@ def test_status_counts_both_formats(mixed) -> None:
     small_tar(inp / "d.tar", 2, seed=4)
     in_flight = TarWriter(out, inp, inp / "d.tar", lease_id=5, output_format="parquet")
     leftover = TarWriter(out, inp, inp / "a.tar", lease_id=6, output_format="parquet")
-    status = scan_output(out)
+    status = scan_output(out, counts=True)
     assert [(t.tar, t.format, t.lines, t.errors) for t in status.done] == [
         ("a.tar", "parquet", 4, 0),
         ("b.tar", "jsonl", 3, 1),
@@ -309,7 +310,8 @@ def test_status_counts_both_formats(mixed) -> None:
     assert status.both_formats == [] and status.orphan_errors == []
     data = json.loads(json.dumps(status.to_dict()))
     assert data["formats"] == {"jsonl": 1, "parquet": 2}
-    assert data["done"]["a.tar"] == {"lines": 4, "errors": 0, "format": "parquet"}
+    size = (out / "a.parquet").stat().st_size
+    assert data["done"]["a.tar"] == {"lines": 4, "errors": 0, "format": "parquet", "bytes": size}
     in_flight.abort()
     leftover.abort()
 
@@ -346,7 +348,10 @@ def test_a_truncated_parquet_file_is_unreadable_not_a_crash(mixed, tmp_path: Pat
     inp, out = mixed
     path = out / "a.parquet"
     path.write_bytes(path.read_bytes()[:-100])
-    status = scan_output(out)
+    # status counts a recorded tar from its commit record; without one it reads the footer.
+    assert scan_output(out, counts=True).unreadable == []
+    (out / "meta" / "a.json").unlink()
+    status = scan_output(out, counts=True)
     assert [t.tar for t in status.unreadable] == ["a.tar"]
     report = verify(inp, out)
     [check] = report.problems
@@ -359,7 +364,7 @@ def test_verify_reads_a_damaged_tar_recorded_in_parquet(tmp_path: Path) -> None:
     small_tar(tmp_path / "full.tar", 5, seed=1)
     write_truncated_tar(tmp_path / "full.tar", inp / "cut.tar", 60_000)
     process(inp, out, inp / "cut.tar", "parquet")
-    report = verify(inp, out)
+    report = verify(inp, out, deep=True)
     assert report.ok and report.damaged_inputs == ["cut.tar"]
     assert 0 < report.tars[0].lines < 5 and report.tars[0].tar_errors == 1
 

@@ -30,7 +30,7 @@ from ray_support import (
 
 from tartok_tui.config import RunConfig
 from tartok_tui.demo.data import write_emilia_tar
-from tartok_tui.output.scan import verify
+from tartok_tui.output.verify import verify
 from tartok_tui.supervisor.process import NoResources, WorkerSpec, WorkerStartError
 from tartok_tui.supervisor.ray_cluster import connect, disconnect, plan_cluster_slots
 from tartok_tui.supervisor.ray_launcher import RayLauncher

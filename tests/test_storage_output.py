@@ -18,10 +18,11 @@ from tar_makers import python_tar
 from tartok_tui.config import RunConfig
 from tartok_tui.output.files import done_format_now, done_formats
 from tartok_tui.output.read import count_records, read_error_keys, read_keys, read_rows
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.scan import scan_output
 from tartok_tui.output.spool import SpoolTarget, spool_root
 from tartok_tui.output.store import StoreOutput, StoreUnavailable, unavailable_errno
 from tartok_tui.output.target import LocalTarget, OutputUnavailable
+from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import iter_samples
 from tartok_tui.storage import Access, RedactingFormatter, RetryPolicy, filesystem

@@ -165,7 +165,7 @@ def test_a_run_from_s3_to_s3_survives_a_killed_worker_and_a_rerun_changes_nothin
     summary = json.loads(first["run-summary.json"])
     assert summary["exit_code"] == 0 and summary["worker_restarts"] >= 1
 
-    status = cli("status", out, "--json", "--storage-options", OPTIONS)
+    status = cli("status", out, "--json", "--counts", "--storage-options", OPTIONS)
     data = json.loads(status.stdout)
     assert (data["tars_done"], data["lines"], data["error_records"]) == (4, 19, 1)
     assert data["summary"]["exit_code"] == 0 and data["partial_tars"] == []

@@ -44,7 +44,7 @@ import os
 import tarfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
 from tartok_tui.shards.compression import compression, spool
@@ -54,6 +54,7 @@ from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
 from tartok_tui.shards.tario import ByteSource, is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
 from tartok_tui.storage.reading import Access, open_input
+from tartok_tui.storage.urls import is_url
 
 __all__ = [
     "DEFAULT_AUDIO_EXTS",
@@ -73,6 +74,9 @@ __all__ = [
 
 DEFAULT_MAX_JSON_BYTES = 64 << 20
 DEFAULT_MAX_AUDIO_BYTES = 2 << 30
+HEADER_WINDOW = 4 << 10
+"""Bytes a ranged header scan fetches from a header on: the header (512), a small member
+(JSON metadata of up to ~3 KiB) and the next header, in one request."""
 MAX_JSON_DEPTH = 100
 """JSON metadata nested deeper than this is a sample's problem (see :func:`_unwritable`)."""
 
@@ -88,6 +92,8 @@ class TarScan:
     damage: TarDamage | None = None
     grouped: bool = True
     """False when streaming would stop with Ungrouped (the keys are then the indexed read's)."""
+    compressed: bool = False
+    """The tar is compressed: its headers were found by reading all of it through."""
 
     @property
     def count(self) -> int:
@@ -290,24 +296,37 @@ def iter_samples(
         groups.close()
 
 
-def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
+def scan_tar(tar: Location, *, access: Access | None = None, ranged: bool = False) -> TarScan:
     """The keys :func:`iter_samples` yields, from member headers alone.
 
     For a grouped tar, the streamed keys; for one that is not, the indexed read's (which the
     worker ends up doing). An uncompressed tar's headers are reached by seeking over the
     data (one read per member header locally); a compressed one is read through.
+
+    On object storage an uncompressed tar is read ahead like a stream (``access``), so
+    members smaller than the read-ahead are downloaded with the headers; ``ranged`` reads
+    each header with a ranged request of HEADER_WINDOW bytes instead, which also holds a
+    small member (a JSON) and the header after it: about one request per sample and a few
+    KiB of a sample's hundreds. A compressed tar is streamed either way (``compressed``).
     """
-    with open_input(tar, sequential=True, access=access) as raw:
-        index = _index(raw, open_seekable if compression(raw) is None else open_stream)
+    opened = replace(access or Access(), read_ahead=HEADER_WINDOW) if ranged else access
+    with open_input(tar, sequential=True, access=opened) as raw:
+        kind = compression(raw)
+        index = _index(raw, open_seekable) if kind is None else None
+        if index is None and not (ranged and is_url(tar)):
+            index = _index(raw, open_stream)
+    if index is None:  # a compressed tar opened for ranged reads: stream it instead
+        with open_input(tar, sequential=True, access=access) as raw:
+            index = _index(raw, open_stream)
     if isinstance(index, TarDamage):
-        return TarScan([], index)
+        return TarScan([], index, compressed=kind is not None)
     keys = list(index.groups)
     damage = None
     if index.damage is not None:
         damage = TarDamage(len(keys), index.damage)
     elif not keys:
         damage = TarDamage(0, EMPTY)
-    return TarScan(keys, damage, index.grouped)
+    return TarScan(keys, damage, index.grouped, compressed=kind is not None)
 
 
 def count_samples(tar: Location, *, access: Access | None = None) -> int:

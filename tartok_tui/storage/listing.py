@@ -33,22 +33,26 @@ def _retrying(call: Callable[[], Any], url: str, access: Access) -> Any:
             time.sleep(access.retry.delay(failure))
 
 
-def list_files(url: str, *, recursive: bool, access: Access | None = None) -> list[str]:
-    """Paths of the files under ``url`` relative to it (``sub/x.tar``), unsorted. Only the
-    top level unless ``recursive``. FileNotFoundError when nothing is there; listing
-    failures are retried, then InputUnavailable."""
+def list_files(
+    url: str, *, recursive: bool, access: Access | None = None
+) -> dict[str, dict[str, Any]]:
+    """The files under ``url``: path relative to it (``sub/x.tar``) -> the listing's entry
+    (``size``, and ``ETag`` or ``etag`` where the store gives one), unsorted. Only the top
+    level unless ``recursive``. FileNotFoundError when nothing is there; listing failures
+    are retried, then InputUnavailable."""
     access = access or Access()
     fs, root = filesystem(url, access.options)
     root = root.rstrip("/")
 
-    def listing() -> list[str]:
+    def listing() -> list[dict[str, Any]]:
+        fs.invalidate_cache(root)  # what is there now, not what this process saw before
         if recursive:
-            found = fs.find(root, withdirs=False)
+            found = fs.find(root, withdirs=False, detail=True)
             if not found and not fs.exists(root):
                 raise FileNotFoundError(root)
-            return list(found)
-        return [e["name"] for e in fs.ls(root, detail=True) if e.get("type") == "file"]
+            return list(found.values())
+        return [e for e in fs.ls(root, detail=True) if e.get("type") == "file"]
 
-    names = _retrying(listing, url, access)
+    entries = _retrying(listing, url, access)
     prefix = root + "/"
-    return [name[len(prefix) :] for name in names if name.startswith(prefix)]
+    return {e["name"][len(prefix) :]: e for e in entries if e["name"].startswith(prefix)}
