@@ -24,9 +24,13 @@ class BrokenLauncher:
     def __init__(self, error: Exception) -> None:
         self.error = error
         self.starts = 0
+        self.closed = False
 
     def describe(self, spec: WorkerSpec) -> str:
         return "nowhere"
+
+    def close(self) -> None:
+        self.closed = True
 
     async def start(self, spec: WorkerSpec):
         self.starts += 1

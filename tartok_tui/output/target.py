@@ -136,6 +136,13 @@ class PartialFile:
             view.release()
         self._buffer = bytearray()
 
+    def touch(self) -> None:
+        """Set the file's modification time to now (the file server's clock on NFS): its
+        age tells a sweeper whether a writer still holds it (see paths.PARTIAL_MAX_AGE_S)."""
+        if self._fd is not None:
+            with output_op(self.path, "touching"):
+                os.utime(self._fd)
+
     def sync(self) -> None:
         """Everything written so far is on disk."""
         self.flush()

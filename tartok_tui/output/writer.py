@@ -21,6 +21,7 @@ says). It is not the tar's fault: do not record it as one.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,7 @@ from tartok_tui.output.parquet import write_parquet as _write_parquet
 from tartok_tui.output.paths import (
     DEFAULT_FORMAT,
     OUTPUT_FORMATS,
+    PARTIAL_TOUCH_S,
     TarOutputPaths,
     partial_suffix,
     tar_output_paths,
@@ -197,6 +199,7 @@ class TarWriter:
             _ParquetTokens(part) if output_format == "parquet" else _JsonlTokens(part)
         )
         self._errors_part: PartialFile | None = None
+        self._touched = time.monotonic()
 
     # ------------------------------------------------------------------ adding
 
@@ -236,6 +239,7 @@ class TarWriter:
         self._pending[index] = (is_error, item)
         try:
             self._drain()
+            self._keep_fresh()
         except OutputUnavailable as exc:
             self._abort_after(exc)
             raise
@@ -255,6 +259,18 @@ class TarWriter:
                 self._tokens.write(item)
                 self.lines += 1
             self._next_index += 1
+
+    def _keep_fresh(self) -> None:
+        """Touch the partial files every PARTIAL_TOUCH_S while results come in: their age
+        is how a run sweeping the output tells a live writer from a dead one, and writes
+        alone would not show it (Parquet writes at commit, JSONL every WRITE_BUFFER)."""
+        now = time.monotonic()
+        if now - self._touched < PARTIAL_TOUCH_S:
+            return
+        self._touched = now
+        for part in (self._tokens.part, self._errors_part):
+            if part is not None:
+                part.touch()
 
     def _error_part(self) -> PartialFile:
         if self._errors_part is None:

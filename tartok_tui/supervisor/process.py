@@ -62,6 +62,9 @@ class WorkerProcess(Protocol):
     pid: int | None
     node: str
     """The machine it runs on ("local" for a subprocess of the supervisor)."""
+    unreachable: str | None
+    """Set when it was killed because its requests could not be delivered (a cluster
+    node out of reach): not its tar's fault."""
 
     def send(self, msg: m.Message) -> bool:
         """Queue a message for the worker; False if it can no longer receive."""
@@ -93,6 +96,10 @@ class WorkerLauncher(Protocol):
         """Where the worker will run, for the event log."""
         ...
 
+    def close(self) -> None:
+        """The run has ended: release what the launcher holds for it."""
+        ...
+
 
 def killpg(pid: int) -> None:
     """SIGKILL a worker's process group (workers lead their own session: pgid == pid)."""
@@ -115,6 +122,7 @@ class LocalWorkerProcess:
     """A worker subprocess of this supervisor, talking JSON lines over its stdin/stdout."""
 
     node = "local"
+    unreachable: str | None = None
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -167,6 +175,9 @@ class LocalLauncher:
 
     def describe(self, spec: WorkerSpec) -> str:
         return spec.options.device
+
+    def close(self) -> None:
+        """Nothing to release: each subprocess ends with its slot."""
 
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         try:

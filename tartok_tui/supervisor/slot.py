@@ -46,6 +46,9 @@ class ExitIntent(enum.StrEnum):
     """The run is stopping: abort, do not restart."""
     DRAIN = "drain"
     """No work is left: exit, do not restart."""
+    UNREACHABLE = "unreachable"
+    """Killed because its requests could not be delivered (a cluster node out of reach):
+    restarted after a backoff like a crash, but the tar is not blamed."""
 
     @property
     def blames_tar(self) -> bool:
