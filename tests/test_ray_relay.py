@@ -147,7 +147,9 @@ async def test_a_worker_whose_requests_never_arrive_is_killed_as_unreachable(
     assert handle.send.calls == 4 and handle.kill.calls == 1
     assert process.unreachable is not None
     assert "could not be delivered after 4 tries" in process.unreachable
-    assert any("worker on node testhost/f00df0 unreachable: killing it" in e for e in launcher.events)
+    assert any(
+        "worker on node testhost/f00df0 unreachable: killing it" in e for e in launcher.events
+    )
     assert not any(isinstance(msg, m.TarStarted) for msg in seen)
     assert not process.send(m.Stop())
     wait_until(lambda: not worker_processes(tmp_path), 30, "the worker to be gone")
