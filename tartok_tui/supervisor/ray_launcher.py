@@ -8,6 +8,11 @@ later (the slot shows "pending"). A worker ends when its subprocess exits, or wh
 actor or node dies (then as if killed by SIGKILL); either way its actor and reservation
 are released, and its next start may land on another node.
 
+Before the first start the launcher writes a token file into the output, which each
+host reads back from its node (``output.shared``): a node that sees another disk or store
+at the output's path is refused by name. Requests that cannot be delivered after a few
+tries make the worker unreachable: it is killed, and its tar is not blamed.
+
 Imported only with ``--ray-address``.
 """
 
@@ -17,11 +22,12 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from tartok_tui import messages as m
 from tartok_tui.output.shared import SharedProof, remove_proof, write_proof
-from tartok_tui.storage import Access, Location
+from tartok_tui.storage import Access, Location, RetryPolicy
 from tartok_tui.supervisor.memory import TreeMemory
 from tartok_tui.supervisor.process import (
     NoResources,
@@ -54,7 +60,7 @@ SEND_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
 """Pauses before sending a batch again after a failed try (the actor unavailable for now,
 or no answer). After the last try the worker is unreachable: it is killed (its tar is not
 blamed) and its slot restarts it. So a request, the final Stop included, is delivered or
-its worker killed within 4 x SEND_TIMEOUT_S + 3.5 s; the kill is bounded by KILL_GRACE_S."""
+its worker killed within 4 x SEND_TIMEOUT_S + 3.5 s, and a kill takes 2 x KILL_GRACE_S at most."""
 KILL_GRACE_S = 10.0
 """After a kill, how long the node may take to report the worker's end before the
 actor is killed through Ray, and the same again before the worker is given up as gone."""
@@ -386,7 +392,8 @@ class RayLauncher:
         if self._proof is not None:
             (proof, output, access), self._proof = self._proof, None
             try:
-                remove_proof(output, access, proof)
+                # One try: the run has ended, and a leftover token file harms nothing.
+                remove_proof(output, replace(access, retry=RetryPolicy(tries=1)), proof)
             except OSError as exc:
                 self.report("warning", None, f"could not remove the check file {proof.key}: {exc}")
 
