@@ -213,6 +213,30 @@ def test_nothing_final_exists_until_commit_and_abort_leaves_nothing(dirs) -> Non
     assert files_under(out) == []
 
 
+def test_a_live_writer_keeps_its_partial_files_fresh_though_parquet_writes_at_commit(
+    dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import time
+
+    from tartok_tui.output import writer as writer_module
+
+    inp, out, tar = dirs
+    writer = TarWriter(out, inp, tar, lease_id=7, output_format="parquet")
+    writer.add_error(0, "k000", "decode", "x")
+    parts = sorted((out / ".partial").rglob("*.part"))
+    day_ago = time.time() - 86400
+    for part in parts:
+        os.utime(part, (day_ago, day_ago))
+    writer.add(1, record(1))
+    assert [p.stat().st_mtime for p in parts] == [day_ago] * 2  # touched at most once a minute
+    monkeypatch.setattr(writer_module, "PARTIAL_TOUCH_S", 0.0)
+    writer.add(2, record(2))
+    assert len(parts) == 2 and all(time.time() - p.stat().st_mtime < 600 for p in parts)
+    assert parts[1].name.startswith("X.parquet.") and parts[1].stat().st_size == 0  # no write
+    writer.abort()
+
+
 def test_commit_publishes_the_errors_first_then_the_parquet(
     dirs, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -16,13 +16,16 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 from ray_support import (
     NODE_ARGS,
+    can_mount_privately,
     host_actor_processes,
+    node_with_own_disk,
     start_cluster,
     wait_until,
     worker_processes,
@@ -30,6 +33,7 @@ from ray_support import (
 
 from tartok_tui.config import RunConfig
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.output.verify import verify
 from tartok_tui.supervisor.process import NoResources, WorkerSpec, WorkerStartError
 from tartok_tui.supervisor.ray_cluster import connect, disconnect, plan_cluster_slots
@@ -189,6 +193,85 @@ async def test_a_worker_whose_node_does_not_answer_a_kill_is_ended_through_ray(
     wait_until(lambda: not worker_processes(tmp_path) and not psutil.pid_exists(host.pid),
                30, "the worker and its host to be gone")  # fmt: skip
     launcher.close()
+
+
+# ---------------------------------------------------------------- a node with its own disk
+
+
+def _hold_cpus(ray, node_ids: list[str]) -> list:
+    """An actor holding the one CPU of each of ``node_ids`` (so the next worker has to go
+    elsewhere), placed before it returns."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Hold:
+        def ready(self) -> bool:
+            return True
+
+    holders = [
+        Hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+        for n in node_ids
+    ]
+    ray.get([h.ready.remote() for h in holders], timeout=60)
+    return holders
+
+
+@pytest.mark.skipif(not can_mount_privately(), reason="needs unshare --user --mount")
+async def test_a_node_whose_output_path_is_a_disk_of_its_own_is_refused_by_name(
+    cluster, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import ray
+
+    good = _tars(tmp_path / "in", n_tars=4, n_samples=3)
+    data, own = tmp_path / "data", tmp_path / "node-disk"
+    data.mkdir()
+    own.mkdir()
+    config = replace(_config(cluster, tmp_path, tiny_model_dir, num_proc=3),
+                     output_dir=data / "tokens")  # fmt: skip
+    # A third node (one CPU each: a worker per node) sees its own disk at .../data.
+    with node_with_own_disk(cluster, own, data, **WORKER_NODE) as node_id:
+        label = f"/{node_id[:6]}"
+        events: list[Event] = []
+        supervisor, launcher = _supervisor(config, events)
+        summary = await asyncio.wait_for(supervisor.run(), 300)
+        launcher.close()
+        workers = supervisor.snapshot().workers
+
+        # Every worker refused: the run says the output is not shared.
+        others = [n["NodeID"] for n in ray.nodes()
+                  if n["Alive"] and n["Resources"].get("CPU") and n["NodeID"] != node_id]  # fmt: skip
+        holders = _hold_cpus(ray, others)
+        (tmp_path / "in2").mkdir()
+        write_emilia_tar(tmp_path / "in2" / "EN-B000000.tar", 2, seed=9, min_s=1.0, max_s=1.5)
+        alone = replace(config, input_dir=tmp_path / "in2", output_dir=data / "tokens2", num_proc=1)
+        refused_events: list[Event] = []
+        refused, launcher = _supervisor(alone, refused_events)
+        refused_summary = await asyncio.wait_for(refused.run(), 120)
+        launcher.close()
+        for holder in holders:
+            ray.kill(holder)
+
+    assert summary.exit_code == ExitCode.OK, summary.exit_reason
+    fatal = [w for w in workers if w.state == WorkerState.FATAL]
+    assert len(fatal) == 1
+    refusals = _message(events, "slot is FATAL: could not start the worker: cannot run on node",
+                        label, f"output {data / 'tokens'} is not shared with the driver",
+                        "the check file logs/.shared-output-")  # fmt: skip
+    assert len(refusals) == 1, [e.message for e in events]
+    assert fatal[0].tars_done == 0 and sum(w.tars_done for w in workers) == 4
+    keys = _keys(data / "tokens")
+    assert set(keys) == good and max(keys.values()) == 1
+    assert verify(tmp_path / "in", data / "tokens").ok
+    assert not list((data / "tokens" / "logs").glob(".shared-output-*"))  # removed at the end
+    # Nothing reached the node's own disk (the path check made only the empty directory).
+    assert [p for p in own.rglob("*") if p.is_file()] == []
+
+    assert refused_summary.exit_code == ExitCode.ALL_FATAL
+    assert "every worker slot is fatal" in refused_summary.exit_reason
+    assert f"output {data / 'tokens2'} is not shared with the driver" in refused_summary.exit_reason
+    assert label in refused_summary.exit_reason
+    assert not list((data / "tokens2").glob("*.jsonl"))
+    wait_until(lambda: not worker_processes(tmp_path), 30, "every worker to be gone")
 
 
 # ---------------------------------------------------------------- losing and gaining nodes

@@ -136,6 +136,13 @@ class PartialFile:
             view.release()
         self._buffer = bytearray()
 
+    def touch(self) -> None:
+        """Set the file's modification time to now (the file server's clock on NFS): its
+        age tells a sweeper whether a writer still holds it (see paths.PARTIAL_MAX_AGE_S)."""
+        if self._fd is not None:
+            with output_op(self.path, "touching"):
+                self.target._touch(self._fd)
+
     def sync(self) -> None:
         """Everything written so far is on disk."""
         self.flush()
@@ -158,8 +165,9 @@ class PartialFile:
 
 class LocalTarget:
     """Partial files under ``OUTPUT/.partial/``, published by fsync + atomic rename + fsync
-    of the directory. The ``_open``/``_write``/``_fsync``/``_replace``/``_unlink``/``_mkdir``
-    seams are the only calls that change the disk, so a test can make them fail like a full disk."""
+    of the directory. The ``_open``/``_write``/``_fsync``/``_touch``/``_replace``/``_unlink``/
+    ``_mkdir`` seams are the only calls that change the disk, so a test can make them fail like
+    a full disk."""
 
     def __init__(self, output_dir: Path | str) -> None:
         self.output_dir = Path(output_dir)
@@ -212,6 +220,9 @@ class LocalTarget:
 
     def _fsync(self, fd: int) -> None:
         os.fsync(fd)
+
+    def _touch(self, fd: int) -> None:
+        os.utime(fd)
 
     def _sync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)

@@ -66,6 +66,9 @@ class WorkerProcess(Protocol):
     """Once ended: why, when it ended because its machine was lost (a cluster node that
     died, left or was preempted), else None. Such an end is no fault of the tar it held.
     Always None for a local worker: a killed local worker is a crash."""
+    unreachable: str | None
+    """Set when it was killed because its requests could not be delivered (a cluster
+    node out of reach): not its tar's fault."""
 
     def send(self, msg: m.Message) -> bool:
         """Queue a message for the worker; False if it can no longer receive."""
@@ -97,6 +100,10 @@ class WorkerLauncher(Protocol):
         """Where the worker will run, for the event log."""
         ...
 
+    def close(self) -> None:
+        """The run has ended: release what the launcher holds for it."""
+        ...
+
 
 def killpg(pid: int) -> None:
     """SIGKILL a worker's process group (workers lead their own session: pgid == pid)."""
@@ -122,6 +129,7 @@ class LocalWorkerProcess:
 
     node = "local"
     node_lost: str | None = None
+    unreachable: str | None = None
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -174,6 +182,9 @@ class LocalLauncher:
 
     def describe(self, spec: WorkerSpec) -> str:
         return spec.options.device
+
+    def close(self) -> None:
+        """Nothing to release: each subprocess ends with its slot."""
 
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         try:

@@ -49,6 +49,9 @@ class ExitIntent(enum.StrEnum):
     OUT_OF_MEMORY = "out_of_memory"
     """The worker gave its tar back out of device memory and exits for a clean allocator:
     a failure (backoff, counts toward the crash loop) that blames no tar."""
+    UNREACHABLE = "unreachable"
+    """Killed because its requests could not be delivered (a cluster node out of reach):
+    restarted after a backoff like a crash, but the tar is not blamed."""
 
     @property
     def blames_tar(self) -> bool:

@@ -159,6 +159,7 @@ class Supervisor(Leasing, RunControls):
             self._stop_timer.cancel()
         self._gpu_monitor.close()
         await self._journals.close()
+        self._launcher.close()
         self._output.sweep_partials("workers killed in this run")
         summary = self._finish()
         if self.config.output_is_url:
@@ -260,8 +261,8 @@ class Supervisor(Leasing, RunControls):
     ) -> bool:
         """A crash or a stall: back off and return True to restart, or make the slot FATAL
         and return False."""
-        if intent == ExitIntent.STALL:
-            reason = slot.last_error or "stalled"
+        if intent in (ExitIntent.STALL, ExitIntent.UNREACHABLE):
+            reason = slot.last_error or str(intent)
         else:
             reason = slot.load_failed or describe_exit(rc) + (
                 f" while on {location_name(lease.tar)}" if lease is not None else ""
@@ -341,6 +342,9 @@ class Supervisor(Leasing, RunControls):
             process.send(m.Abort())
         await self._talk(slot, process)
         rc = await process.wait()
+        if process.unreachable is not None:
+            slot.last_error = f"unreachable: {process.unreachable}"
+            slot.expect_exit(ExitIntent.UNREACHABLE)
         slot.exited()
         return rc, process.node_lost
 
