@@ -404,6 +404,9 @@ def print_status(result: OutputStatus, console: Console) -> None:
         grid.add_row(
             "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
         )
+    for claim in result.claims:
+        style = "yellow" if claim.gone is not None else ""
+        grid.add_row("claimed by", Text(claim.describe(), style=style))
     console.print(grid)
     with_errors = result.with_errors
     if with_errors:

@@ -9,6 +9,8 @@ For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too)
     OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
     OUTPUT/.partial/journal/sub/X.journal            isolation journal (stable name: read by the next attempt)
     OUTPUT/run-summary.json
+    OUTPUT/.claims/<selection>.json                  the claim of the run writing a range of
+                                                     tars (output.claim); removed at its end
 
 The partial suffix holds host, pid and lease id, so two runs writing into one
 output directory never share a partial file.
@@ -34,8 +36,9 @@ from tartok_tui.storage.urls import is_url, redact_location
 ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
+CLAIMS_DIR = ".claims"
 SUMMARY_NAME = "run-summary.json"
-RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR})
+RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, CLAIMS_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
 
 Exists = Callable[[PurePosixPath], bool]

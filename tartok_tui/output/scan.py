@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tartok_tui.output.claim import ClaimStatus, read_claims
 from tartok_tui.output.files import (
     ListedFiles,
     LocalFiles,
@@ -103,6 +104,8 @@ class OutputStatus:
     wrote them; keep one). Their DoneTar counts the first of OUTPUT_FORMATS."""
     summary: dict[str, Any] | None = None
     """The last run-summary.json, if any."""
+    claims: list[ClaimStatus] = field(default_factory=list)
+    """The claims of runs writing here now (or gone without removing theirs)."""
 
     @property
     def tars_done(self) -> int:
@@ -154,6 +157,7 @@ class OutputStatus:
                 t.tar: {"lines": t.lines, "errors": t.errors, "format": t.format} for t in self.done
             },
             "summary": self.summary,
+            "claims": [c.to_dict() for c in self.claims],
         }
 
 
@@ -241,6 +245,12 @@ def _scan_listed(files: ListedFiles, access: Access | None) -> OutputStatus:
 
 def scan_output(output_dir: Location | str, access: Access | None = None) -> OutputStatus:
     """The state of ``output_dir`` (a directory or URL) from its files alone."""
+    status = _scan_files(output_dir, access)
+    status.claims = read_claims(as_location(output_dir), access)
+    return status
+
+
+def _scan_files(output_dir: Location | str, access: Access | None) -> OutputStatus:
     if is_url(output_dir):
         return _scan_listed(ListedFiles(str(output_dir), access), access)
     out = Path(output_dir)

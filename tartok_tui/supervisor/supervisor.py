@@ -25,12 +25,14 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.claim import OutputClaim
 from tartok_tui.storage import (
     Access,
     Location,
     location_name,
     redact_text,
 )
+from tartok_tui.supervisor.claim_watch import keep_claim
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.memory import MemoryWatch
@@ -70,7 +72,7 @@ class Supervisor(RunControls):
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
     discovers them from the config. ``on_event``: called on the loop's thread with every
     Event (the statistics lines included). ``launcher``: where workers run (default:
-    local subprocesses).
+    local subprocesses). ``claim``: the run's claim on its tars (see ``claim_watch``).
     """
 
     def __init__(
@@ -81,8 +83,10 @@ class Supervisor(RunControls):
         launcher: WorkerLauncher | None = None,
         gpu_monitor: GpuMonitor | None = None,
         ignored: tuple[str, ...] = (),
+        claim: OutputClaim | None = None,
     ) -> None:
         self.config = config
+        self._claim = claim
         self._given_tars = tars
         self._given_ignored = ignored
         self._on_event = on_event
@@ -117,6 +121,8 @@ class Supervisor(RunControls):
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
+        for note in self._claim.notes if self._claim is not None else ():
+            self._event("warning", None, note)
         self._output.sweep_partials("an earlier run")
         done = await self._output.done_at_start(validated.tars)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
@@ -154,6 +160,8 @@ class Supervisor(RunControls):
                 asyncio.create_task(self._watch_memory()),
                 asyncio.create_task(self._watch()),
             ]
+            if self._claim is not None:
+                watchers.append(asyncio.create_task(keep_claim(self._claim, self._halt, self)))
             await self._wait_slots()
         else:
             for slot in self._slots:
