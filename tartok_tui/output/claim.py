@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import threading
 import time
 import uuid
@@ -37,8 +38,8 @@ from tartok_tui.storage import Access, Location, is_url
 BROKEN_GRACE_S = 5.0
 """A local claim is created empty, then written: an unreadable one younger than this is
 being written; an older one (or an unreadable object, always whole) belongs to nobody."""
-ATTEMPTS = 50
-"""Lost races in a row before a run gives up claiming (each means the claim changed)."""
+ATTEMPTS = 20
+"""Lost races before a run gives up claiming (each means the claim changed meanwhile)."""
 TAKE_OVER_HINT = "--take-over (TARTOK_TAKE_OVER=1)"
 
 
@@ -177,6 +178,13 @@ def _refusal(store: ClaimStore, holder: Holder | None) -> ClaimRefused:
     )
 
 
+def _lost_race(races: int) -> int:
+    """Wait a little after losing a race (the winner is mid-write: a swap takes an fsync or
+    a request), longer each time and at random, so racers do not lose to each other again."""
+    time.sleep(random.uniform(0.0, min(0.02 * 2**races, 1.0)))
+    return races + 1
+
+
 def _taken(holder: Holder | None, why: str | None) -> str:
     who = holder.describe(time.time()) if holder is not None else "an unreadable claim"
     return f"took over the claim on these tars from {who}: {why or 'forced by --take-over'}"
@@ -217,23 +225,26 @@ class OutputClaim:
     @classmethod
     def _take(cls, store: ClaimStore, me: Holder, take_over: bool) -> OutputClaim:
         name = me.selection.name
-        for _ in range(ATTEMPTS):
+        races = 0
+        while races < ATTEMPTS:
             me = replace(me, heartbeat_at=time.time())
             token = store.create(name, me.encode())
             if token is not None:
                 return cls(store, me, token, [])
             found = store.read(name)
             if found is None:
-                continue  # released meanwhile
+                races = _lost_race(races)  # released meanwhile
+                continue
             verdict = judge(found, store.stale_after_s)
             if verdict.settling:
-                time.sleep(0.1)
+                time.sleep(0.1)  # its age grows: at most BROKEN_GRACE_S
                 continue
             if verdict.gone is None and not take_over:
                 raise _refusal(store, verdict.holder)
             token = store.replace(name, me.encode(), found.token)
             if token is not None:
                 return cls(store, me, token, [_taken(verdict.holder, verdict.gone)])
+            races = _lost_race(races)
         raise ClaimRefused(f"could not claim {store.where}: its claim kept changing")
 
     def _clear_overlaps(self, take_over: bool) -> None:
