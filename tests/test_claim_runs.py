@@ -38,7 +38,7 @@ CLI = [sys.executable, "-m", "tartok_tui"]
 
 def _selection(inp: Path, n_tars: int) -> Selection:
     """The tars a run over all of ``inp`` claims (as the CLI names them)."""
-    return Selection(os.path.abspath(inp), False, 0, n_tars)
+    return Selection(os.path.realpath(inp), False, 0, n_tars)
 
 
 def _elsewhere(selection: Selection, heartbeat_age: float) -> bytes:
@@ -219,9 +219,7 @@ def test_on_s3_a_held_claim_refuses_the_run_and_a_finished_run_leaves_no_claim(
     _good_tars(inp, n_tars=2, n_samples=2)
     args = [*_args(inp, Path("."), model_dir), "--spool-dir", str(tmp_path / "spool")]
     args[args.index("-o") + 1] = url
-    held = OutputClaim.acquire(
-        claim_store(url, Access(options=FAST_FAIL)), _selection(inp, 2)
-    )
+    held = OutputClaim.acquire(claim_store(url, Access(options=FAST_FAIL)), _selection(inp, 2))
     refused = _cli(args)
     assert refused.returncode == ExitCode.CLAIMED, refused.stdout + refused.stderr
     assert f"(pid {os.getpid()})" in " ".join(refused.stderr.split())

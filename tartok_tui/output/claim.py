@@ -113,10 +113,16 @@ class Holder:
         """ValueError when ``data`` is not a claim."""
         try:
             record: dict[str, Any] = json.loads(data)
+            tars = record["selection"]
             return cls(
                 run_id=str(record["run_id"]),
                 owner=Owner.from_dict(record),
-                selection=Selection(**record["selection"]),
+                selection=Selection(
+                    str(tars["input"]),
+                    bool(tars["recursive"]),
+                    int(tars["first"]),
+                    int(tars["end"]),
+                ),
                 claimed_at=float(record["claimed_at"]),
                 heartbeat_at=float(record["heartbeat_at"]),
             )
@@ -217,8 +223,13 @@ class OutputClaim:
         claim = cls._take(store, Holder.new(selection), take_over)
         try:
             claim._clear_overlaps(take_over)
-        except BaseException:
-            claim.release()
+        except BaseException as exc:
+            try:
+                claim.release()
+            except OSError as cleanup:
+                # The refusal (or the error) is the news; a claim left behind is taken
+                # over by the next run of these tars once this process has ended.
+                exc.add_note(f"this run's own claim stays: {cleanup}")
             raise
         return claim
 
@@ -294,7 +305,10 @@ class OutputClaim:
             self._last_refresh = time.monotonic()
 
     def _lost_to(self) -> str:
-        found = self.store.read(self.name)
+        try:
+            found = self.store.read(self.name)
+        except OSError as exc:
+            return f"another run took over the output {self.store.where} (who: unknown, {exc})"
         holder = judge(found, self.store.stale_after_s).holder if found is not None else None
         if holder is None:
             return f"this run's claim on {self.store.where} was removed by another run"

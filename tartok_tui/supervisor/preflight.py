@@ -163,8 +163,12 @@ def claim_tars(config: RunConfig, tars: list[Location]) -> OutputClaim:
     from tartok_tui.output.claim import OutputClaim, Selection, claim_store
 
     input_dir = config.input_dir
+    # One spelling per input, so runs naming it differently still compete for its tars.
+    where = (
+        redact_location(input_dir).rstrip("/") if is_url(input_dir) else os.path.realpath(input_dir)
+    )
     selection = Selection(
-        input=redact_location(input_dir if is_url(input_dir) else os.path.abspath(input_dir)),
+        input=where,
         recursive=config.recursive,
         first=config.from_index,
         end=config.from_index + len(tars),
