@@ -44,6 +44,19 @@ def _names(names: list[str]) -> str:
     return shown + (f" … and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
 
 
+def _made_by(manifest: dict | None) -> Text:
+    """The manifest in one line: codec, weights, precision, fingerprint."""
+    if manifest is None:
+        return Text("no manifest (written by an older version, or no run yet)", style="dim")
+    if "unreadable" in manifest:
+        return Text(f"manifest unreadable: {manifest['unreadable']}", style="red")
+    return Text(
+        f"{manifest.get('codec')}, weights {str(manifest.get('weights', ''))[:12]}, "
+        f"{manifest.get('precision')}, audio {','.join(manifest.get('token_options', {}).get('audio_exts', []))}"
+        f" (fingerprint {manifest.get('fingerprint')}, tartok-tui {manifest.get('tool_version')})"
+    )
+
+
 def print_status(result: OutputStatus, console: Console) -> None:
     """``status`` for people: counts, then the tars that need a look."""
     from tartok_tui.storage import redact_location
@@ -52,6 +65,7 @@ def print_status(result: OutputStatus, console: Console) -> None:
     grid.add_column(style="bold")
     grid.add_column()
     grid.add_row("output", redact_location(result.output_dir))
+    grid.add_row("tokens by", _made_by(result.manifest))
     formats = ", ".join(f"{n:,} {name}" for name, n in result.formats.items())
     grid.add_row(
         "done",
@@ -103,6 +117,14 @@ def print_status(result: OutputStatus, console: Console) -> None:
         grid.add_row(
             "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
         )
+    for claim in result.claims:
+        grid.add_row("claimed by", Text(claim.describe(), style="yellow" if claim.gone else ""))
+    if result.other_fingerprints:
+        grid.add_row(
+            "mixed tokens",
+            Text(f"{_names(result.other_fingerprints)}: made by another model or precision "
+                 "than the manifest's", style="bold red"),
+        )  # fmt: skip
     with_errors = result.with_errors
     if with_errors and not result.counted:
         grid.add_row("with errors", Text(_names([t.tar for t in with_errors]), style="yellow"))
@@ -170,6 +192,12 @@ def print_verify(report: VerifyReport, console: Console) -> None:
     )
     if report.changed_inputs:
         grid.add_row("changed inputs", Text(_names(report.changed_inputs), style="red"))
+    if report.mixed_tars:
+        grid.add_row(
+            "mixed tokens",
+            Text(f"{_names(report.mixed_tars)}: made by another model or precision than "
+                 "the output's manifest", style="bold red"),
+        )  # fmt: skip
     if report.modified_inputs:
         grid.add_row(
             "modified inputs",

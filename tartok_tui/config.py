@@ -262,6 +262,11 @@ class RunConfig:
         parse=parse_optional_text,
         default_text="no cluster: workers on this machine",
     )
+    take_over: bool = option(
+        False,
+        help="Take the output's claim from another run writing the same tars (it stops at "
+        "its next heartbeat). A run that is gone is taken over without this.",
+    )
     spool_dir: Path | None = option(
         None,
         help="Local folder where output files are built before their upload when "

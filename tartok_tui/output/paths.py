@@ -11,6 +11,8 @@ For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too)
     OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
     OUTPUT/.partial/journal/sub/X.journal            isolation journal (the supervisor's; read by a later run)
     OUTPUT/run-summary.json
+    OUTPUT/.claims/<selection>.json                  the claim of the run writing a range of
+                                                     tars (output.claim); removed at its end
 
 The partial suffix holds host, pid and lease id, so two runs writing into one
 output directory never share a partial file.
@@ -38,8 +40,9 @@ ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
 META_DIR = "meta"
+CLAIMS_DIR = ".claims"
 SUMMARY_NAME = "run-summary.json"
-RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, META_DIR})
+RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, META_DIR, CLAIMS_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
 
 Exists = Callable[[PurePosixPath], bool]

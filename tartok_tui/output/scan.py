@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tartok_tui.output.claim import ClaimStatus, read_claims
 from tartok_tui.output.files import ListedFiles, LocalFiles, OutputFiles, output_files
+from tartok_tui.output.manifest import MANIFEST_NAME
 from tartok_tui.output.parallel import DEFAULT_JOBS, Progress, in_parallel
 from tartok_tui.output.paths import (
     ERRORS_DIR,
@@ -72,6 +74,8 @@ class DoneTar:
     """Error records about the tar itself, damage (None: not counted)."""
     unreadable: str | None = None
     """Why the tokens file or the commit record could not be read (counting only)."""
+    fingerprint: str | None = None
+    """The run fingerprint in its commit record (counting only; None: not read or none)."""
 
 
 @dataclass
@@ -102,6 +106,10 @@ class OutputStatus:
     """The last run-summary.json, if any."""
     counted: bool = False
     """Records and error records were counted (else they are None)."""
+    claims: list[ClaimStatus] = field(default_factory=list)
+    """The claims of runs writing here now (or gone without removing theirs)."""
+    manifest: dict[str, Any] | None = None
+    """The output's run manifest as written (None: none; see ``output.manifest``)."""
 
     @property
     def tars_done(self) -> int:
@@ -168,7 +176,21 @@ class OutputStatus:
                 for t in self.done
             },
             "summary": self.summary,
+            "claims": [c.to_dict() for c in self.claims],
+            "manifest": self.manifest,
+            "other_fingerprints": self.other_fingerprints,
         }
+
+    @property
+    def other_fingerprints(self) -> list[str]:
+        """Counted tars whose commit record names another run fingerprint than the
+        manifest's: tokens of another model or precision in this output."""
+        expected = (self.manifest or {}).get("fingerprint")
+        return [
+            t.tar
+            for t in self.done
+            if expected and t.fingerprint is not None and t.fingerprint != expected
+        ]
 
 
 # ---------------------------------------------------------------------- the listing
@@ -264,6 +286,17 @@ def _summary(files: OutputFiles, sizes: dict[PurePosixPath, int]) -> dict[str, A
         return {"unreadable": f"{files.locate(PurePosixPath(SUMMARY_NAME))}: {exc}"}
 
 
+def _manifest(files: OutputFiles, sizes: dict[PurePosixPath, int]) -> dict[str, Any] | None:
+    key = PurePosixPath(MANIFEST_NAME)
+    if key not in sizes:
+        return None
+    try:
+        data = json.loads(files.read_bytes(key))
+    except ValueError as exc:
+        return {"unreadable": f"{files.locate(key)}: {exc}"}
+    return data if isinstance(data, dict) else {"unreadable": f"{files.locate(key)}: not an object"}
+
+
 # ---------------------------------------------------------------------- counting
 
 
@@ -282,6 +315,7 @@ def _count(tar: DoneTar, files: OutputFiles, access: Access | None) -> None:
         except ValueError as exc:
             tar.unreadable = f"{record_key}: {exc}"
         else:
+            tar.fingerprint = meta.fingerprint
             if meta.format == tar.format:
                 tar.lines = meta.records
                 return
@@ -308,6 +342,8 @@ def scan_output(
     sizes = _listing(files)
     _from_listing(status, sizes)
     status.summary = _summary(files, sizes)
+    status.claims = read_claims(location, access)
+    status.manifest = _manifest(files, sizes)
     if counts:
         in_parallel(lambda tar: _count(tar, files, access), status.done, jobs, progress)
         status.counted = True

@@ -81,6 +81,17 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
+def _precondition_failed(exc: BaseException) -> bool:
+    """The store refused a conditional request because its condition did not hold (412);
+    s3fs turns it into FileExistsError or an EINVAL OSError, keeping botocore's as the cause."""
+    for e in _chain(exc):
+        response = getattr(e, "response", None)
+        meta = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+        if _code(e) == "PreconditionFailed" or meta.get("HTTPStatusCode") == 412:
+            return True
+    return False
+
+
 def unavailable_errno(exc: BaseException) -> int | None:
     """The errno meaning "the store takes no more from us" for ``exc``, or None when a
     retry may mend it."""
@@ -181,6 +192,76 @@ class StoreOutput:
             for name, info in found.items()
             if name.startswith(prefix) and info.get("type", "file") == "file"
         }
+
+    # -- conditional requests (S3) ----------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the store decides conditional writes itself (S3's If-None-Match / If-Match:
+        412 when the condition fails), so a check and a write are one atomic step."""
+        return self.url.split("://", 1)[0].lower() in ("s3", "s3a")
+
+    def read_tagged(self, key: PurePosixPath | str) -> tuple[bytes, str, float] | None:
+        """(bytes, ETag, last-modified as a Unix time) of ``key``, or None when it is absent.
+
+        The ETag is asked first: should the object change before its bytes are read, a
+        write conditional on that ETag fails, so the pair never passes for a newer state."""
+        path = self.path(key)
+
+        def get() -> tuple[bytes, str, float] | None:
+            self.fs.invalidate_cache(path)
+            try:
+                info = self.fs.info(path)
+                data = self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+            return data, str(info["ETag"]), info["LastModified"].timestamp()
+
+        return self._call("reading", key, get)
+
+    def put_if(self, key: PurePosixPath | str, data: bytes, etag: str | None) -> str | None:
+        """Write ``key`` only if it is absent (``etag`` None) or still holds ``etag``; returns
+        the new ETag, or None when the condition failed (the store's 412)."""
+        bucket, name = self._bucket_key(key)
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+
+        def put() -> str | None:
+            try:
+                reply = self.fs.call_s3(
+                    "put_object", Bucket=bucket, Key=name, Body=data, **condition
+                )
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return None
+                raise
+            finally:
+                self.fs.invalidate_cache(self.path(key))
+            return str(reply["ETag"])
+
+        return self._call("uploading", key, put)
+
+    def remove_if(self, key: PurePosixPath | str, etag: str) -> bool:
+        """Delete ``key`` only if it still holds ``etag``; False when it does not (or is gone)."""
+        bucket, name = self._bucket_key(key)
+
+        def delete() -> bool:
+            try:
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=etag)
+            except FileNotFoundError:
+                return False
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
+            finally:
+                self.fs.invalidate_cache(self.path(key))
+            return True
+
+        return self._call("removing", key, delete)
+
+    def _bucket_key(self, key: PurePosixPath | str) -> tuple[str, str]:
+        bucket, _, name = self.path(key).partition("/")
+        return bucket, name
 
     # -- retrying --------------------------------------------------------------------------
 

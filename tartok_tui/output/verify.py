@@ -21,15 +21,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tartok_tui.output.files import OutputFiles, output_files
+from tartok_tui.output.manifest import MANIFEST_NAME, Manifest
 from tartok_tui.output.parallel import DEFAULT_JOBS, Progress, in_parallel
 from tartok_tui.output.paths import RESERVED_TOP_DIRS, TarOutputPaths, tar_output_paths
 from tartok_tui.output.read import UnreadableOutput, read_error_keys, read_keys
 from tartok_tui.output.tarmeta import InputIdentity, TarMeta, identity_of, input_identity, rel_meta
-from tartok_tui.shards.discover import discover_shards
+from tartok_tui.shards.discover import InputError, discover_shards
 from tartok_tui.shards.reader import TarScan, scan_tar
 from tartok_tui.storage import Access, Location, as_location, is_url
 
@@ -67,6 +68,9 @@ class TarCheck:
     input_changed: str | None = None
     """Why the input is not the tar that was tokenized: its size, ETag or mtime differ from
     the record's, or (deep) its keys differ from the recorded ones."""
+    other_fingerprint: str | None = None
+    """The run fingerprint in the tar's commit record when it is not the output manifest's:
+    its tokens were made by another model, precision or codec (a mixed output)."""
     input_note: str | None = None
     """Not a problem: the input's ETag or mtime differ from the record's, but a deep scan
     found the recorded keys in an input of the recorded size."""
@@ -107,6 +111,7 @@ class TarCheck:
             or self.unreadable
             or self.record_unreadable
             or self.input_changed
+            or self.other_fingerprint
             or self.both_formats
             or self.lost_keys
             or self.duplicate_keys
@@ -122,6 +127,8 @@ class TarCheck:
             notes.append("no output" + (" (samples not counted)" if self.expected is None else ""))
         if self.input_changed:
             notes.append(f"input changed: {self.input_changed}")
+        if self.other_fingerprint:
+            notes.append(f"tokens of another model or precision ({self.other_fingerprint})")
         if self.unreadable:
             notes.append(f"output unreadable: {self.unreadable}")
         if self.record_unreadable:
@@ -155,6 +162,7 @@ class TarCheck:
             "unreadable",
             "record_unreadable",
             "input_changed",
+            "other_fingerprint",
             "input_note",
             "input_damage",
             "corrupt_lines",
@@ -181,6 +189,8 @@ class VerifyReport:
     """The selection of input tars that was checked."""
     deep: bool = False
     """Every input was scanned again (else only those without a commit record)."""
+    fingerprint: str | None = None
+    """The output manifest's run fingerprint (None: the output has no manifest)."""
 
     @property
     def ok(self) -> bool:
@@ -209,6 +219,11 @@ class VerifyReport:
     @property
     def damaged_inputs(self) -> list[str]:
         return [t.tar for t in self.tars if t.input_damage]
+
+    @property
+    def mixed_tars(self) -> list[str]:
+        """Tars whose tokens were made otherwise than the manifest says."""
+        return [t.tar for t in self.tars if t.other_fingerprint]
 
     @property
     def changed_inputs(self) -> list[str]:
@@ -274,6 +289,8 @@ class VerifyReport:
             "duplicate_keys": self.duplicate_keys,
             "unknown_keys": self.unknown_keys,
             "changed_inputs": self.changed_inputs,
+            "fingerprint": self.fingerprint,
+            "other_fingerprint_tars": self.mixed_tars,
             "modified_inputs_same_keys": self.modified_inputs,
             "damaged_inputs": self.damaged_inputs,
             "problems": {t.tar: t.to_dict(max_keys) for t in self.problems},
@@ -294,6 +311,8 @@ class Verifying:
     """Input URL -> its listing entry (size, ETag); empty for a local input."""
     access: Access | None = None
     deep: bool = False
+    fingerprint: str | None = None
+    """The output manifest's; a commit record naming another is a problem."""
 
     def identity(self, tar: Location) -> InputIdentity:
         """What the input tar is now: from the listing (a URL), else a stat."""
@@ -388,6 +407,8 @@ def check_tar(tar: Location, run: Verifying) -> TarCheck:
     meta = _record(run, paths, check)
     expected = meta.keys if meta is not None else None
     check.recorded_from = meta.keys_source if meta is not None else None
+    if meta is not None and run.fingerprint is not None and meta.fingerprint != run.fingerprint:
+        check.other_fingerprint = meta.fingerprint
     scan = None
     if run.deep or (meta is None and check.formats):
         scan = scan_tar(tar, access=run.access, ranged=True)
@@ -434,6 +455,22 @@ def verify(
         reserved_top_dirs=RESERVED_TOP_DIRS,
         access=access,
     )
-    run = Verifying(input_dir, output_files(output_dir, access), found.listed, access, deep)
+    files = output_files(output_dir, access)
+    fingerprint = _manifest_fingerprint(files)
+    run = Verifying(input_dir, files, found.listed, access, deep, fingerprint)
     checks = in_parallel(lambda tar: check_tar(tar, run), found.tars, jobs, progress)
-    return VerifyReport(input_dir, output_dir, checks, from_index, to_index, recursive, deep)
+    return VerifyReport(
+        input_dir, output_dir, checks, from_index, to_index, recursive, deep, fingerprint
+    )
+
+
+def _manifest_fingerprint(files: OutputFiles) -> str | None:
+    """The output manifest's fingerprint; None without one. An unreadable manifest is an
+    InputError: nothing could be said about mixed tokens."""
+    key = PurePosixPath(MANIFEST_NAME)
+    if not files.exists(key):
+        return None
+    try:
+        return Manifest.from_bytes(files.read_bytes(key)).fingerprint
+    except ValueError as exc:
+        raise InputError(f"{files.locate(key)}: {exc}") from None

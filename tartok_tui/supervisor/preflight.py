@@ -12,6 +12,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from tartok_tui.config import ConfigError, Precision, RunConfig
 from tartok_tui.output.manifest import MANIFEST_NAME, Manifest, build_manifest, read_manifest
@@ -29,6 +30,9 @@ from tartok_tui.storage import (
 )
 from tartok_tui.supervisor.placement import Placement, plan_slots
 
+if TYPE_CHECKING:
+    from tartok_tui.output.claim import OutputClaim
+
 
 @dataclass(frozen=True)
 class ValidatedRun:
@@ -42,6 +46,8 @@ class ValidatedRun:
     output_manifest: Manifest | None = None
     """The manifest the output already had (None: a new output, or one written before
     manifests existed)."""
+    claim: OutputClaim | None = None
+    """This run's claim on its tars in the output, once taken (``claim_tars``)."""
 
 
 def check_options(config: RunConfig) -> None:
@@ -184,6 +190,33 @@ def check_store_writable(config: RunConfig) -> None:
     except (OSError, StorageError) as exc:
         reason = redact_text(str(exc), config.storage_options)
         raise ConfigError(f"output {where} is not writable: {reason}") from exc
+
+
+def claim_tars(config: RunConfig, tars: list[Location]) -> OutputClaim:
+    """Claim the run's tars in the output (the last check: nothing else may fail after it
+    without releasing the claim). ClaimRefused while another live run writes any of them."""
+    from tartok_tui.output.claim import OutputClaim, Selection, claim_store
+
+    input_dir = config.input_dir
+    # One spelling per input, so runs naming it differently still compete for its tars.
+    where = (
+        redact_location(input_dir).rstrip("/") if is_url(input_dir) else os.path.realpath(input_dir)
+    )
+    selection = Selection(
+        input=where,
+        recursive=config.recursive,
+        first=config.from_index,
+        end=config.from_index + len(tars),
+    )
+    access = Access(options=config.storage_options)
+    try:
+        store = claim_store(config.output_dir, access)
+        return OutputClaim.acquire(store, selection, take_over=config.take_over)
+    except (OSError, StorageError) as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise ConfigError(
+            f"cannot claim the output {redact_location(config.output_dir)}: {reason}"
+        ) from exc
 
 
 def validate(config: RunConfig, tars: list[Location] | None = None) -> ValidatedRun:

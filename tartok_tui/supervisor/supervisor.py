@@ -24,12 +24,14 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.claim import OutputClaim
 from tartok_tui.storage import (
     Access,
     Location,
     location_name,
     redact_text,
 )
+from tartok_tui.supervisor.claim_watch import keep_claim
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.isolation import JournalStore
@@ -71,7 +73,7 @@ class Supervisor(Leasing, RunControls):
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
     discovers them from the config. ``on_event``: called on the loop's thread with every
     Event (the statistics lines included). ``launcher``: where workers run (default:
-    local subprocesses).
+    local subprocesses). ``claim``: the run's claim on its tars (see ``claim_watch``).
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class Supervisor(Leasing, RunControls):
         launcher: WorkerLauncher | None = None,
         gpu_monitor: GpuMonitor | None = None,
         ignored: tuple[str, ...] = (),
+        claim: OutputClaim | None = None,
     ) -> None:
         self.config = config
+        self._claim = claim
         self._given_tars = tars
         self._given_ignored = ignored
         self._on_event = on_event
@@ -119,6 +123,8 @@ class Supervisor(Leasing, RunControls):
         self._started_mono = time.monotonic()
         validated = await asyncio.to_thread(validate, self.config, self._given_tars)
         self._model_dir = validated.model_dir
+        for note in self._claim.notes if self._claim is not None else ():
+            self._event("warning", None, note)
         done = await self._output.start(validated, validated.ignored or self._given_ignored)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         await self._restore_journals(validated.tars, done)
@@ -147,6 +153,8 @@ class Supervisor(Leasing, RunControls):
                 asyncio.create_task(self._watch_memory()),
                 asyncio.create_task(self._watch()),
             ]
+            if self._claim is not None:
+                watchers.append(asyncio.create_task(keep_claim(self._claim, self._halt, self)))
             await self._wait_slots()
         else:
             for slot in self._slots:
