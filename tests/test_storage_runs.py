@@ -93,17 +93,23 @@ def objects(url: str) -> dict[str, bytes]:
 
 def assert_exactly_once(url: str, good: set[str]) -> None:
     """Every good sample's tokens appear once under the output URL, nothing else but error
-    records, and nothing partial."""
+    records, commit records and the manifest, and nothing partial."""
     keys: Counter[str] = Counter()
     errors: list[str] = []
+    tokens_files, records = set(), set()
     for name in objects(url):
         if name.startswith("errors/"):
             errors += read_error_keys(f"{url}/{name}", ACCESS).keys
-        elif name != "run-summary.json":
+        elif name.startswith("meta/"):
+            assert name.endswith(".json"), name
+            records.add(name.removeprefix("meta/").removesuffix(".json"))
+        elif name not in ("run-summary.json", "manifest.json"):
+            tokens_files.add(name.rsplit(".", 1)[0])
             assert name.endswith((".jsonl", ".parquet")), name  # never a partial file
             keys.update(read_keys(f"{url}/{name}", ACCESS).keys)
     assert set(keys) == good and max(keys.values()) == 1, keys
     assert not set(errors) & good
+    assert records == tokens_files  # every done tar has its commit record
 
 
 def run_args(inp: str, out: str, model_dir: Path, spool: Path, *extra: str) -> list[str]:
