@@ -57,6 +57,18 @@ def _made_by(manifest: dict | None) -> Text:
     )
 
 
+def _writers_rows(grid: Table, result: OutputStatus) -> None:
+    """Who writes here now (claims), and tars written under another fingerprint."""
+    for claim in result.claims:
+        grid.add_row("claimed by", Text(claim.describe(), style="yellow" if claim.gone else ""))
+    if result.other_fingerprints:
+        grid.add_row(
+            "mixed tokens",
+            Text(f"{_names(result.other_fingerprints)}: made by another model or precision "
+                 "than the manifest's", style="bold red"),
+        )  # fmt: skip
+
+
 def print_status(result: OutputStatus, console: Console) -> None:
     """``status`` for people: counts, then the tars that need a look."""
     from tartok_tui.storage import redact_location
@@ -117,14 +129,7 @@ def print_status(result: OutputStatus, console: Console) -> None:
         grid.add_row(
             "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
         )
-    for claim in result.claims:
-        grid.add_row("claimed by", Text(claim.describe(), style="yellow" if claim.gone else ""))
-    if result.other_fingerprints:
-        grid.add_row(
-            "mixed tokens",
-            Text(f"{_names(result.other_fingerprints)}: made by another model or precision "
-                 "than the manifest's", style="bold red"),
-        )  # fmt: skip
+    _writers_rows(grid, result)
     with_errors = result.with_errors
     if with_errors and not result.counted:
         grid.add_row("with errors", Text(_names([t.tar for t in with_errors]), style="yellow"))

@@ -31,6 +31,7 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.BAD_ARGS: "bad arguments",
     ExitCode.ALL_FATAL: "every worker slot failed",
     ExitCode.OUTPUT_UNAVAILABLE: "the output took no more data; free space and run again to resume",
+    ExitCode.CLAIMED: "another run writes these tars; nothing more was committed",
     ExitCode.INTERRUPTED: "interrupted; run the same command again to resume",
 }
 

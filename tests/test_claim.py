@@ -31,7 +31,8 @@ from tartok_tui.output.claim import (
 from tartok_tui.output.claim_files import ClaimStore, LocalClaims
 from tartok_tui.output.claim_objects import ObjectClaims
 from tartok_tui.output.owner import Owner, process_started, this_machine
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.scan import scan_output
+from tartok_tui.output.verify import verify
 from tartok_tui.storage import Access
 
 TARS = Selection(input="/data/in", recursive=False, first=0, end=10)

@@ -25,8 +25,8 @@ from tartok_tui.output.claim import Holder, OutputClaim, Selection, claim_store
 from tartok_tui.output.claim_files import LocalClaims
 from tartok_tui.output.owner import Owner
 from tartok_tui.output.paths import CLAIMS_DIR
-from tartok_tui.output.scan import verify
 from tartok_tui.output.store import StoreOutput
+from tartok_tui.output.verify import verify
 from tartok_tui.storage import Access
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import Event

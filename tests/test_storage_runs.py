@@ -166,7 +166,8 @@ def test_a_run_from_s3_to_s3_survives_a_killed_worker_and_a_rerun_changes_nothin
     assert_exactly_once(out, good)
     first = objects(out)
     assert sorted(first) == [
-        *(f"EN-B00000{i}.jsonl" for i in range(4)), "errors/EN-B000001.jsonl", "run-summary.json"
+        *(f"EN-B00000{i}.jsonl" for i in range(4)), "errors/EN-B000001.jsonl", "manifest.json",
+        *(f"meta/EN-B00000{i}.json" for i in range(4)), "run-summary.json",
     ]  # fmt: skip
     summary = json.loads(first["run-summary.json"])
     assert summary["exit_code"] == 0 and summary["worker_restarts"] >= 1
@@ -266,9 +267,12 @@ def test_parquet_output_on_s3_verifies_and_a_redone_tar_is_byte_identical(
     assert_exactly_once(out, good)
     before = objects(out)
     assert sorted(before) == [
-        "EN-B000000.parquet", "EN-B000001.parquet", "errors/EN-B000001.jsonl", "run-summary.json"
+        "EN-B000000.parquet", "EN-B000001.parquet", "errors/EN-B000001.jsonl", "manifest.json",
+        "meta/EN-B000000.json", "meta/EN-B000001.json", "run-summary.json",
     ]  # fmt: skip
-    status = json.loads(cli("status", out, "--json", "--storage-options", OPTIONS).stdout)
+    status = json.loads(
+        cli("status", out, "--json", "--counts", "--storage-options", OPTIONS).stdout
+    )
     assert status["formats"] == {"parquet": 2} and status["lines"] == len(good)
     assert cli("verify", inp, out, "--storage-options", OPTIONS).returncode == 0
     StoreOutput(out, ACCESS).remove("EN-B000000.parquet")

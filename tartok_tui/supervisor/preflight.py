@@ -237,7 +237,6 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     model_dir = check_model(config.model_dir)
-    manifest, output_manifest = check_manifest(config, model_dir)
     if config.output_is_url:
         from tartok_tui.output.spool import make_spool
 
@@ -248,6 +247,7 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
     else:
         check_writable(Path(config.output_dir), "output directory")
     check_writable(config.logs_path, "log directory")
+    manifest, output_manifest = check_manifest(config, model_dir)
     if config.ray_address is not None:
         from tartok_tui.supervisor.ray_cluster import plan_cluster_slots
 
