@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from tartok_tui.output.committed import listed_tokens_stems, local_tokens_stems, strip_suffix
 from tartok_tui.output.files import (
     ListedFiles,
     LocalFiles,
@@ -44,10 +45,6 @@ from tartok_tui.output.read import UnreadableOutput, count_records, read_error_k
 from tartok_tui.shards.discover import discover_tars
 from tartok_tui.shards.reader import scan_tar
 from tartok_tui.storage import Access, Location, as_location, is_url
-
-
-def _strip(name: str, suffix: str) -> str:
-    return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
 def _tar_name(stem: PurePosixPath) -> str:
@@ -167,22 +164,6 @@ def _walk_files(root: Path, suffix: str) -> Iterator[PurePosixPath]:
                 yield rel_dir / name
 
 
-def _tokens_files(out: Path) -> dict[PurePosixPath, list[str]]:
-    """Output stem (``sub/X``) -> formats of its tokens files, outside the reserved dirs."""
-    found: dict[PurePosixPath, list[str]] = {}
-    for dirpath, dirnames, filenames in os.walk(out):
-        rel_dir = PurePosixPath(Path(dirpath).relative_to(out).as_posix())
-        if rel_dir == PurePosixPath("."):
-            dirnames[:] = [d for d in dirnames if d not in RESERVED_TOP_DIRS]
-        dirnames.sort()
-        for name in sorted(filenames):
-            output_format = format_of(name)
-            if output_format is not None:
-                stem = rel_dir / _strip(name, "." + output_format)
-                found.setdefault(stem, []).append(output_format)
-    return found
-
-
 def _done_tar(
     files: OutputFiles, stem: PurePosixPath, formats: list[str], access: Access | None = None
 ) -> DoneTar:
@@ -215,20 +196,7 @@ def _add_done(
 def _scan_listed(files: ListedFiles, access: Access | None) -> OutputStatus:
     """``scan_output`` of an output URL, from one listing of its prefix."""
     status = OutputStatus(files.location)
-    done: dict[PurePosixPath, list[str]] = {}
-    error_stems: list[PurePosixPath] = []
-    for key in sorted(files.sizes, key=lambda p: p.parts):
-        top = key.parts[0]
-        if len(key.parts) > 1 and top == ERRORS_DIR and key.name.endswith(ERRORS_SUFFIX):
-            rel = PurePosixPath(*key.parts[1:])
-            error_stems.append(rel.with_name(_strip(rel.name, ERRORS_SUFFIX)))
-            continue
-        if len(key.parts) > 1 and top in RESERVED_TOP_DIRS:
-            continue
-        output_format = format_of(key.name)
-        if output_format is not None:
-            stem = key.with_name(_strip(key.name, "." + output_format))
-            done.setdefault(stem, []).append(output_format)
+    done, error_stems = listed_tokens_stems(files.sizes)
     _add_done(status, files, done, access)
     status.orphan_errors = [_tar_name(stem) for stem in error_stems if stem not in done]
     if files.exists(PurePosixPath(SUMMARY_NAME)):
@@ -245,13 +213,13 @@ def scan_output(output_dir: Location | str, access: Access | None = None) -> Out
         return _scan_listed(ListedFiles(str(output_dir), access), access)
     out = Path(output_dir)
     status = OutputStatus(out)
-    done = _tokens_files(out)
+    done = local_tokens_stems(out)
     _add_done(status, LocalFiles(out), done)
 
     errors_root = out / ERRORS_DIR
     if errors_root.is_dir():
         for rel in _walk_files(errors_root, ERRORS_SUFFIX):
-            stem = rel.with_name(_strip(rel.name, ERRORS_SUFFIX))
+            stem = rel.with_name(strip_suffix(rel.name, ERRORS_SUFFIX))
             if stem not in done:
                 status.orphan_errors.append(_tar_name(stem))
 
@@ -265,7 +233,7 @@ def scan_output(output_dir: Location | str, access: Access | None = None) -> Out
             final_name = rel.name.rsplit(".", 2)[0]
             kind = "errors" if sub == "errors" else (format_of(final_name) or "unknown")
             suffix = ERRORS_SUFFIX if sub == "errors" else f".{kind}"
-            stem = rel.with_name(_strip(final_name, suffix))
+            stem = rel.with_name(strip_suffix(final_name, suffix))
             path = root / rel
             item = PartialFile(_tar_name(stem), kind, path, path.stat().st_size)
             (status.stale_partial if stem in done else status.partial).append(item)

@@ -1,0 +1,1 @@
+"""``tartok-tui export``: committed tokens into training formats (see export/run.py)."""

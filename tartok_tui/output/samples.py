@@ -1,0 +1,58 @@
+"""An output's records as samples: the key, language, text, the token fields (as the codec
+declares them, ``codec.fields``) and the rest of the metadata, read from a committed tokens
+file of either format, local or on object storage, a record at a time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from tartok_tui.codec.fields import TOKEN_FIELDS
+from tartok_tui.output.committed import TokensFile
+from tartok_tui.output.parquet import FIXED_COLUMNS
+from tartok_tui.output.read import read_rows
+from tartok_tui.storage import Access
+
+
+@dataclass(frozen=True)
+class Sample:
+    key: str
+    language: Any
+    text: Any
+    tokens: dict[str, list[int]]
+    """Field name -> tokens, in TOKEN_FIELDS order."""
+    meta: dict[str, Any]
+    """The record's other fields, in their order."""
+
+    @property
+    def frames(self) -> int:
+        """Frame-rate tokens (semantic tokens for BiCodec): the clip's length in frames."""
+        return max(
+            (len(self.tokens[f.name]) for f in TOKEN_FIELDS if f.per_clip is None), default=0
+        )
+
+
+def as_sample(record: Mapping[str, Any]) -> Sample:
+    """A record as a Sample; ValueError when its key or a token field is not what the writer
+    writes (a string; lists of non-negative ints)."""
+    key = record.get("key")
+    if not isinstance(key, str):
+        raise ValueError(f"a record without a string key: {str(key)[:80]!r}")
+    tokens = {}
+    for field in TOKEN_FIELDS:
+        values = record.get(field.name)
+        if not isinstance(values, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
+        ):
+            raise ValueError(f"{key}: {field.name} is not a list of non-negative integers")
+        tokens[field.name] = values
+    meta = {k: v for k, v in record.items() if k not in FIXED_COLUMNS}
+    return Sample(key, record.get("language"), record.get("text"), tokens, meta)
+
+
+def read_samples(file: TokensFile, access: Access | None = None) -> Iterator[Sample]:
+    """The samples of a committed tokens file, in file order (ValueError, UnreadableOutput
+    and the storage errors of ``output.read``)."""
+    for record in read_rows(file.location, access):
+        yield as_sample(record)
