@@ -14,6 +14,7 @@ group per language whatever the size of a tokens file.
 from __future__ import annotations
 
 import json
+from array import array
 from pathlib import PurePosixPath
 
 import pyarrow as pa
@@ -25,7 +26,7 @@ from tartok_tui.export.destination import Destination
 from tartok_tui.export.records import ExportTotals, Settings, language_label
 from tartok_tui.export.unit import Parts
 from tartok_tui.output.manifest import Manifest
-from tartok_tui.output.parquet import ROW_GROUP_ROWS, as_text
+from tartok_tui.output.parquet import ROW_GROUP_ROWS, TokenLists, as_text
 from tartok_tui.output.samples import Sample
 from tartok_tui.output.target import PartialFile
 
@@ -50,26 +51,37 @@ def shard_key(stem: PurePosixPath, language: str | None) -> PurePosixPath:
 
 
 class _Rows:
-    """One row group being filled."""
+    """One row group being filled: strings as lists, tokens as flat uint16 buffers
+    (``output.parquet.TokenLists``: 2 bytes a token, not a Python int each)."""
 
     def __init__(self) -> None:
-        self.columns: dict[str, list] = {name: [] for name in SCHEMA.names}
+        self.keys: list[str] = []
+        self.languages: list[str | None] = []
+        self.texts: list[str | None] = []
+        self.tokens = {f.name: TokenLists() for f in TOKEN_FIELDS}
+        self.metadata: list[str] = []
 
     def __len__(self) -> int:
-        return len(self.columns["key"])
+        return len(self.keys)
 
     def append(self, sample: Sample) -> None:
-        c = self.columns
-        c["key"].append(sample.key)
-        c["language"].append(as_text(sample.language))
-        c["text"].append(as_text(sample.text))
         for f in TOKEN_FIELDS:
-            c[f.name].append(sample.tokens[f.name])
-        c[METADATA_COLUMN].append(json.dumps(sample.meta, ensure_ascii=False))
+            # OverflowError past 65535: an error, never a wrapped token.
+            self.tokens[f.name].append(array("H", sample.tokens[f.name]))
+        self.keys.append(sample.key)
+        self.languages.append(as_text(sample.language))
+        self.texts.append(as_text(sample.text))
+        self.metadata.append(json.dumps(sample.meta, ensure_ascii=False))
 
     def table(self) -> pa.Table:
-        # uint16 checks the range: a token past 65535 is an error, never wrapped.
-        return pa.table({n: pa.array(v, SCHEMA.field(n).type) for n, v in self.columns.items()})
+        columns = {
+            "key": pa.array(self.keys, pa.string()),
+            "language": pa.array(self.languages, pa.string()),
+            "text": pa.array(self.texts, pa.string()),
+            **{name: lists.to_arrow() for name, lists in self.tokens.items()},
+            METADATA_COLUMN: pa.array(self.metadata, pa.string()),
+        }
+        return pa.Table.from_pydict(columns, schema=SCHEMA)
 
 
 class HfUnit:

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from tartok_tui.codec.fields import TOKEN_FIELDS
 from tartok_tui.config import ConfigError
+from tartok_tui.export import FORMAT_NAMES, SPLITS
 from tartok_tui.export.destination import Destination
 from tartok_tui.export.hf import HfFormat
 from tartok_tui.export.memmap import MemmapFormat
@@ -48,9 +49,8 @@ FORMATS: dict[str, Callable[[str | None], ExportFormat]] = {
     "memmap": lambda split_by: MemmapFormat(),
     "spark-tts": lambda split_by: SparkTtsFormat(),
 }
-"""The export formats by name (the CLI's --format choices)."""
-SPLITS: dict[str, tuple[str, ...]] = {"language": ("hf",)}
-"""--split-by values, and the formats that take each."""
+"""The writer of each of FORMAT_NAMES."""
+assert tuple(FORMATS) == FORMAT_NAMES
 
 UNIT_ERRORS = (ValueError, ArithmeticError, UnreadableOutput, OSError)
 """What fails one unit (a broken tokens file, a token past uint16, a read or upload that

@@ -86,7 +86,7 @@ def compact_row(record: Mapping[str, Any]) -> ParquetRow:
 
 
 @dataclass
-class _TokenLists:
+class TokenLists:
     """A list<uint16> column as Arrow lays it out: flat values + int32 offsets."""
 
     values: array = field(default_factory=lambda: array("H"))
@@ -116,8 +116,8 @@ class ParquetRows:
         self.keys: list[str] = []
         self.languages: list[Any] = []
         self.texts: list[Any] = []
-        self.global_tokens = _TokenLists()
-        self.semantic_tokens = _TokenLists()
+        self.global_tokens = TokenLists()
+        self.semantic_tokens = TokenLists()
         self.metas: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
