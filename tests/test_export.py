@@ -307,3 +307,28 @@ def test_an_export_from_and_to_s3_holds_the_bytes_of_a_local_export(
         "s3://tartok-export/out", tmp_path / "from-s3", "hf", "--split-by", "language"
     )
     assert code == ExitCode.OK and contents(tmp_path / "from-s3") == contents(local)
+
+
+def test_an_export_process_killed_outright_resumes_to_the_same_bytes(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, _ = tokens_output(tmp_path, {f"T{i:02d}.tar": 60 for i in range(12)}, "parquet")
+    clean, killed = tmp_path / "clean", tmp_path / "killed"
+    assert export(out, clean, "memmap")[0] == ExitCode.OK
+    args = [sys.executable, "-m", "tartok_tui", "export", str(out), "-f", "memmap", "--to"]
+    proc = subprocess.Popen([*args, str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    units = killed / ".tartok-export" / "units"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        if units.is_dir() and any(units.iterdir()):
+            break
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    code, text = export(out, killed, "memmap")
+    assert code == ExitCode.OK, text
+    assert contents(killed) == contents(clean)  # stale partial files of the dead process gone too
