@@ -5,11 +5,12 @@ written whole (a temporary file renamed into place). Tokens are checked first (3
 tokens, at least one semantic token, every token inside its codebook): a sample that fails
 is reported and skipped, never decoded into noise.
 
-On the CPU clips are decoded one at a time, which gives the reference's samples to the bit
-(padded batches agree only to float rounding there, and were not faster: see
-benchmarks/bench_decode.py); on a GPU they go in padded batches of up to
-``BATCH_SECONDS`` of audio, each clip's input masked past its end and its audio cut to its
-own length.
+On the CPU clips are decoded one at a time, which gives the reference's samples to the bit;
+padded batches agree with it only to float rounding (other kernels for other shapes, the
+error growing through the generator's layers: up to 2e-4 on random weights). On a GPU, where
+batches are what fills the device, they go in padded batches of up to ``BATCH_SECONDS`` of
+audio, each clip's input masked past its end and its audio cut to its own length
+(benchmarks/bench_decode.py measures both ways).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from array import array
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -92,6 +94,11 @@ def token_problem(sample: Sample, decoder: BiCodecDecoder) -> str | None:
     return None
 
 
+def _long(tokens: array[int]) -> torch.Tensor:
+    """uint16 tokens as the int64 indices the embeddings take."""
+    return torch.from_numpy(np.frombuffer(tokens, dtype=np.uint16).astype(np.int64))
+
+
 def decode_batch(
     decoder: BiCodecDecoder, samples: list[Sample], device: torch.device
 ) -> list[np.ndarray]:
@@ -99,8 +106,8 @@ def decode_batch(
     frames = [len(s.tokens[SEMANTIC.name]) for s in samples]
     semantic = torch.zeros(len(samples), max(frames), dtype=torch.long)
     for row, s in zip(semantic, samples, strict=True):
-        row[: len(s.tokens[SEMANTIC.name])] = torch.tensor(s.tokens[SEMANTIC.name])
-    glob = torch.tensor([s.tokens[GLOBAL.name] for s in samples], dtype=torch.long)
+        row[: len(s.tokens[SEMANTIC.name])] = _long(s.tokens[SEMANTIC.name])
+    glob = torch.stack([_long(s.tokens[GLOBAL.name]) for s in samples])
     lengths = torch.tensor(frames) if len(samples) > 1 else None
     with torch.inference_mode():
         audio = decoder(

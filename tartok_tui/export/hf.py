@@ -14,7 +14,6 @@ group per language whatever the size of a tokens file.
 from __future__ import annotations
 
 import json
-from array import array
 from pathlib import PurePosixPath
 
 import pyarrow as pa
@@ -66,8 +65,7 @@ class _Rows:
 
     def append(self, sample: Sample) -> None:
         for f in TOKEN_FIELDS:
-            # OverflowError past 65535: an error, never a wrapped token.
-            self.tokens[f.name].append(array("H", sample.tokens[f.name]))
+            self.tokens[f.name].append(sample.tokens[f.name])
         self.keys.append(sample.key)
         self.languages.append(as_text(sample.language))
         self.texts.append(as_text(sample.text))
@@ -91,10 +89,13 @@ class HfUnit:
         self.parts = Parts(dest)
         self.rows: dict[PurePosixPath, _Rows] = {}
         self.writers: dict[PurePosixPath, pq.ParquetWriter] = {}
+        self.keys: dict[str | None, PurePosixPath] = {}
 
     def add(self, sample: Sample) -> bool:
         language = language_label(sample.language) if self.split_by == "language" else None
-        key = shard_key(self.stem, language)
+        key = self.keys.get(language)
+        if key is None:
+            key = self.keys[language] = shard_key(self.stem, language)
         rows = self.rows.setdefault(key, _Rows())
         rows.append(sample)
         if len(rows) >= ROW_GROUP_ROWS:

@@ -57,8 +57,9 @@ class MemmapUnit:
 
     def add(self, sample: Sample) -> bool:
         for field in TOKEN_FIELDS:
-            tokens = array("H", sample.tokens[field.name])  # OverflowError past 65535
+            tokens = sample.tokens[field.name]
             if sys.byteorder == "big":
+                tokens = array("H", tokens)
                 tokens.byteswap()  # the files are little-endian whatever the machine
             self.parts.get(self.stem / stream_file(field.stream)).write(tokens.tobytes())
             self.index.extend((self.written[field.stream], len(tokens)))

@@ -18,6 +18,7 @@ text teaches nothing: it is skipped and counted.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import PurePosixPath
@@ -38,9 +39,18 @@ START_SEMANTIC, END_SEMANTIC = "<|start_semantic_token|>", "<|end_semantic_token
 END_OF_SEQUENCE = "<|im_end|>"
 
 
+@functools.cache
+def _spellings(field: TokenField) -> list[str]:
+    return [f"<|{CODEC}_{field.stream}_{t}|>" for t in range(field.codes)]
+
+
 def token_text(field: TokenField, tokens: Sequence[int]) -> str:
-    """``<|bicodec_semantic_17|>...``: each token as the LLM's vocabulary spells it."""
-    return "".join(f"<|{CODEC}_{field.stream}_{t}|>" for t in tokens)
+    """``<|bicodec_semantic_17|>...``: each token as the LLM's vocabulary spells it
+    (ValueError for a token the vocabulary does not have)."""
+    try:
+        return "".join(map(_spellings(field).__getitem__, tokens))
+    except IndexError:
+        raise ValueError(f"a {field.name} token past the codebook's {field.codes}") from None
 
 
 def prompt(text: str, global_tokens: Sequence[int]) -> str:

@@ -4,6 +4,7 @@ file of either format, local or on object storage, a record at a time."""
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -20,8 +21,8 @@ class Sample:
     key: str
     language: Any
     text: Any
-    tokens: dict[str, list[int]]
-    """Field name -> tokens, in TOKEN_FIELDS order."""
+    tokens: dict[str, array[int]]
+    """Field name -> tokens as uint16 (``array("H")``), in TOKEN_FIELDS order."""
     meta: dict[str, Any]
     """The record's other fields, in their order."""
 
@@ -35,18 +36,22 @@ class Sample:
 
 def as_sample(record: Mapping[str, Any]) -> Sample:
     """A record as a Sample; ValueError when its key or a token field is not what the writer
-    writes (a string; lists of non-negative ints)."""
+    writes (a string; lists of integers in [0, 65535])."""
     key = record.get("key")
     if not isinstance(key, str):
         raise ValueError(f"a record without a string key: {str(key)[:80]!r}")
     tokens = {}
     for field in TOKEN_FIELDS:
         values = record.get(field.name)
-        if not isinstance(values, list) or not all(
-            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in values
-        ):
-            raise ValueError(f"{key}: {field.name} is not a list of non-negative integers")
-        tokens[field.name] = values
+        if not isinstance(values, list):
+            raise ValueError(f"{key}: {field.name} is not a list")
+        try:
+            # In C: every value an int in [0, 65535] (a bool would pass as 0 or 1).
+            tokens[field.name] = array("H", values)
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(
+                f"{key}: {field.name} holds a value that is not a token ({exc})"
+            ) from exc
     meta = {k: v for k, v in record.items() if k not in FIXED_COLUMNS}
     return Sample(key, record.get("language"), record.get("text"), tokens, meta)
 
