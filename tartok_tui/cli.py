@@ -1,4 +1,4 @@
-"""Command line: ``tartok-tui run | status | verify``.
+"""Command line: ``tartok-tui run | status | verify | export | decode | demo``.
 
 Every option of ``run`` is a ``RunConfig`` field, spelled in kebab case; the old
 script's underscore spellings work too, and each option can be set from the
@@ -22,12 +22,18 @@ from rich.console import Console
 from rich.text import Text
 
 from tartok_tui import __version__
+from tartok_tui.cli_args import (
+    STORAGE_OPTIONS_HELP,
+    access_for,
+    existing_location,
+    storage_failed,
+)
+from tartok_tui.cli_tokens import decode, export
 from tartok_tui.config import (
     CliSpec,
     ConfigError,
     DisplayOptions,
     RunConfig,
-    parse_json_object,
     parse_location,
 )
 from tartok_tui.exit_codes import SHORT, ExitCode
@@ -51,6 +57,10 @@ EXAMPLES = """\
 
   [dim]# tars streamed from S3 (or gs://, hf://datasets/...), tokens uploaded to S3[/]
   tartok-tui run -i s3://corpus/Emilia/EN -o s3://corpus/tokens/EN -m SparkAudio/Spark-TTS-0.5B
+
+  [dim]# training data from the tokens, and a few clips decoded back to listen to[/]
+  tartok-tui export /data/tokens/EN --format hf --to /data/hf/EN
+  tartok-tui decode /data/tokens/EN -m SparkAudio/Spark-TTS-0.5B --to listen/ --count 5
 
 [bold]Exit codes[/]  {exit_codes}
 
@@ -194,44 +204,6 @@ app.command(name="run", epilog=EXAMPLES)(declared_command(run, RunConfig, Displa
 # --------------------------------------------------------------------------- status / verify
 
 
-def existing_location(value: str) -> str:
-    """A command argument: a URL as given, or a directory that exists (Typer's check)."""
-    from tartok_tui.storage import is_url
-
-    if is_url(value):
-        return value
-    path = Path(value)
-    if not path.exists():
-        raise typer.BadParameter(f"Directory '{value}' does not exist.")
-    if not path.is_dir():
-        raise typer.BadParameter(f"Directory '{value}' is a file.")
-    return value
-
-
-def _access(storage_options: str | None) -> Any:
-    """The storage access for ``--storage-options`` (exits 2 on bad JSON)."""
-    from tartok_tui.storage import Access
-
-    try:
-        return Access(options=parse_json_object(storage_options))
-    except ConfigError as exc:
-        print_error(str(exc))
-        raise typer.Exit(ExitCode.BAD_ARGS) from exc
-
-
-def _storage_failed(exc: Exception, access: Any) -> typer.Exit:
-    """Print why storage could not be used; the exit to raise (2 for a missing backend)."""
-    from tartok_tui.storage import StorageError, redact_text
-
-    print_error(redact_text(str(exc), access.options))
-    return typer.Exit(ExitCode.BAD_ARGS if isinstance(exc, StorageError) else ExitCode.INCOMPLETE)
-
-
-STORAGE_OPTIONS_HELP = next(
-    f.metadata["cli"].help for f in fields(RunConfig) if f.name == "storage_options"
-)
-
-
 JOBS_HELP = "Tars read at once (threads)."
 
 
@@ -263,14 +235,14 @@ def status(
     from tartok_tui.output.scan import scan_output
     from tartok_tui.storage import StorageError
 
-    access = _access(storage_options)
+    access = access_for(storage_options)
     try:
         with progress_bar("counting", counts and not as_json and sys.stderr.isatty()) as bar:
             result = scan_output(
                 parse_location(output_dir), access, counts=counts, jobs=jobs, progress=bar
             )
     except (OSError, StorageError) as exc:
-        raise _storage_failed(exc, access) from exc
+        raise storage_failed(exc, access) from exc
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2, ensure_ascii=False))
         return
@@ -298,7 +270,7 @@ def verify(
     from tartok_tui.storage import StorageError, redact_text
 
     from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
-    access = _access(values.get("storage_options"))
+    access = access_for(values.get("storage_options"))
     try:
         with progress_bar("verifying", not as_json and sys.stderr.isatty()) as bar:
             report = verify_output(
@@ -317,7 +289,7 @@ def verify(
         print_error(message)
         raise typer.Exit(ExitCode.BAD_ARGS) from exc
     except (OSError, StorageError) as exc:
-        raise _storage_failed(exc, access) from exc
+        raise storage_failed(exc, access) from exc
     if not report.tars:
         what = no_tars_message(input_dir, from_index, to_index, recursive)
         print_error(what)
@@ -394,6 +366,12 @@ _verify_params = [
     ),
 ]
 app.command(name="verify")(with_signature(verify, _verify_params))
+
+
+# --------------------------------------------------------------------------- export / decode
+
+app.command()(export)
+app.command()(decode)
 
 
 @app.command()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -125,8 +125,11 @@ class HeadlessPrinter:
         live: bool | None = None,
         interval: float | None = None,
         tz: datetime.tzinfo | None = None,
+        next_steps: Sequence[str] = (),
     ) -> None:
         self.console = console if console is not None else Console(highlight=False)
+        self.next_steps = tuple(next_steps)
+        """Commands the summary suggests once tars are done (status, decode, export)."""
         self.live = self.console.is_terminal if live is None else live
         self.interval = interval if interval is not None else (0.5 if self.live else 30.0)
         self.tz = tz
@@ -244,6 +247,10 @@ class HeadlessPrinter:
         style = "bold green" if exit_code == ExitCode.OK else "bold red"
         self.console.print(Text(f"Run finished: {meaning} (exit code {exit_code})", style=style))
         self.console.print(table)
+        if self.next_steps and view.tars_done + view.tars_skipped > 0:
+            self.console.print("next:")
+            for command in self.next_steps:
+                self.console.print(Text(f"  {command}", style="cyan"), soft_wrap=True)
 
 
 async def run_headless(

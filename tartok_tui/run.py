@@ -7,6 +7,7 @@ is shown, so a headless run never loads textual.
 from __future__ import annotations
 
 import asyncio
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -75,6 +76,22 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
     return replace(config, model_dir=str(validated.model_dir)), validated
 
 
+def next_steps(config: RunConfig) -> list[str]:
+    """What to run on the output once tars are done: check it, listen to a few samples,
+    make training data of it (the model as the user named it, not the resolved cache path)."""
+    from tartok_tui.storage import is_url, redact_location
+
+    out = redact_location(config.output_dir)
+    dest = f"{out.rstrip('/')}-hf"
+    listen = "listen" if is_url(config.output_dir) else f"{out.rstrip('/')}-listen"
+    q = shlex.quote
+    return [
+        f"tartok-tui status {q(out)}",
+        f"tartok-tui decode {q(out)} --model-dir {q(str(config.model_dir))} --to {q(listen)} --count 5",
+        f"tartok-tui export {q(out)} --format hf --to {q(dest)}",
+    ]
+
+
 def run_pipeline(
     config: RunConfig,
     tui: bool,
@@ -87,6 +104,7 @@ def run_pipeline(
     from tartok_tui.storage import redact_text
 
     console = console if console is not None else Console(highlight=False)
+    steps = next_steps(config)
     try:
         if config.ray_address is not None:
             from tartok_tui.supervisor.ray_cluster import connect
@@ -98,7 +116,7 @@ def run_pipeline(
         _leave_cluster(config)
         return ExitCode.CLAIMED if isinstance(exc, ClaimRefused) else ExitCode.BAD_ARGS
     try:
-        return _run_validated(config, validated, tui, progress_interval, console)
+        return _run_validated(config, validated, tui, progress_interval, console, steps)
     finally:
         # Every ending the process lives through releases the claim (a kill -9 leaves it
         # to the next run's gone-holder rule).
@@ -130,6 +148,7 @@ def _run_validated(
     tui: bool,
     progress_interval: float | None,
     console: Console,
+    steps: list[str],
 ) -> int:
     if tui and not (sys.stdin.isatty() and sys.stdout.isatty()):
         err_console.print(
@@ -149,10 +168,11 @@ def _run_validated(
             console=console,
             context=context,
             log_path_for=config.worker_log_path,
+            next_steps=steps,
         )
 
     from tartok_tui.progress import HeadlessPrinter, run_headless
 
-    printer = HeadlessPrinter(console, interval=progress_interval)
+    printer = HeadlessPrinter(console, interval=progress_interval, next_steps=steps)
     supervisor = make_supervisor(config, printer.on_event, validated)
     return asyncio.run(run_headless(supervisor, printer))

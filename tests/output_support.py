@@ -59,3 +59,46 @@ def process(
                 writer.add(item.index, make_record(item.key, item.meta, [1, 2], [3, 4]))
         keys = scan_tar(tar).keys if scanned else None
         writer.commit(input_keys=keys, input_identity=input_identity(tar))
+
+
+def tokens_output(
+    root: Path,
+    tars: dict[str, int],
+    output_format: str = "jsonl",
+    seed: int = 0,
+    frames: tuple[int, int] = (20, 120),
+) -> tuple[Path, dict[str, dict]]:
+    """An output of committed tokens files, as a run leaves them, without running a model:
+    ``tars`` maps a tar's path (``sub/X.tar``) to its sample count; languages, texts
+    (some missing) and metadata vary, tokens are drawn over the whole codebooks.
+    Returns (the output dir, key -> record)."""
+    import random
+
+    rng = random.Random(seed)
+    inp, out = root / "in", root / "out"
+    records: dict[str, dict] = {}
+    for name, n in tars.items():
+        tar = inp / name
+        tar.parent.mkdir(parents=True, exist_ok=True)
+        tar.write_bytes(b"")
+        stem = name.removesuffix(".tar").replace("/", "_")
+        with TarWriter(out, inp, tar, output_format=output_format) as writer:
+            for i in range(n):
+                meta = {
+                    **EMILIA_META,
+                    "id": f"{stem}_{i:04d}",
+                    "language": rng.choice(["en", "zh", "de"]),
+                    "text": None if i % 7 == 3 else f"sample {i} of {stem} — ünïcode",
+                    "duration": round(rng.uniform(0.5, 3.0), 2),
+                    "tags": {"n": i, "odd": bool(i % 2)},
+                }
+                record = make_record(
+                    meta["id"],
+                    meta,
+                    [rng.randrange(4096) for _ in range(32)],
+                    [rng.randrange(8192) for _ in range(rng.randint(*frames))],
+                )
+                writer.add(i, record)
+                records[record["key"]] = record
+            writer.commit()
+    return out, records

@@ -211,6 +211,13 @@ def test_no_tui_run_prints_events_and_a_summary_and_returns_the_run_exit_code(mo
     assert "| tars " in result.output  # a plain progress line (not a terminal)
     assert "Run finished: some tars failed or are unfinished (exit code 1)" in result.output
     assert "\x1b[" not in result.output  # no escape codes in a log file
+    # The summary ends with how to check the output, listen to it and export it.
+    after = result.output.split("next:\n")[1]
+    assert after.splitlines()[:3] == [
+        "  tartok-tui status out",
+        "  tartok-tui decode out --model-dir m --to out-listen --count 5",
+        "  tartok-tui export out --format hf --to out-hf",
+    ]
 
 
 def test_dashboard_falls_back_to_plain_output_without_a_terminal(monkeypatch):

@@ -183,6 +183,17 @@ def test_summary_names_failed_tars_from_the_run_result():
     assert "EN-B000018" not in text
 
 
+def test_summary_suggests_the_next_commands_once_tars_are_done():
+    steps = ["tartok-tui decode o --model-dir m --to l --count 5", "tartok-tui export o -f hf"]
+    printer, out = plain_printer(next_steps=steps)
+    printer.summary(replace(mid_run_view(), finished=True), ExitCode.INCOMPLETE)
+    assert out.getvalue().endswith("next:\n  " + "\n  ".join(steps) + "\n")
+    printer, out = plain_printer(next_steps=steps)
+    nothing = replace(mid_run_view(), finished=True, tars_done=0, tars_skipped=0)
+    printer.summary(nothing, ExitCode.ALL_FATAL)
+    assert "next:" not in out.getvalue()  # nothing to decode or export yet
+
+
 def test_ctrl_c_stops_gracefully_then_forcefully():
     printer, _ = plain_printer(interval=10.0)
     # Stopped runs of this fake end with INCOMPLETE: what comes back is the run's own code.

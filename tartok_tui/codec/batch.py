@@ -17,6 +17,24 @@ import torch
 from tartok_tui.audio import reference_clip
 
 
+def plan_padded(lengths: Sequence[int], budget: float) -> list[list[int]]:
+    """Indices into ``lengths``, longest first, grouped so that each group padded to its
+    longest fits ``budget`` (a clip longer than the budget is a group of its own)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        # Sorted longest first, so the first clip of a group sets its padded length.
+        longest = lengths[current[0]] if current else lengths[i]
+        if current and (len(current) + 1) * longest > budget:
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 @dataclass(frozen=True, eq=False)
 class PreparedClip:
     """A 16 kHz clip ready for the model; len() is its number of samples."""

@@ -1,4 +1,5 @@
-"""Validate and load a model dir in the official Spark-TTS layout (tokenizer half only).
+"""Validate and load a model dir in the official Spark-TTS layout (the tokenizer's files;
+the decoder half of the BiCodec weights is read by codec/decoder.py through the same checks).
 
     config.yaml                         sample_rate, ref_segment_duration, latent_hop_length, volume_normalize
     BiCodec/config.yaml                 section `audio_tokenizer`
@@ -32,8 +33,9 @@ WAV2VEC2_WEIGHTS = ("pytorch_model.bin", "model.safetensors")
 
 _V = TypeVar("_V")
 
-# Keys of the official BiCodec file that the tokenizer never reads: the decoder side, and the
-# heads of the speaker encoder that produce the d-vector rather than the tokens.
+# Keys of the official BiCodec file that the tokenizer never reads: the decoder side (read by
+# codec/decoder.py), and the heads of the speaker encoder that produce the d-vector rather
+# than the tokens.
 UNUSED_BICODEC_PREFIXES = (
     "decoder.",
     "prenet.",
@@ -241,9 +243,13 @@ def wav2vec2_unused(settings: Wav2Vec2Settings, num_layers: int) -> tuple[str, .
 
 
 def load_bicodec_state(
-    cfg: ModelDirConfig, expected: dict[str, torch.Size]
+    cfg: ModelDirConfig,
+    expected: dict[str, torch.Size],
+    unused_prefixes: tuple[str, ...] = UNUSED_BICODEC_PREFIXES,
 ) -> dict[str, torch.Tensor]:
-    """BiCodec tokenizer tensors, weight norm folded, checked against `expected` shapes."""
+    """BiCodec tensors, weight norm folded, checked against `expected` shapes; keys under
+    `unused_prefixes` may be in the file and are not read (by default: the tokenizer's
+    view of the file; the decoder passes its own)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -260,7 +266,7 @@ def load_bicodec_state(
         expected,
         state,
         path,
-        unused_prefixes=UNUSED_BICODEC_PREFIXES,
+        unused_prefixes=unused_prefixes,
         optional=OPTIONAL_BICODEC_KEYS,
     )
 

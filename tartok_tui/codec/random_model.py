@@ -2,8 +2,9 @@
 
 "full" has the real architecture (BiCodec/config.yaml and xlsr-53 config values); "tiny" keeps
 the layout and key names but is small enough to load and tokenize in well under a second on
-a CPU. Only the tokenizer half of BiCodec is written; the official file's decoder-side keys
-are ones the tokenizer ignores anyway.
+a CPU. Both halves of BiCodec are written under the official names: the tokenizer's, and the
+decoder's (prenet, wave generator, the token embeddings' projections, and the postnet, which
+the official file carries though decoding never runs it).
 """
 
 from __future__ import annotations
@@ -170,6 +171,8 @@ def _init(key: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
         return 0.5 + torch.rand(shape, generator=gen)
     if name == "running_mean":
         return 0.1 * torch.randn(shape, generator=gen)
+    if name == "alpha":  # Snake frequencies: positive, near the official init of 1
+        return 1.0 + 0.1 * torch.randn(shape, generator=gen)
     if name == "gamma":  # ConvNeXt layer scale, RMSNorm gain
         return (0.3 if "convnext" in key else 1.0) + 0.05 * torch.randn(shape, generator=gen)
     if name == "bias":
@@ -185,12 +188,26 @@ def _weight_norm_split(weight: torch.Tensor, dim: int) -> tuple[torch.Tensor, to
     return torch.norm_except_dim(weight, 2, dim), weight.clone()
 
 
+def _weight_normed(key: str, shape: torch.Size) -> bool:
+    """Whether the official file stores ``key`` as a weight-norm pair: the quantizer's
+    projections and every conv of the wave generator."""
+    if key in ("quantizer.in_project.weight", "quantizer.out_project.weight"):
+        return True
+    return key.startswith("decoder.") and key.endswith(".weight") and len(shape) == 3
+
+
 def bicodec_state(section: dict, gen: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random tokenizer-half BiCodec tensors under the official key names."""
+    """Random BiCodec tensors (tokenizer and decoder halves) under the official key names."""
+    from tartok_tui.codec.decoder import BiCodecDecoder
+    from tartok_tui.codec.feature_decoder import FeatureDecoder
     from tartok_tui.codec.speaker import mel_transform
     from tartok_tui.codec.tokenizer import BiCodecModel
 
     shapes = {k: v.shape for k, v in BiCodecModel(section).state_dict().items()}
+    with torch.device("meta"):  # shapes only: no random init of the decoder's ~100M values
+        decoder = dict(BiCodecDecoder(section).state_dict())
+        postnet = FeatureDecoder.from_config(section["postnet"]).state_dict()
+    decoder.update({f"postnet.{k}": v for k, v in postnet.items()})
     mel = mel_transform(section["mel_params"]).state_dict()
     state: dict[str, torch.Tensor] = {}
     for key, shape in shapes.items():
@@ -198,10 +215,18 @@ def bicodec_state(section: dict, gen: torch.Generator) -> dict[str, torch.Tensor
             state[key] = mel[key.removeprefix("mel_transformer.")].clone()
             continue
         state[key] = _init(key, shape, gen)
+    # A generator of its own: the tokenizer's tensors (and the wav2vec2 tensors drawn after
+    # them) stay what they were before the decoder half was written.
+    decoder_gen = torch.Generator().manual_seed(gen.initial_seed() + 1)
+    for key, tensor in decoder.items():
+        if key not in state:
+            state[key] = _init(key, tensor.shape, decoder_gen)
     state["speaker_encoder.quantizer.project_in.weight"] *= SPEAKER_PROJECT_IN_SCALE
-    g, v = _weight_norm_split(state.pop("quantizer.in_project.weight"), 0)
-    state["quantizer.in_project.weight_g"] = g
-    state["quantizer.in_project.weight_v"] = v
+    for key in [k for k, v in state.items() if _weight_normed(k, v.shape)]:
+        g, v = _weight_norm_split(state.pop(key), 0)
+        base = key.removesuffix(".weight")
+        state[f"{base}.weight_g"] = g
+        state[f"{base}.weight_v"] = v
     return state
 
 

@@ -21,7 +21,14 @@ from torch import nn
 
 from tartok_tui.audio import MIN_SAMPLES, AudioError, prepare_audio
 from tartok_tui.codec.allocator import release_free_memory
-from tartok_tui.codec.batch import HostBatch, PreparedClip, as_prepared, pack, prepare_clip
+from tartok_tui.codec.batch import (
+    HostBatch,
+    PreparedClip,
+    as_prepared,
+    pack,
+    plan_padded,
+    prepare_clip,
+)
 from tartok_tui.codec.cuda_driver import cuda_unavailable_reason
 from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import HANDLED, Failure, classify
@@ -270,22 +277,9 @@ class BiCodecTokenizer:
         On the CPU every clip is its own batch: padded batches measured slower there than
         single clips, and batching buys nothing without a wide device to fill.
         """
-        order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
         if self.device.type == "cpu":
-            return [[i] for i in order]
-        budget = self.batch_seconds * self.sample_rate
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            # Sorted longest first, so the first clip of a batch sets its padded length.
-            longest = lengths[current[0]] if current else lengths[i]
-            if current and (len(current) + 1) * longest > budget:
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
+            return [[i] for i in sorted(range(len(lengths)), key=lambda i: -lengths[i])]
+        return plan_padded(lengths, self.batch_seconds * self.sample_rate)
 
     # -- the model ---------------------------------------------------------------------------
 

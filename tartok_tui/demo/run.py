@@ -128,5 +128,4 @@ def run_demo(
         f"verify: {verdict}; tokens in {data.output_dir}, error records in "
         f"{data.output_dir / 'errors'}"
     )
-    console.print(f"next: tartok-tui status {data.output_dir}")
     return code if report.ok else max(code, 1)

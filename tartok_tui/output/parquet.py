@@ -35,7 +35,9 @@ from typing import Any, BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-FIXED_COLUMNS = ("key", "language", "text", "global_tokens", "semantic_tokens")
+from tartok_tui.codec.fields import TOKEN_FIELD_NAMES
+
+FIXED_COLUMNS = ("key", "language", "text", *TOKEN_FIELD_NAMES)
 """The first columns of every file, in this order (the JSONL line's first fields too)."""
 ROW_GROUP_ROWS = 4096
 """Rows per row group: ~12 MB of uint16 tokens for 30 s clips, a unit readers can stream."""
@@ -84,7 +86,7 @@ def compact_row(record: Mapping[str, Any]) -> ParquetRow:
 
 
 @dataclass
-class _TokenLists:
+class TokenLists:
     """A list<uint16> column as Arrow lays it out: flat values + int32 offsets."""
 
     values: array = field(default_factory=lambda: array("H"))
@@ -114,8 +116,8 @@ class ParquetRows:
         self.keys: list[str] = []
         self.languages: list[Any] = []
         self.texts: list[Any] = []
-        self.global_tokens = _TokenLists()
-        self.semantic_tokens = _TokenLists()
+        self.global_tokens = TokenLists()
+        self.semantic_tokens = TokenLists()
         self.metas: list[dict[str, Any]] = []
 
     def __len__(self) -> int:
@@ -134,8 +136,8 @@ class ParquetRows:
         the run manifest's, see ``output.manifest``)."""
         columns: dict[str, pa.Array] = {
             "key": pa.array(self.keys, pa.string()),
-            "language": pa.array([_as_text(v) for v in self.languages], pa.string()),
-            "text": pa.array([_as_text(v) for v in self.texts], pa.string()),
+            "language": pa.array([as_text(v) for v in self.languages], pa.string()),
+            "text": pa.array([as_text(v) for v in self.texts], pa.string()),
             "global_tokens": self.global_tokens.to_arrow(),
             "semantic_tokens": self.semantic_tokens.to_arrow(),
         }
@@ -152,7 +154,7 @@ class ParquetRows:
         return table.replace_schema_metadata({SCHEMA_KEY: json.dumps(info).encode()})
 
 
-def _as_text(value: Any) -> str | None:
+def as_text(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False)

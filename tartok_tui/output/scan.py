@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from tartok_tui.output.claim import ClaimStatus, read_claims
+from tartok_tui.output.committed import strip_suffix
 from tartok_tui.output.files import ListedFiles, LocalFiles, OutputFiles, output_files
 from tartok_tui.output.manifest import MANIFEST_NAME
 from tartok_tui.output.parallel import DEFAULT_JOBS, Progress, in_parallel
@@ -40,10 +41,6 @@ from tartok_tui.output.paths import (
 from tartok_tui.output.read import UnreadableOutput, count_records, read_error_keys
 from tartok_tui.output.tarmeta import META_SUFFIX, TarMeta
 from tartok_tui.storage import Access, Location, as_location
-
-
-def _strip(name: str, suffix: str) -> str:
-    return name[: -len(suffix)] if name.endswith(suffix) else name
 
 
 def _tar_name(stem: PurePosixPath) -> str:
@@ -234,7 +231,7 @@ def _partial(status: OutputStatus, key: PurePosixPath, size: int) -> PartialFile
     else:
         kind = format_of(final_name) or "unknown"
         suffix = f".{kind}"
-    stem = rel.with_name(_strip(final_name, suffix))
+    stem = rel.with_name(strip_suffix(final_name, suffix))
     return PartialFile(_tar_name(stem), kind, Path(status.output_dir) / key, size)
 
 
@@ -247,15 +244,15 @@ def _from_listing(status: OutputStatus, sizes: dict[PurePosixPath, int]) -> None
         top = key.parts[0] if len(key.parts) > 1 else None
         rel = PurePosixPath(*key.parts[1:]) if top else key
         if top == ERRORS_DIR and key.name.endswith(ERRORS_SUFFIX):
-            error_stems.add(rel.with_name(_strip(rel.name, ERRORS_SUFFIX)))
+            error_stems.add(rel.with_name(strip_suffix(rel.name, ERRORS_SUFFIX)))
         elif top == META_DIR and key.name.endswith(META_SUFFIX):
-            record_stems.add(rel.with_name(_strip(rel.name, META_SUFFIX)))
+            record_stems.add(rel.with_name(strip_suffix(rel.name, META_SUFFIX)))
         elif top == PARTIAL_DIR and len(key.parts) > 2 and isinstance(status.output_dir, Path):
             part = _partial(status, key, sizes[key])
             if part is not None:
                 partials.append((PurePosixPath(part.tar).with_suffix(""), part))
         elif top not in RESERVED_TOP_DIRS and (output_format := format_of(key.name)):
-            stem = key.with_name(_strip(key.name, "." + output_format))
+            stem = key.with_name(strip_suffix(key.name, "." + output_format))
             done.setdefault(stem, {})[output_format] = sizes[key]
     for stem, formats in done.items():
         output_format = min(formats, key=OUTPUT_FORMATS.index)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,11 +256,13 @@ def run_dashboard(
     console: Console | None = None,
     context: str | None = None,
     log_path_for: Callable[[int], Path] | None = None,
+    next_steps: Sequence[str] = (),
 ) -> int:
     """Show the dashboard until the run ends; print the summary; return the exit code.
 
     ``context``: one line saying what runs (input, output, model), shown on top.
     ``log_path_for``: a slot's worker log file, for the log pane (key l).
+    ``next_steps``: commands the summary suggests (see ``HeadlessPrinter``).
     """
     from tartok_tui.progress import HeadlessPrinter
 
@@ -270,5 +272,6 @@ def run_dashboard(
         raise app.error
     if code is None:  # the app ended without the run ending (e.g. the terminal went away)
         code = ExitCode.INTERRUPTED
-    HeadlessPrinter(console, live=False).summary(supervisor.snapshot(), code, app.result)
+    printer = HeadlessPrinter(console, live=False, next_steps=next_steps)
+    printer.summary(supervisor.snapshot(), code, app.result)
     return code
