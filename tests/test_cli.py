@@ -73,7 +73,7 @@ def test_help_shows_examples_and_exit_codes():
 
 def test_the_commands_are_registered_and_listed_in_the_help():
     group = typer.main.get_command(cli.app)
-    assert set(group.commands) == {"run", "status", "verify", "demo"}
+    assert set(group.commands) == {"run", "status", "verify", "demo", "export", "decode"}
     result = runner.invoke(cli.app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
     # The "Commands" panel lists each command with its one-line help (the examples text
