@@ -31,6 +31,11 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
 
 
+def print_waiting(message: str) -> None:
+    """A line on stderr while validation waits (a throttled store's retries)."""
+    err_console.print(f"[yellow]{escape(message)}[/]")
+
+
 def make_supervisor(
     config: RunConfig,
     on_event: Callable[[Event], None] | None,
@@ -64,7 +69,7 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
     """
     from tartok_tui.supervisor.preflight import validate
 
-    validated = validate(config)
+    validated = validate(config, report=print_waiting)
     if config.ray_address is not None:
         return config, validated
     return replace(config, model_dir=str(validated.model_dir)), validated
@@ -91,7 +96,8 @@ def run_pipeline(
         message = redact_text(str(exc), config.storage_options)
         print_error(message)
         _leave_cluster(config)
-        return ExitCode.BAD_ARGS
+        # An output that refuses the write check exits 4, like one that fills up later.
+        return int(getattr(exc, "exit_code", ExitCode.BAD_ARGS))
     try:
         return _run_validated(config, validated, tui, progress_interval, console)
     finally:

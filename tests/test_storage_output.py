@@ -20,7 +20,7 @@ from tartok_tui.output.files import done_format_now, done_formats
 from tartok_tui.output.read import count_records, read_error_keys, read_keys, read_rows
 from tartok_tui.output.scan import scan_output, verify
 from tartok_tui.output.spool import SpoolTarget, spool_root
-from tartok_tui.output.store import StoreOutput, StoreUnavailable, unavailable_errno
+from tartok_tui.output.store import StoreOutput, StoreUnavailable
 from tartok_tui.output.target import LocalTarget, OutputUnavailable
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import iter_samples
@@ -175,36 +175,6 @@ def _client_error(code: str, message: str = "") -> botocore.exceptions.ClientErr
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code, "Message": message or code}}, "PutObject"
     )
-
-
-@pytest.mark.parametrize(
-    ("exc", "expected"),
-    [
-        (
-            _client_error(
-                "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold"
-            ),
-            errno.ENOSPC,
-        ),
-        (_client_error("QuotaExceeded", "Bucket quota exceeded"), errno.EDQUOT),
-        (_client_error("AccessDenied"), errno.EACCES),
-        (botocore.exceptions.NoCredentialsError(), errno.EACCES),
-        (PermissionError("AccessDenied"), errno.EACCES),
-        (OSError(errno.EROFS, "read-only"), errno.EROFS),
-        (_client_error("SlowDown", "Please reduce your request rate."), None),
-        (_client_error("InternalError"), None),
-        (ConnectionResetError(), None),
-        (TimeoutError(), None),
-    ],
-)
-def test_a_store_refusal_means_the_output_is_unavailable_and_a_hiccup_is_retried(
-    exc: BaseException, expected: int | None
-) -> None:
-    # s3fs keeps botocore's error as the cause of the OSError it raises.
-    wrapped = OSError(errno.EIO, "translated")
-    wrapped.__cause__ = exc
-    assert unavailable_errno(exc) == expected
-    assert unavailable_errno(wrapped) == expected
 
 
 def test_a_refused_upload_stops_the_run_with_the_store_s_reason_and_no_secret(

@@ -25,16 +25,10 @@ from pathlib import Path
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.storage import (
-    Access,
-    Location,
-    location_name,
-    redact_text,
-)
+from tartok_tui.storage import Location, location_name, redact_text
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.memory import MemoryWatch
-from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
     LocalLauncher,
     NoResources,
@@ -49,6 +43,7 @@ from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.run_output import RunOutput
 from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
 from tartok_tui.supervisor.snapshot import ThroughputHistory, run_view, slot_totals
+from tartok_tui.supervisor.startup import StartFailed, start_run
 from tartok_tui.supervisor.summary import RunSummary, build_summary, decide_exit
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
@@ -91,8 +86,7 @@ class Supervisor(RunControls):
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self._slots: list[Slot] = []
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
-        self._access = Access(options=config.storage_options)
-        self._output = RunOutput(config, self._access, self._event)
+        self._output = RunOutput(config, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -115,10 +109,14 @@ class Supervisor(RunControls):
         self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         self._started_mono = time.monotonic()
-        validated = await asyncio.to_thread(validate, self.config, self._given_tars)
+        self._output.bind(self._loop)
+        try:
+            start = await start_run(self.config, self._given_tars, self._output, self._warn_soon)
+        except StartFailed as exc:
+            self._halted = (exc.code, exc.reason)
+            return self._finish()
+        validated, done = start.validated, start.done
         self._model_dir = validated.model_dir
-        self._output.sweep_partials("an earlier run")
-        done = await self._output.done_at_start(validated.tars)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         self._event(
             "info",
@@ -583,6 +581,9 @@ class Supervisor(RunControls):
         self._events.append(event)
         if self._on_event is not None:
             self._on_event(event)
+
+    def _warn_soon(self, message: str) -> None:
+        self._output.report_soon("warning", message)
 
     def report(self, level: str, slot: int | None, message: str) -> None:
         """An event from a policy acting on the run (the memory watch)."""

@@ -49,6 +49,7 @@ from tartok_tui.storage import (
     InputUnavailable,
     Location,
     RetryEvent,
+    ThrottleGauge,
     as_location,
     is_url,
     location_name,
@@ -165,6 +166,7 @@ class LeaseRunner:
         channel: Channel,
         faults: Faults,
         counter: ProgressCounter,
+        gauge: ThrottleGauge | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.opts = opts
@@ -180,7 +182,7 @@ class LeaseRunner:
         self.pool = ThreadPoolExecutor(
             max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
         )
-        self.access = Access(options=opts.storage_options, on_retry=self._read_retried)
+        self.access = Access(options=opts.storage_options, on_retry=self._read_retried, gauge=gauge)
         self.local_out = opts.local_output_dir
         """Where partial files and journals live (the spool folder of an output URL)."""
         self.target: SpoolTarget | None = None
