@@ -133,7 +133,7 @@ def test_an_upload_through_a_server_outage_is_retried_and_lands_whole(
                 retried.set()
 
     handler = Seen()
-    logging.getLogger("tartok_tui.output").addHandler(handler)
+    logging.getLogger("tartok_tui.storage").addHandler(handler)
     running_s3.stop()
 
     def restart() -> None:
@@ -146,7 +146,7 @@ def test_an_upload_through_a_server_outage_is_retried_and_lands_whole(
         writer.commit()
     finally:
         restarter.join()
-        logging.getLogger("tartok_tui.output").removeHandler(handler)
+        logging.getLogger("tartok_tui.storage").removeHandler(handler)
     assert retried.is_set() and writer.committed
     assert sorted(objects(url)) == ["EN-B000000.jsonl", "errors/EN-B000000.jsonl"]
     assert SECRET not in caplog.text

@@ -158,7 +158,8 @@ class StoreOutput:
         if fault.kind == FaultKind.EXHAUSTED:
             retrier.succeeded()
             err = fault.errno if fault.errno is not None else errno.EIO
-            raise OutputUnavailable(err, where, action, reason=self.describe(exc)) from exc
+            reason = f"{fault.said}: {self.describe(exc)}"
+            raise OutputUnavailable(err, where, action, reason=reason) from exc
         if fault.kind == FaultKind.MISSING:
             retrier.succeeded()
             if action != "uploading":
