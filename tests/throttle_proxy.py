@@ -101,7 +101,7 @@ class ThrottlingProxy:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return None  # quiet: the tests read the tool's logs, not ours
 
             def do_GET(self) -> None:
