@@ -46,6 +46,10 @@ class Lease(Message):
     retry_crashed: bool = False
     """Isolated only: the last attempt was killed on purpose (user kill, forced stop), so
     the sample it died in is retried instead of being blamed."""
+    stage_to: str | None = None
+    """A folder to stage the tar's files in for the supervisor's batched commit (an
+    ``hf://`` output, see ``output.staging``) instead of uploading them. The TarDone that
+    follows then means "staged": the tar is done once that commit lands."""
 
 
 @dataclass(frozen=True)

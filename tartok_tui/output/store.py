@@ -80,16 +80,16 @@ class StoreOutput:
     def upload(self, local: Path, key: PurePosixPath | str) -> None:
         """Make ``key`` the object holding ``local``'s bytes, whole or not at all."""
         path = self.path(key)
-        self._call("uploading", key, lambda: self.fs.put_file(str(local), path))
+        self.call("uploading", key, lambda: self.fs.put_file(str(local), path))
 
     def put_bytes(self, key: PurePosixPath | str, data: bytes) -> None:
         """Make ``key`` the object holding ``data`` (one PUT)."""
         path = self.path(key)
-        self._call("uploading", key, lambda: self.fs.pipe_file(path, data))
+        self.call("uploading", key, lambda: self.fs.pipe_file(path, data))
 
     def read_bytes(self, key: PurePosixPath | str) -> bytes:
         path = self.path(key)
-        return self._call("reading", key, lambda: self.fs.cat_file(path))
+        return self.call("reading", key, lambda: self.fs.cat_file(path))
 
     def exists(self, key: PurePosixPath | str) -> bool:
         """Whether the object ``key`` exists now (asked of the store, not a cached listing)."""
@@ -103,7 +103,7 @@ class StoreOutput:
                 return False
             return True
 
-        return self._call("checking", key, probe)
+        return self.call("checking", key, probe)
 
     def remove(self, key: PurePosixPath | str) -> None:
         """Delete the object ``key`` if it exists."""
@@ -114,7 +114,7 @@ class StoreOutput:
                 self.fs.rm_file(path)
             self.fs.invalidate_cache(path)
 
-        self._call("removing", key, delete)
+        self.call("removing", key, delete)
 
     def list_keys(self) -> dict[PurePosixPath, int]:
         """Every object under the prefix, key -> size in bytes (one listing; an empty or
@@ -127,7 +127,7 @@ class StoreOutput:
             except FileNotFoundError:
                 return {}
 
-        found = self._call("listing", "", listing)
+        found = self.call("listing", "", listing)
         prefix = self.root + "/"
         return {
             PurePosixPath(name[len(prefix) :]): int(info.get("size") or 0)
@@ -137,7 +137,7 @@ class StoreOutput:
 
     # -- retrying --------------------------------------------------------------------------
 
-    def _call(self, action: str, key: PurePosixPath | str, call: Callable[[], T]) -> T:
+    def call(self, action: str, key: PurePosixPath | str, call: Callable[[], T]) -> T:
         """``call()``, retried on errors a retry may mend (see the module doc)."""
         where = self.name + (f"/{key}" if str(key) else "")
         retrier = self.access.retrier()

@@ -94,6 +94,19 @@ def check_backends(config: RunConfig) -> None:
                 raise ConfigError(f"{option}: {exc}") from exc
 
 
+def check_hub_batching(config: RunConfig) -> None:
+    """An ``hf://`` output is committed by the supervisor from the files its workers staged
+    in the spool: on a cluster every node must stage where the driver can read."""
+    from tartok_tui.output.hub_commit import commits_in_batches
+
+    batched = commits_in_batches(config.output_dir)
+    if config.ray_address is not None and batched and config.spool_dir is None:
+        raise ConfigError(
+            "--ray-address with an hf:// output: the driver commits the files the "
+            "workers stage in the spool, so give --spool-dir a folder every node shares"
+        )
+
+
 def _check_input_dir(config: RunConfig) -> None:
     if not is_url(config.input_dir) and not Path(config.input_dir).is_dir():
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
@@ -188,6 +201,7 @@ def validate(
     ``report``: told of each retry of the output's write check (a throttled store)."""
     check_options(config)
     check_backends(config)
+    check_hub_batching(config)
     ignored: tuple[str, ...] = ()
     if tars is None:
         tars, ignored = find_tars(config)

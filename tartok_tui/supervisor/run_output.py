@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from tartok_tui.config import RunConfig
 from tartok_tui.output.files import done_format_now, done_formats
 from tartok_tui.output.paths import SUMMARY_NAME, remove_stale_partials, summary_path
+from tartok_tui.output.staging import sweep_staged
 from tartok_tui.storage import (
     Access,
     Location,
@@ -111,13 +112,16 @@ class RunOutput:
         except OSError as exc:
             if not config.output_is_url:
                 raise
-            self._report("warning", None, f"could not check {location_name(tar)}: {exc}")
+            self.report_soon("warning", f"could not check {location_name(tar)}: {exc}")
             return False
         return fmt is not None
 
-    def sweep_partials(self, whose: str) -> None:
+    def sweep_partials(self, whose: str, *, own: bool = False) -> None:
+        """Partial files of dead writers, and staged folders never committed (of dead
+        supervisors; ``own``: this one's too, at the end of its run)."""
         try:
             removed = remove_stale_partials(self.config.local_output_dir)
+            removed += sweep_staged(self.config.local_output_dir, own=own)
         except OSError as exc:
             self._report("warning", None, f"could not clean stale partial files: {exc}")
             return

@@ -10,7 +10,7 @@ retries) exits 1. A throttled store is waited for, each wait said in the event l
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tartok_tui.config import ConfigError, RunConfig
@@ -41,10 +41,13 @@ async def start_run(
     config: RunConfig,
     tars: Sequence[Location] | None,
     output: RunOutput,
-    report: Callable[[str], None],
 ) -> Start:
     """Validate (``tars``: the list an earlier validation found), then see what is done;
-    ``report`` (any thread) is told of each retry of the output's write check."""
+    each retry of the output's write check is a warning in the event log."""
+
+    def report(text: str) -> None:
+        output.report_soon("warning", text)
+
     try:
         validated = await asyncio.to_thread(
             validate, config, list(tars) if tars is not None else None, report

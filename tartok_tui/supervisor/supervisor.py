@@ -26,6 +26,7 @@ from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.storage import Location, location_name, redact_text
+from tartok_tui.supervisor.commits import BatchedCommits
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.memory import MemoryWatch
@@ -59,7 +60,7 @@ PLACEMENT_RETRY_S = 5.0
 EventCallback = Callable[[Event], None]
 
 
-class Supervisor(RunControls):
+class Supervisor(RunControls, BatchedCommits):
     """Runs the workers of one ``tartok-tui run``.
 
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
@@ -101,6 +102,7 @@ class Supervisor(RunControls):
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._init_commits()
 
     # ------------------------------------------------------------------ run
 
@@ -111,7 +113,7 @@ class Supervisor(RunControls):
         self._started_mono = time.monotonic()
         self._output.bind(self._loop)
         try:
-            start = await start_run(self.config, self._given_tars, self._output, self._warn_soon)
+            start = await start_run(self.config, self._given_tars, self._output)
         except StartFailed as exc:
             self._halted = (exc.code, exc.reason)
             return self._finish()
@@ -152,7 +154,9 @@ class Supervisor(RunControls):
                 asyncio.create_task(self._watch_memory()),
                 asyncio.create_task(self._watch()),
             ]
+            committing = asyncio.create_task(self._commit_when_due())
             await self._wait_slots()
+            await self._close_commits(committing)
         else:
             for slot in self._slots:
                 slot.phase = WorkerState.DONE
@@ -163,7 +167,7 @@ class Supervisor(RunControls):
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
-        self._output.sweep_partials("workers killed in this run")
+        self._output.sweep_partials("workers killed in this run", own=True)
         summary = self._finish()
         if self.config.output_is_url:
             await asyncio.to_thread(self._output.upload_summary)
@@ -393,6 +397,8 @@ class Supervisor(RunControls):
         stats.wall_s += msg.wall_seconds
         stats.batches += lease.progress.batches if lease.progress else 0
         slot.policy.record_success()
+        if self._stage_folder(lease.lease_id) is not None:
+            return self._staged(slot.n, lease, msg)
         self._queue.commit(
             lease.lease_id,
             samples=msg.samples,
@@ -451,6 +457,7 @@ class Supervisor(RunControls):
         return True
 
     def _after_lease(self) -> None:
+        self._commits_wake.set()  # nothing but staged tars may be left: commit them now
         if not self._queue.work_remaining():
             # Slots waiting out a backoff have nothing left to restart for.
             for slot in self._slots:
@@ -482,8 +489,11 @@ class Supervisor(RunControls):
             lease = ActiveLease(grant.lease_id, grant.tar, grant.isolate, time.monotonic())
             slot.leased(lease)
             assert slot.process is not None
+            stage_to = self._stage_folder(grant.lease_id)
             slot.process.send(
-                m.Lease(grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed)
+                m.Lease(
+                    grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed, stage_to
+                )
             )
 
     def _lease_lost(
@@ -581,9 +591,6 @@ class Supervisor(RunControls):
         self._events.append(event)
         if self._on_event is not None:
             self._on_event(event)
-
-    def _warn_soon(self, message: str) -> None:
-        self._output.report_soon("warning", message)
 
     def report(self, level: str, slot: int | None, message: str) -> None:
         """An event from a policy acting on the run (the memory watch)."""

@@ -41,7 +41,9 @@ from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.spool import SpoolTarget, make_spool
+from tartok_tui.output.staging import StagingTarget
 from tartok_tui.output.store import StoreOutput, StoreUnavailable
+from tartok_tui.output.target import OutputTarget
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
 from tartok_tui.storage import (
@@ -190,6 +192,15 @@ class LeaseRunner:
             store = StoreOutput(str(opts.output_dir), self.access)
             self.target = SpoolTarget(store, make_spool(self.local_out))
 
+    def _target(self, lease: m.Lease) -> OutputTarget | None:
+        """Where the lease's files go: the output URL (uploaded whole), its staged folder
+        (committed later by the supervisor, in a batch), or the local output (None)."""
+        if lease.stage_to is None or self.target is None:
+            return self.target
+        return StagingTarget(
+            self.target.store, self.target.root, Path(lease.stage_to), self.target.local
+        )
+
     @staticmethod
     def _read_retried(event: RetryEvent) -> None:
         log.warning("%s", event)
@@ -245,7 +256,7 @@ class LeaseRunner:
                 tar_path,
                 lease_id=lease.lease_id,
                 output_format=self.opts.output_format,
-                target=self.target,
+                target=self._target(lease),
             )
             output = LeaseOutput(
                 state, writer, self.channel, self.counter, self.opts.device, self.redact
