@@ -265,7 +265,8 @@ class RunConfig:
     spool_dir: Path | None = option(
         None,
         help="Local folder where output files are built before their upload when "
-        "--output-dir is a URL (a tar's files at a time per worker).",
+        "--output-dir is a URL (a tar's files at a time per worker; with hf://, also the "
+        "tars waiting for the next Hub commit).",
         default_text="the system temp dir's tartok-tui-spool-<uid>",
     )
     hub_commit_tars: int = option(

@@ -112,7 +112,19 @@ def _check_input_dir(config: RunConfig) -> None:
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
 
 
-def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
+def _told(report: Report | None, what: str) -> Callable[[RetryEvent], None]:
+    """An ``on_retry`` that says each retry (``what``: the check) where validation reports."""
+
+    def retried(event: RetryEvent) -> None:
+        if report is not None:
+            report(f"{what}: {event}")
+
+    return retried
+
+
+def find_tars(
+    config: RunConfig, report: Report | None = None
+) -> tuple[list[Location], tuple[str, ...]]:
     """The tars in the run's range, and the shard-like files that are not read."""
     from tartok_tui.shards.discover import InputError, discover_shards, no_tars_message
 
@@ -124,7 +136,7 @@ def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
             config.to_index,
             config.recursive,
             reserved_top_dirs=RESERVED_TOP_DIRS,
-            access=Access(options=config.storage_options),
+            access=Access(options=config.storage_options, on_retry=_told(report, "input")),
         )
     except InputError as exc:
         raise ConfigError(redact_text(str(exc), config.storage_options)) from exc
@@ -174,13 +186,8 @@ def check_store_writable(config: RunConfig, report: Report | None = None) -> Non
 
     probe = PurePosixPath(LOGS_DIR) / f".write-check-{socket.gethostname()}-{os.getpid()}"
     where = redact_location(config.output_dir)
-
-    def retried(event: RetryEvent) -> None:
-        if report is not None:
-            report(f"write check: {event}")
-
     try:
-        access = Access(options=config.storage_options, on_retry=retried)
+        access = Access(options=config.storage_options, on_retry=_told(report, "write check"))
         store = StoreOutput(str(config.output_dir), access)
         store.put_bytes(probe, b"tartok-tui write check\n")
         store.remove(probe)
@@ -204,7 +211,7 @@ def validate(
     check_hub_batching(config)
     ignored: tuple[str, ...] = ()
     if tars is None:
-        tars, ignored = find_tars(config)
+        tars, ignored = find_tars(config, report)
     else:
         _check_input_dir(config)
     local_output_dir = config.local_output_dir
