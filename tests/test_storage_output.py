@@ -4,6 +4,7 @@ outage, refused stores stop the run; resume, status and verify read the prefix f
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path, PurePosixPath
 
 import botocore.exceptions
 import pytest
+from run_support import _config, _good_tars
 from s3_support import FAST_FAIL, PATIENT, SECRET, S3Server, ensure_buckets
 from tar_makers import python_tar
 
@@ -25,6 +27,9 @@ from tartok_tui.output.target import LocalTarget, OutputUnavailable
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import iter_samples
 from tartok_tui.storage import Access, RedactingFormatter, RetryPolicy, filesystem
+from tartok_tui.supervisor.run_output import RunOutput
+from tartok_tui.supervisor.summary import RunSummary
+from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.worker.options import WorkerOptions
 
 BUCKET = "tartok-out"
@@ -331,3 +336,31 @@ def test_spooling_leaves_nothing_but_empty_folders(running_s3: S3Server, tmp_pat
     write_tar(spool, inp, tar, "parquet", SpoolTarget(StoreOutput(url, access()), spool)).commit()
     assert [p for p in spool.rglob("*") if p.is_file()] == []
     shutil.rmtree(spool)
+
+
+def test_a_start_that_fails_ends_the_run_with_its_exit_code_and_never_raises(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the supervisor's event loop: a refused write check exits 4, an output that
+    cannot be listed (after its retries) 1, each with the reason in the events."""
+    inp = tmp_path / "in"
+    _good_tars(inp, n_tars=1, n_samples=2)
+    events: list[str] = []
+
+    def run(output: str) -> RunSummary:
+        config = _config(inp, output, model_dir, storage_options=FAST_FAIL,
+                         spool_dir=tmp_path / "spool")  # fmt: skip
+        supervisor = Supervisor(config, tars=[inp / "EN-B000000.tar"],
+                                on_event=lambda e: events.append(e.message))  # fmt: skip
+        return asyncio.run(supervisor.run())
+
+    refused = run("s3://tartok-no-such-bucket/out")
+    assert refused.exit_code == 4 and "refuses writes" in refused.exit_reason
+
+    async def unlistable(self: RunOutput, tars: object) -> list[object]:
+        raise StoreUnavailable("listing s3://tartok-out/start failed after 900 s throttled")
+
+    monkeypatch.setattr(RunOutput, "done_at_start", unlistable)
+    unseen = run(f"s3://{BUCKET}/start")
+    assert unseen.exit_code == 1 and "could not see which tars are done" in unseen.exit_reason
+    assert any("run finished: could not see which tars are done" in e for e in events)
