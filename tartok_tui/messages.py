@@ -48,6 +48,10 @@ class Lease(Message):
     """Isolated only: the samples the tar's isolation journal has decided, as its lines
     (``output.journal``): finished by earlier leases (on any worker), or the sample a
     worker died in (a ``worker_crash`` error). Written as they are, not tokenized again."""
+    stage_to: str | None = None
+    """A folder to stage the tar's files in for the supervisor's batched commit (an
+    ``hf://`` output, see ``output.staging``) instead of uploading them. The TarDone that
+    follows then means "staged": the tar is done once that commit lands."""
 
 
 @dataclass(frozen=True)
@@ -243,10 +247,16 @@ class Heartbeat(Message):
     moves: a counter that only the pipeline advances (a sample read or decoded, a batch
     finished, a record written). A heartbeat with the same counter as the last one means
     alive but not progressing (a hung device call, a read that never returns).
+
+    ``throttled``: what waits on a throttled store ("503 SlowDown reading s3://b/x.tar at
+    byte 0"), None when nothing does; ``retry_in_s``: seconds until its next try, None
+    while that try is under way. A throttled wait is not a stall.
     """
 
     TYPE: ClassVar[str] = "heartbeat"
     progress: int
+    throttled: str | None = None
+    retry_in_s: float | None = None
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ def print_error(message: str) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}")
 
 
+def print_waiting(message: str) -> None:
+    """A line on stderr while validation waits (a throttled store's retries)."""
+    err_console.print(f"[yellow]{escape(message)}[/]")
+
+
 def make_supervisor(
     config: RunConfig,
     on_event: Callable[[Event], None] | None,
@@ -69,7 +74,7 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
     """
     from tartok_tui.supervisor.preflight import claim_tars, validate
 
-    validated = validate(config)
+    validated = validate(config, report=print_waiting)
     validated = replace(validated, claim=claim_tars(config, validated.tars))
     if config.ray_address is not None:
         return config, validated
@@ -114,7 +119,10 @@ def run_pipeline(
     except (ConfigError, ClaimRefused) as exc:
         print_error(redact_text(str(exc), config.storage_options))
         _leave_cluster(config)
-        return ExitCode.CLAIMED if isinstance(exc, ClaimRefused) else ExitCode.BAD_ARGS
+        if isinstance(exc, ClaimRefused):
+            return ExitCode.CLAIMED
+        # An output that refuses the write check exits 4, like one that fills up later.
+        return int(getattr(exc, "exit_code", ExitCode.BAD_ARGS))
     try:
         return _run_validated(config, validated, tui, progress_interval, console, steps)
     finally:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from s3_support import FAST_FAIL, SECRET, S3Server, ensure_buckets
+from throttle_proxy import ThrottlingProxy, hub_quotas, quota_exceeded, requests_to, slow_down
 
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.read import read_error_keys, read_keys
@@ -46,10 +47,12 @@ def running_s3(s3: S3Server) -> Iterator[S3Server]:
         s3.start()
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tartok_tui", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
     )  # fmt: skip
 
 
@@ -279,6 +282,72 @@ def test_parquet_output_on_s3_verifies_and_a_redone_tar_is_byte_identical(
     again = cli(*args, "--output-format", "parquet")
     assert again.returncode == 0 and "2 tars, 1 already done, 1 to process" in again.stdout
     assert objects(out)["EN-B000000.parquet"] == before["EN-B000000.parquet"]
+
+
+BURST_S = 6.0
+"""A throttling burst: longer than what botocore and s3fs retry on their own (here: s3fs's
+5 quick tries, ~2 s), so tartok-tui's own waiting is what gets the run through."""
+
+
+def through(proxy: ThrottlingProxy) -> dict[str, str]:
+    """The environment of a run whose S3 calls go through ``proxy``."""
+    return {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint}
+
+
+def test_a_throttled_store_is_waited_out_and_the_run_is_done_exactly_once(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path
+) -> None:
+    inp, good = put_tars(tmp_path, "throttled", n_tars=2, n_samples=4, broken={})
+    out = f"s3://{OUT}/throttled"
+    spool_dir = tmp_path / "spool"
+    bursts = [
+        slow_down(requests_to("PUT", rf"^/{OUT}/throttled/logs/\.write-check"), BURST_S),
+        slow_down(requests_to("GET", rf"^/{IN}/throttled/.+\.tar$"), BURST_S),
+        hub_quotas(requests_to("PUT", rf"^/{OUT}/throttled/(?!logs/)"), BURST_S),
+    ]
+    args = run_args(inp, out, model_dir, spool_dir, "--num-proc", "1")
+    with ThrottlingProxy(running_s3.endpoint, bursts) as proxy:
+        run = cli(*args, "--progress-interval", "0.2", env=through(proxy))
+    text = run.stdout + run.stderr
+    logs = worker_logs(spool_root(spool_dir, out))
+    assert run.returncode == 0, text + logs
+    assert all(burst.over for burst in bursts), bursts  # each burst met, and outlasted
+    assert_exactly_once(out, good)
+    assert not any(name.startswith("errors/") for name in objects(out))  # no damage recorded
+    verified = cli("verify", inp, out, "--storage-options", OPTIONS)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The write check says it waits; the dashboard's lines show the state...
+    assert "write check: uploading" in run.stderr and "throttling (503 SlowDown)" in run.stderr
+    assert "slot 0 throttled (retr" in run.stdout
+    # ...the event log has a line per episode, the worker log one per retry.
+    episodes = [line for line in run.stdout.splitlines() if "throttled by the store (" in line]
+    assert any("503 SlowDown reading" in line for line in episodes), text
+    assert any("429 uploading" in line for line in episodes), text
+    assert len(episodes) <= 4, episodes
+    retries = [line for line in logs.splitlines() if "the store is throttling" in line]
+    assert len(retries) > len(episodes), logs
+    assert "QuotaExceeded" not in text and "EDQUOT" not in text
+    assert_no_secret(text, logs)
+
+
+def test_a_store_that_refuses_writes_stops_the_run_with_exit_4_and_commits_nothing(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path
+) -> None:
+    inp, _ = put_tars(tmp_path, "refused", n_tars=2, n_samples=3, broken={})
+    out = f"s3://{OUT}/refused"
+    args = run_args(inp, out, model_dir, tmp_path / "spool", "--num-proc", "1")
+    uploads = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/(?!logs/)"))
+    with ThrottlingProxy(running_s3.endpoint, [uploads]) as proxy:
+        run = cli(*args, env=through(proxy))
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "the output takes no more data" in run.stdout and "403 QuotaExceeded" in run.stdout
+    assert uploads.answered >= 1 and objects(out) == {}  # nothing committed, not even half
+    probe = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/logs/\.write-check"))
+    with ThrottlingProxy(running_s3.endpoint, [probe]) as proxy:
+        refused = cli(*args, env=through(proxy))
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert f"output {out} refuses writes" in refused.stderr and probe.answered == 1
+    assert "Traceback" not in refused.stdout + refused.stderr
 
 
 # Runs the CLI with s3fs unimportable, as on a machine without the extra.

@@ -2,35 +2,37 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Any
 
-from tartok_tui.storage.errors import InputUnavailable, is_credentials_error
+from tartok_tui.storage.errors import FaultKind, InputUnavailable, classify
 from tartok_tui.storage.filesystems import filesystem
 from tartok_tui.storage.reading import Access
 from tartok_tui.storage.urls import redact_text, redact_url
 
-_FATAL = (FileNotFoundError, PermissionError, NotADirectoryError)
+_MISSING = (FileNotFoundError, NotADirectoryError)
 
 
 def _retrying(call: Callable[[], Any], url: str, access: Access) -> Any:
-    failure = 0
+    retrier = access.retrier()
     while True:
         try:
-            return call()
-        except _FATAL:
+            result = call()
+        except _MISSING:
+            retrier.succeeded()
             raise
         except Exception as exc:
-            failure += 1
+            fault = classify(exc)
             error = redact_text(f"{type(exc).__name__}: {exc}", access.options)
-            if is_credentials_error(exc):
-                raise InputUnavailable(f"cannot list {redact_url(url)}: {error}") from exc
-            if failure >= access.retry.tries:
-                raise InputUnavailable(
-                    f"cannot list {redact_url(url)} after {failure} tries: {error}"
-                ) from exc
-            time.sleep(access.retry.delay(failure))
+            if fault.kind in (FaultKind.THROTTLED, FaultKind.TRANSIENT) and retrier.retry(
+                fault, redact_url(url), "listing", error
+            ):
+                continue
+            raise InputUnavailable(
+                f"cannot list {redact_url(url)}{retrier.spent(fault)}: {error}"
+            ) from exc
+        retrier.succeeded()
+        return result
 
 
 def list_files(

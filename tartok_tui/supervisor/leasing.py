@@ -9,6 +9,7 @@ killed, lost with its node), keeps the isolation journal's file in step
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -45,6 +46,9 @@ class Leasing:
     _stopping: bool
     _event: Callable[[str, int | None, str], None]
     _halt: Callable[[int, str], None]
+    _stage_folder: Callable[[int], str | None]
+    _staged: Callable[[int, ActiveLease, m.TarDone], None]
+    _commits_wake: asyncio.Event
     _maybe_log_stats: Callable[[], None]
     _redact: Callable[[str], str]
 
@@ -72,6 +76,8 @@ class Leasing:
         stats.wall_s += msg.wall_seconds
         stats.batches += lease.progress.batches if lease.progress else 0
         slot.policy.record_success()
+        if self._stage_folder(lease.lease_id) is not None:
+            return self._staged(slot.n, lease, msg)
         self._queue.commit(
             lease.lease_id,
             samples=msg.samples,
@@ -135,6 +141,7 @@ class Leasing:
         return True
 
     def _after_lease(self) -> None:
+        self._commits_wake.set()  # nothing but staged tars may be left: commit them now
         if not self._queue.work_remaining():
             # Slots waiting out a backoff have nothing left to restart for.
             for slot in self._slots:
@@ -176,7 +183,10 @@ class Leasing:
             slot.leased(lease)
             assert slot.process is not None
             decided = [e.to_line() for e in grant.decided]
-            slot.process.send(m.Lease(grant.lease_id, str(grant.tar), grant.isolate, decided))
+            stage_to = self._stage_folder(grant.lease_id)
+            slot.process.send(
+                m.Lease(grant.lease_id, str(grant.tar), grant.isolate, decided, stage_to)
+            )
 
     def _lease_lost(
         self,

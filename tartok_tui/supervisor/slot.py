@@ -112,6 +112,10 @@ class Slot:
     last_message_at: float = 0.0
     last_progress_at: float = 0.0
     heartbeat_progress: int | None = None
+    throttled: str | None = None
+    """What the worker waits for on a throttled store (its last heartbeat), or None."""
+    throttle_retry_at: float | None = None
+    """When that call tries again; None while the try is under way."""
 
     @property
     def n(self) -> int:
@@ -159,6 +163,11 @@ class Slot:
         if isinstance(msg, m.Heartbeat):
             if msg.progress != self.heartbeat_progress:
                 self.heartbeat_progress = msg.progress
+                self.last_progress_at = now
+            self.throttled = msg.throttled
+            self.throttle_retry_at = None if msg.retry_in_s is None else now + msg.retry_in_s
+            if msg.throttled is not None and msg.retry_in_s is not None:
+                # Waiting out a throttled store is not a stall (a try under way may be).
                 self.last_progress_at = now
         elif isinstance(
             msg,
@@ -236,6 +245,7 @@ class Slot:
 
     def exited(self) -> None:
         self.process = None
+        self.throttled = self.throttle_retry_at = None
         self.mem_bytes = 0
         self.gpu_mb = 0.0
 

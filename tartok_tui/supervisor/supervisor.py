@@ -25,19 +25,14 @@ from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
 from tartok_tui.output.claim import OutputClaim
-from tartok_tui.storage import (
-    Access,
-    Location,
-    location_name,
-    redact_text,
-)
+from tartok_tui.storage import Location, location_name, redact_text
 from tartok_tui.supervisor.claim_watch import keep_claim
+from tartok_tui.supervisor.commits import BatchedCommits
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
 from tartok_tui.supervisor.isolation import JournalStore
 from tartok_tui.supervisor.leasing import Leasing
 from tartok_tui.supervisor.memory import MemoryWatch
-from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
     LocalLauncher,
     NoResources,
@@ -52,6 +47,7 @@ from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.run_output import RunOutput
 from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
 from tartok_tui.supervisor.snapshot import ThroughputHistory, run_view, slot_totals
+from tartok_tui.supervisor.startup import StartFailed, start_run
 from tartok_tui.supervisor.summary import RunSummary, build_summary, decide_exit
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
@@ -67,7 +63,7 @@ PLACEMENT_RETRY_S = 5.0
 EventCallback = Callable[[Event], None]
 
 
-class Supervisor(Leasing, RunControls):
+class Supervisor(Leasing, RunControls, BatchedCommits):
     """Runs the workers of one ``tartok-tui run``.
 
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
@@ -96,8 +92,8 @@ class Supervisor(Leasing, RunControls):
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self._slots: list[Slot] = []
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
-        self._access = Access(options=config.storage_options)
-        self._output = RunOutput(config, self._access, self._event)
+        self._output = RunOutput(config, self._event)
+        self._access = self._output.access
         self._journals = JournalStore(config.local_output_dir, config.input_dir, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
@@ -113,6 +109,7 @@ class Supervisor(Leasing, RunControls):
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._init_commits()
 
     # ------------------------------------------------------------------ run
 
@@ -121,11 +118,18 @@ class Supervisor(Leasing, RunControls):
         self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         self._started_mono = time.monotonic()
-        validated = await asyncio.to_thread(validate, self.config, self._given_tars)
+        self._output.bind(self._loop)
+        try:
+            start = await start_run(
+                self.config, self._given_tars, self._output, self._given_ignored
+            )
+        except StartFailed as exc:
+            self._halted = (exc.code, exc.reason)
+            return self._finish()
+        validated, done = start.validated, start.done
         self._model_dir = validated.model_dir
         for note in self._claim.notes if self._claim is not None else ():
             self._event("warning", None, note)
-        done = await self._output.start(validated, validated.ignored or self._given_ignored)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
         await self._restore_journals(validated.tars, done)
         self._event(
@@ -155,7 +159,9 @@ class Supervisor(Leasing, RunControls):
             ]
             if self._claim is not None:
                 watchers.append(asyncio.create_task(keep_claim(self._claim, self._halt, self)))
+            committing = asyncio.create_task(self._commit_when_due())
             await self._wait_slots()
+            await self._close_commits(committing)
         else:
             for slot in self._slots:
                 slot.phase = WorkerState.DONE
@@ -168,7 +174,7 @@ class Supervisor(Leasing, RunControls):
         self._gpu_monitor.close()
         await self._journals.close()
         self._launcher.close()
-        self._output.sweep_partials("workers killed in this run")
+        self._output.sweep_partials("workers killed in this run", own=True)
         summary = self._finish()
         if self.config.output_is_url:
             await asyncio.to_thread(self._output.upload_summary)

@@ -44,7 +44,9 @@ from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 from tartok_tui.output.journal import JournalEntry
 from tartok_tui.output.spool import SpoolTarget, make_spool
+from tartok_tui.output.staging import StagingTarget
 from tartok_tui.output.store import StoreOutput, StoreUnavailable
+from tartok_tui.output.target import OutputTarget
 from tartok_tui.output.tarmeta import InputIdentity, input_identity
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
@@ -54,6 +56,7 @@ from tartok_tui.storage import (
     InputUnavailable,
     Location,
     RetryEvent,
+    ThrottleGauge,
     as_location,
     is_url,
     location_name,
@@ -195,6 +198,7 @@ class LeaseRunner:
         channel: Channel,
         faults: Faults,
         counter: ProgressCounter,
+        gauge: ThrottleGauge | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.opts = opts
@@ -210,13 +214,22 @@ class LeaseRunner:
         self.pool = ThreadPoolExecutor(
             max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
         )
-        self.access = Access(options=opts.storage_options, on_retry=self._read_retried)
+        self.access = Access(options=opts.storage_options, on_retry=self._read_retried, gauge=gauge)
         self.local_out = opts.local_output_dir
         """Where partial files live (the spool folder of an output URL)."""
         self.target: SpoolTarget | None = None
         if is_url(opts.output_dir):
             store = StoreOutput(str(opts.output_dir), self.access)
             self.target = SpoolTarget(store, make_spool(self.local_out))
+
+    def _target(self, lease: m.Lease) -> OutputTarget | None:
+        """Where the lease's files go: the output URL (uploaded whole), its staged folder
+        (committed later by the supervisor, in a batch), or the local output (None)."""
+        if lease.stage_to is None or self.target is None:
+            return self.target
+        return StagingTarget(
+            self.target.store, self.target.root, Path(lease.stage_to), self.target.local
+        )
 
     @staticmethod
     def _read_retried(event: RetryEvent) -> None:
@@ -274,7 +287,7 @@ class LeaseRunner:
                 tar_path,
                 lease_id=lease.lease_id,
                 output_format=self.opts.output_format,
-                target=self.target,
+                target=self._target(lease),
                 fingerprint=self.opts.fingerprint or None,
             )
             output = LeaseOutput(

@@ -19,6 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tartok_tui import messages as m
+from tartok_tui.storage import ThrottleGauge
 from tartok_tui.worker.channel import (
     EXIT_DEVICE_LOST,
     EXIT_LOAD_FAILED,
@@ -91,6 +92,17 @@ def die_with_parent() -> None:
         log.warning("prctl unavailable: %s", exc)
 
 
+def throttle_gauge(channel: Channel) -> ThrottleGauge:
+    """The worker's throttled calls: one event-log line per episode (the heartbeat carries
+    the state)."""
+
+    def episode(what: str) -> None:
+        log.warning("throttled by the store (%s): waiting", what)
+        channel.send(m.Log("warning", f"throttled by the store ({what}): waiting"))
+
+    return ThrottleGauge(on_episode=episode)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tartok_tui.codec.allocator import keep_freed_memory
 
@@ -105,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     channel.send(m.Hello(pid=os.getpid(), device=opts.device))
     # Alive from here on, loading included; the counter moves only with real work.
     counter = ProgressCounter()
-    Heartbeat(channel, counter).start()
+    gauge = throttle_gauge(channel)
+    Heartbeat(channel, counter, gauge=gauge).start()
     control = Control()
     control.start_reader(sys.stdin.buffer)
 
@@ -137,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.streams,
         opts.resolved_decode_workers,
     )
-    runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter)
+    runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter, gauge)
     return serve(runner, control, channel, opts)
 
 
