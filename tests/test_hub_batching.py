@@ -240,14 +240,19 @@ def test_a_run_commits_in_batches_and_redoes_the_tars_of_a_failed_commit_exactly
         asyncio.wait_for(Supervisor(config, on_event=lambda e: events.append(e.message)).run(), 400)
     )
     assert summary.exit_code == 0, events
-    landed_tars = Counter(
-        p for _, adds, _ in hub.landed for p in adds if not p.startswith("errors/")
-    )
+
+    def tokens_files(adds: list[str]) -> list[str]:
+        return [p for p in adds if not p.startswith(("errors/", "meta/"))]
+
+    landed_tars = Counter(p for _, adds, _ in hub.landed for p in tokens_files(adds))
     assert sorted(landed_tars) == [f"EN-B{i:06d}.jsonl" for i in range(5)]
     assert max(landed_tars.values()) == 1  # each tar in exactly one landed commit
-    assert all(
-        len([p for p in adds if not p.startswith("errors/")]) <= 2 for _, adds, _ in hub.landed
-    )
+    assert all(len(tokens_files(adds)) <= 2 for _, adds, _ in hub.landed)
+    for _, adds, _ in hub.landed:  # a tar's commit record lands in its tokens file's commit
+        records = sorted(
+            p.removeprefix("meta/").removesuffix(".json") for p in adds if p.startswith("meta/")
+        )
+        assert records == sorted(p.removesuffix(".jsonl") for p in tokens_files(adds))
     assert hub.calls == len(hub.landed) + 1 and len(hub.landed) <= 5
     assert sum("Hub commit failed, redone later" in e for e in events) >= 1
     keys: Counter[str] = Counter()
