@@ -75,7 +75,7 @@ def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
     from tartok_tui.supervisor.preflight import claim_tars, validate
 
     validated = validate(config, report=print_waiting)
-    validated = replace(validated, claim=claim_tars(config, validated.tars))
+    validated = replace(validated, claim=claim_tars(config, validated.tars, print_waiting))
     if config.ray_address is not None:
         return config, validated
     return replace(config, model_dir=str(validated.model_dir)), validated

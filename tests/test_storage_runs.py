@@ -322,10 +322,15 @@ def test_a_throttled_store_is_waited_out_and_the_run_is_done_exactly_once(
     # ...the event log has a line per episode, the worker log one per retry.
     episodes = [line for line in run.stdout.splitlines() if "throttled by the store (" in line]
     assert any("503 SlowDown reading" in line for line in episodes), text
-    assert any("429 uploading" in line for line in episodes), text
+    # The first upload may be the run's claim, made before the event log starts: its
+    # waits are the lines validation prints.
+    claim_waits = [line for line in run.stderr.splitlines() if line.startswith("claim: ")]
+    assert any("429 uploading" in line for line in episodes) or any(
+        "429" in line for line in claim_waits
+    ), text
     assert len(episodes) <= 4, episodes
     retries = [line for line in logs.splitlines() if "the store is throttling" in line]
-    assert len(retries) > len(episodes), logs
+    assert len(retries) + len(claim_waits) > len(episodes), logs
     assert "QuotaExceeded" not in text and "EDQUOT" not in text
     assert_no_secret(text, logs)
 
@@ -336,18 +341,27 @@ def test_a_store_that_refuses_writes_stops_the_run_with_exit_4_and_commits_nothi
     inp, _ = put_tars(tmp_path, "refused", n_tars=2, n_samples=3, broken={})
     out = f"s3://{OUT}/refused"
     args = run_args(inp, out, model_dir, tmp_path / "spool", "--num-proc", "1")
-    uploads = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/(?!logs/)"))
+    # The tars' uploads (the claim and the manifest go through; a refused claim is below).
+    uploads = quota_exceeded(
+        requests_to("PUT", rf"^/{OUT}/refused/(?!logs/|\.claims/|manifest\.json)")
+    )
     with ThrottlingProxy(running_s3.endpoint, [uploads]) as proxy:
         run = cli(*args, env=through(proxy))
     assert run.returncode == 4, run.stdout + run.stderr
     assert "the output takes no more data" in run.stdout and "403 QuotaExceeded" in run.stdout
-    assert uploads.answered >= 1 and objects(out) == {}  # nothing committed, not even half
+    # Nothing committed, not even half (the run's manifest is no tar's output).
+    assert uploads.answered >= 1 and set(objects(out)) <= {"manifest.json"}
     probe = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/logs/\.write-check"))
     with ThrottlingProxy(running_s3.endpoint, [probe]) as proxy:
         refused = cli(*args, env=through(proxy))
     assert refused.returncode == 4, refused.stdout + refused.stderr
     assert f"output {out} refuses writes" in refused.stderr and probe.answered == 1
     assert "Traceback" not in refused.stdout + refused.stderr
+    claim = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/\.claims/"))
+    with ThrottlingProxy(running_s3.endpoint, [claim]) as proxy:
+        unclaimed = cli(*args, env=through(proxy))
+    assert unclaimed.returncode == 4, unclaimed.stdout + unclaimed.stderr
+    assert "cannot claim the output" in unclaimed.stderr and "QuotaExceeded" in unclaimed.stderr
 
 
 # Runs the CLI with s3fs unimportable, as on a machine without the extra.

@@ -240,10 +240,15 @@ def check_store_writable(config: RunConfig, report: Report | None = None) -> Non
         raise ConfigError(f"output {where} is not writable: {reason}") from exc
 
 
-def claim_tars(config: RunConfig, tars: list[Location]) -> OutputClaim:
+def claim_tars(
+    config: RunConfig, tars: list[Location], report: Report | None = None
+) -> OutputClaim:
     """Claim the run's tars in the output (the last check: nothing else may fail after it
-    without releasing the claim). ClaimRefused while another live run writes any of them."""
+    without releasing the claim). ClaimRefused while another live run writes any of them;
+    OutputRefused (exit 4) when the output refuses the claim's write; ``report``: told of
+    each retry (a throttled store)."""
     from tartok_tui.output.claim import OutputClaim, Selection, claim_store
+    from tartok_tui.output.target import OutputUnavailable
 
     input_dir = config.input_dir
     # One spelling per input, so runs naming it differently still compete for its tars.
@@ -256,15 +261,17 @@ def claim_tars(config: RunConfig, tars: list[Location]) -> OutputClaim:
         first=config.from_index,
         end=config.from_index + len(tars),
     )
-    access = Access(options=config.storage_options)
+    access = Access(options=config.storage_options, on_retry=_told(report, "claim"))
+    where = redact_location(config.output_dir)
     try:
         store = claim_store(config.output_dir, access)
         return OutputClaim.acquire(store, selection, take_over=config.take_over)
+    except OutputUnavailable as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise OutputRefused(f"cannot claim the output {where}: {reason}") from exc
     except (OSError, StorageError) as exc:
         reason = redact_text(str(exc), config.storage_options)
-        raise ConfigError(
-            f"cannot claim the output {redact_location(config.output_dir)}: {reason}"
-        ) from exc
+        raise ConfigError(f"cannot claim the output {where}: {reason}") from exc
 
 
 def validate(
