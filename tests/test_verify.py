@@ -198,6 +198,14 @@ def requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str]]]
         return await original(self, method, *args, **kwargs)
 
     monkeypatch.setattr(s3fs.core.S3FileSystem, "_call_s3", logged)
+    # Listings page through botocore's paginator, not _call_s3.
+    iterdir = s3fs.core.S3FileSystem._iterdir
+
+    def listed(self, bucket, *args, **kwargs):  # type: ignore[no-untyped-def]
+        log.append(("list_objects_v2", str(kwargs.get("prefix", ""))))
+        return iterdir(self, bucket, *args, **kwargs)
+
+    monkeypatch.setattr(s3fs.core.S3FileSystem, "_iterdir", listed)
     yield log
 
 
