@@ -10,6 +10,7 @@ import errno
 import subprocess
 import sys
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -261,3 +262,17 @@ def test_a_run_commits_in_batches_and_redoes_the_tars_of_a_failed_commit_exactly
             keys.update(read_keys(store.url_of(key), Access(options=FAST_FAIL)).keys)
     assert set(keys) == set(good) and max(keys.values()) == 1
     assert not any((config.local_output_dir / STAGED_DIR).glob("*"))  # nothing left staged
+
+
+def test_a_cluster_run_into_the_hub_needs_a_spool_every_node_shares(tmp_path: Path) -> None:
+    from tartok_tui.config import ConfigError, RunConfig
+    from tartok_tui.supervisor.preflight import check_hub_batching
+
+    def config(**kw: Any) -> RunConfig:
+        return RunConfig(input_dir=tmp_path, output_dir="hf://datasets/org/tokens/EN",
+                         model_dir="m", ray_address="127.0.0.1:6379", **kw)  # fmt: skip
+
+    with pytest.raises(ConfigError, match="--spool-dir a folder every node shares"):
+        check_hub_batching(config())
+    check_hub_batching(config(spool_dir=tmp_path / "shared"))
+    check_hub_batching(replace(config(), ray_address=None))  # one machine: its own spool

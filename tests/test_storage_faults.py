@@ -153,6 +153,7 @@ def test_aiohttp_response_errors_gcsfs_raises_carry_their_status() -> None:
         (PermissionError(errno.EACCES, "Permission denied"), EXHAUSTED, errno.EACCES),
         (botocore.exceptions.NoCredentialsError(), EXHAUSTED, errno.EACCES),
         (FileNotFoundError(errno.ENOENT, "gone"), MISSING, None),
+        (IsADirectoryError(errno.EISDIR, "a prefix, not an object"), MISSING, None),
         (ConnectionResetError(), TRANSIENT, None),
         (ConnectionRefusedError(), TRANSIENT, None),
         (TimeoutError(), TRANSIENT, None),

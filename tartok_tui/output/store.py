@@ -255,12 +255,12 @@ class StoreOutput:
         """After a failed try: sleep and return (retry), or raise."""
         fault = classify(exc)
         if fault.kind == FaultKind.EXHAUSTED:
-            retrier.succeeded()
+            retrier.end()
             err = fault.errno if fault.errno is not None else errno.EIO
             reason = f"{fault.said}: {self.describe(exc)}"
             raise OutputUnavailable(err, where, action, reason=reason) from exc
         if fault.kind == FaultKind.MISSING:
-            retrier.succeeded()
+            retrier.end()
             if action != "uploading":
                 raise exc
             # The bucket (or the Hub repo) is not there: nothing will be written.

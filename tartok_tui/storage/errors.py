@@ -241,6 +241,6 @@ def classify(exc: BaseException) -> Fault:
     for e in chain(exc):
         if is_credentials_error(e):
             return Fault(FaultKind.EXHAUSTED, errno=errno.EACCES)
-        if isinstance(e, FileNotFoundError):
+        if isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError)):
             return Fault(FaultKind.MISSING)
     return Fault(FaultKind.TRANSIENT)

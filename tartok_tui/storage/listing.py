@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tartok_tui.storage.errors import FaultKind, InputUnavailable, classify
+from tartok_tui.storage.errors import InputUnavailable, classify
 from tartok_tui.storage.filesystems import filesystem
 from tartok_tui.storage.reading import Access
 from tartok_tui.storage.urls import redact_text, redact_url
@@ -19,14 +19,12 @@ def _retrying(call: Callable[[], Any], url: str, access: Access) -> Any:
         try:
             result = call()
         except _MISSING:
-            retrier.succeeded()
+            retrier.end()
             raise
         except Exception as exc:
             fault = classify(exc)
             error = redact_text(f"{type(exc).__name__}: {exc}", access.options)
-            if fault.kind in (FaultKind.THROTTLED, FaultKind.TRANSIENT) and retrier.retry(
-                fault, redact_url(url), "listing", error
-            ):
+            if retrier.retry(fault, redact_url(url), "listing", error):
                 continue
             raise InputUnavailable(
                 f"cannot list {redact_url(url)}{retrier.spent(fault)}: {error}"

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tartok_tui.storage.errors import FaultKind, InputUnavailable, classify
+from tartok_tui.storage.errors import InputUnavailable, classify
 from tartok_tui.storage.filesystems import filesystem
 from tartok_tui.storage.retrying import (
     Retrier,
@@ -178,12 +178,9 @@ class RemoteInput:
     ) -> None:
         """After a failed try: sleep and return (retry), or raise."""
         fault = classify(exc)
-        if isinstance(exc, _MISSING) or fault.kind == FaultKind.MISSING:
-            retrier.succeeded()  # the streak ends here
+        if not retrier.retry(fault, self.name, "reading", self._describe(exc), offset):
             if missing_raises and isinstance(exc, _MISSING):
                 raise exc
-            raise self._unavailable(exc, offset, "") from exc
-        if not retrier.retry(fault, self.name, "reading", self._describe(exc), offset):
             raise self._unavailable(exc, offset, retrier.spent(fault)) from exc
         self.retries += 1
 

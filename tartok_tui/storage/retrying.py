@@ -161,16 +161,17 @@ class Retrier:
         self._id = next(_call_ids)
 
     def retry(self, fault: Fault, url: str, action: str, error: str, offset: int = 0) -> bool:
-        """After a failed try: wait and return True, or return False (give up)."""
+        """After a failed try: wait and return True, or end the streak and return False
+        (a fault no retry mends, or the policy is spent)."""
         if fault.kind == FaultKind.THROTTLED:
             return self._throttled(fault, url, action, offset)
         if fault.kind != FaultKind.TRANSIENT:
-            self._end()
+            self.end()
             return False
         self.failures += 1
         policy = self.retry_policy
         if self.failures >= policy.tries:
-            self._end()
+            self.end()
             return False
         delay = policy.delay(self.failures)
         self.on_retry(RetryEvent(url, offset, self.failures, policy.tries, error, delay, action))
@@ -184,7 +185,7 @@ class Retrier:
         waited = now - self.throttled_since
         policy = self.throttle_policy
         if waited >= policy.patience_s:
-            self._end()
+            self.end()
             return False
         self.throttles += 1
         delay = min(policy.delay(self.throttles, fault.retry_after_s), policy.patience_s - waited)
@@ -208,11 +209,13 @@ class Retrier:
         return True
 
     def succeeded(self) -> None:
+        """The call went through: a new streak starts from the first delay."""
         self.failures = self.throttles = 0
         self.throttled_since = None
-        self._end()
+        self.end()
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """This call waits on nothing any more (the gauge forgets it)."""
         if self.gauge is not None:
             self.gauge.done(self._id)
 
