@@ -52,7 +52,7 @@ def main() -> None:
     )
     seconds = {(s, f): 0.0 for s in sizes for f in FORMAT_NAMES}
     for _ in range(args.rounds):
-        for (source, fmt) in seconds:
+        for source, fmt in seconds:
             dest = root / f"export-{source}-{fmt}"
             shutil.rmtree(dest, ignore_errors=True)
             started = time.perf_counter()
