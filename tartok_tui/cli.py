@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import sys
 import typing
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console, JustifyMethod
-from rich.table import Table
+from rich.console import Console
 from rich.text import Text
 
 from tartok_tui import __version__
@@ -38,9 +38,6 @@ from tartok_tui.config import (
 )
 from tartok_tui.exit_codes import SHORT, ExitCode
 from tartok_tui.run import print_error, run_pipeline
-
-if TYPE_CHECKING:
-    from tartok_tui.output.scan import OutputStatus, VerifyReport
 
 EXAMPLES = """\
 [bold]Examples[/]
@@ -207,12 +204,24 @@ app.command(name="run", epilog=EXAMPLES)(declared_command(run, RunConfig, Displa
 # --------------------------------------------------------------------------- status / verify
 
 
+JOBS_HELP = "Tars read at once (threads)."
+
+
 @app.command()
 def status(
     output_dir: Annotated[
         str,
         typer.Argument(help="The output directory (or URL) of a run.", callback=existing_location),
     ],
+    counts: Annotated[
+        bool,
+        typer.Option(
+            "--counts",
+            help="Also count records and error records per tar (reads each tar's commit "
+            "record and errors file; without it, one listing and nothing per tar).",
+        ),
+    ] = False,
+    jobs: Annotated[int, typer.Option("--jobs", min=1, help=JOBS_HELP)] = 16,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     storage_options: Annotated[
         str | None,
@@ -221,13 +230,17 @@ def status(
         ),
     ] = None,
 ) -> None:
-    """What is done, partial or failed in OUTPUT_DIR, from its files alone (no input needed)."""
+    """What is done, partial or failed in OUTPUT_DIR, from one listing of its files (no input needed)."""
+    from tartok_tui.check_report import print_status, progress_bar
     from tartok_tui.output.scan import scan_output
     from tartok_tui.storage import StorageError
 
     access = access_for(storage_options)
     try:
-        result = scan_output(parse_location(output_dir), access)
+        with progress_bar("counting", counts and not as_json and sys.stderr.isatty()) as bar:
+            result = scan_output(
+                parse_location(output_dir), access, counts=counts, jobs=jobs, progress=bar
+            )
     except (OSError, StorageError) as exc:
         raise storage_failed(exc, access) from exc
     if as_json:
@@ -237,27 +250,40 @@ def status(
 
 
 def verify(
-    ctx: typer.Context, input_dir: str, output_dir: str, as_json: bool = False, **values: Any
+    ctx: typer.Context,
+    input_dir: str,
+    output_dir: str,
+    as_json: bool = False,
+    deep: bool = False,
+    jobs: int = 16,
+    **values: Any,
 ) -> None:
     """Check that every sample of every input tar appears exactly once in the output, as tokens or an error record.
 
-    Exits 1 when a sample is lost or duplicated, an output line is unreadable, or a tar has no output.
+    Reads the output and one listing of the input (each tar's recorded keys, size and
+    ETag or mtime); --deep reads every input tar's headers again. Exits 1 when a sample is
+    lost or duplicated, an output line is unreadable, an input changed, or a tar has no output.
     """
-    from tartok_tui.output.scan import verify as verify_output
+    from tartok_tui.check_report import print_verify, progress_bar
+    from tartok_tui.output.verify import verify as verify_output
     from tartok_tui.shards.discover import InputError, no_tars_message
     from tartok_tui.storage import StorageError, redact_text
 
     from_index, to_index, recursive = values["from_index"], values["to_index"], values["recursive"]
     access = access_for(values.get("storage_options"))
     try:
-        report = verify_output(
-            parse_location(input_dir),
-            parse_location(output_dir),
-            from_index,
-            to_index,
-            recursive,
-            access=access,
-        )
+        with progress_bar("verifying", not as_json and sys.stderr.isatty()) as bar:
+            report = verify_output(
+                parse_location(input_dir),
+                parse_location(output_dir),
+                from_index,
+                to_index,
+                recursive,
+                access=access,
+                deep=deep,
+                jobs=jobs,
+                progress=bar,
+            )
     except InputError as exc:
         message = redact_text(str(exc), access.options)
         print_error(message)
@@ -320,127 +346,26 @@ _verify_params = [
         annotation=bool,
         default=typer.Option(False, "--json", help="Machine-readable output."),
     ),
+    inspect.Parameter(
+        "deep",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=bool,
+        default=typer.Option(
+            False,
+            "--deep",
+            help="Scan every input tar's member headers again (on object storage by ranged "
+            "requests, a few KiB per sample): finds an input whose content changed while its "
+            "size stayed the same.",
+        ),
+    ),
+    inspect.Parameter(
+        "jobs",
+        inspect.Parameter.KEYWORD_ONLY,
+        annotation=int,
+        default=typer.Option(16, "--jobs", min=1, help=JOBS_HELP),
+    ),
 ]
 app.command(name="verify")(with_signature(verify, _verify_params))
-
-
-MAX_LISTED = 20
-"""Tars listed by name in human-readable output; --json has them all."""
-
-
-def _names(names: list[str]) -> str:
-    shown = ", ".join(names[:MAX_LISTED])
-    return shown + (f" … and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else "")
-
-
-def print_status(result: OutputStatus, console: Console) -> None:
-    """``status`` for people: counts, then the tars that need a look."""
-    from tartok_tui.storage import redact_location
-
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("output", redact_location(result.output_dir))
-    grid.add_row(
-        "done",
-        f"{result.tars_done:,} tars, {result.lines:,} lines, {result.error_records:,} error records",
-    )
-    summary = result.summary or {}
-    failed = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "failed"]
-    unfinished = [t["tar"] for t in summary.get("tars", []) if t.get("status") == "unfinished"]
-    if summary:
-        grid.add_row(
-            "last run",
-            f"exit code {summary.get('exit_code', '?')}: {summary.get('exit_reason', '?')}",
-        )
-    grid.add_row(
-        "partial",
-        Text(_names(result.partial_tars), style="yellow")
-        if result.partial_tars
-        else Text("none", style="dim"),
-    )
-    if not summary:
-        # Failures are known from the last run's summary only; output files never say so.
-        grid.add_row("failed", Text("unknown (no run-summary.json yet)", style="dim"))
-    elif failed:
-        grid.add_row("failed", Text(_names(failed), style="red"))
-    else:
-        grid.add_row("failed", Text("none", style="dim"))
-    if unfinished:
-        grid.add_row("unfinished", _names(unfinished))
-    if result.journals:
-        grid.add_row("isolated", Text(_names(result.journals), style="yellow"))
-    if result.orphan_errors:
-        grid.add_row("orphan errors", Text(_names(result.orphan_errors), style="red"))
-    if result.stale_partial:
-        grid.add_row(
-            "stale partial", f"{len(result.stale_partial)} leftover files (safe to delete)"
-        )
-    console.print(grid)
-    with_errors = result.with_errors
-    if with_errors:
-        table = Table(title=f"Tars with error records ({len(with_errors)})", title_justify="left")
-        table.add_column("tar", no_wrap=True)
-        table.add_column("lines", justify="right")
-        table.add_column("sample errors", justify="right")
-        table.add_column("tar errors", justify="right")
-        for t in with_errors[:MAX_LISTED]:
-            table.add_row(t.tar, f"{t.lines:,}", f"{t.errors:,}", f"{t.tar_errors:,}")
-        console.print(table)
-
-
-def print_verify(report: VerifyReport, console: Console) -> None:
-    """``verify`` for people: the verdict, the totals, then one row per tar with a problem."""
-    data = report.to_dict()
-    verdict = Text("OK: every sample accounted for exactly once", style="bold green")
-    if not report.ok:
-        verdict = Text("PROBLEMS FOUND", style="bold red")
-    console.print(verdict)
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("tars", f"{data['tars']:,} checked, {len(report.missing_tars):,} without output")
-    grid.add_row(
-        "samples",
-        f"{data['samples_expected']:,} in the input; {data['lines']:,} lines + "
-        f"{data['error_records']:,} error records in the output",
-    )
-    grid.add_row(
-        "problems",
-        f"{report.lost_samples:,} lost, {report.duplicate_keys:,} duplicated, "
-        f"{report.unknown_keys:,} unknown keys",
-    )
-    if report.damaged_inputs:
-        grid.add_row("damaged inputs", _names(report.damaged_inputs))
-    console.print(grid)
-    bad = [t for t in report.tars if not t.ok]
-    if not bad:
-        return
-    table = Table(title=f"Tars with problems ({len(bad)})", title_justify="left")
-    columns: tuple[tuple[str, JustifyMethod], ...] = (
-        ("tar", "left"),
-        ("expected", "right"),
-        ("lines", "right"),
-        ("errors", "right"),
-        ("lost", "right"),
-        ("dup", "right"),
-        ("unknown", "right"),
-        ("note", "left"),
-    )
-    for name, justify in columns:
-        table.add_column(name, justify=justify)
-    for t in bad[:MAX_LISTED]:
-        table.add_row(
-            t.tar,
-            f"{t.expected:,}",
-            f"{t.lines:,}",
-            f"{t.error_records + t.tar_errors:,}",
-            f"{t.lost:,}",
-            f"{len(t.duplicate_keys):,}",
-            f"{len(t.unknown_keys):,}",
-            "; ".join(t.notes()),
-        )
-    console.print(table)
 
 
 # --------------------------------------------------------------------------- export / decode

@@ -262,11 +262,29 @@ class RunConfig:
         parse=parse_optional_text,
         default_text="no cluster: workers on this machine",
     )
+    take_over: bool = option(
+        False,
+        help="Take the output's claim from another run writing the same tars (it stops at "
+        "its next heartbeat). A run that is gone is taken over without this.",
+    )
     spool_dir: Path | None = option(
         None,
         help="Local folder where output files are built before their upload when "
-        "--output-dir is a URL (a tar's files at a time per worker).",
+        "--output-dir is a URL (a tar's files at a time per worker; with hf://, also the "
+        "tars waiting for the next Hub commit).",
         default_text="the system temp dir's tartok-tui-spool-<uid>",
+    )
+    hub_commit_tars: int = option(
+        32,
+        help="With an hf:// output: commit the files of this many tars in one Hub commit "
+        "(a tar is done when its commit lands).",
+        min=1,
+    )
+    hub_commit_every_s: float = option(
+        300.0,
+        help="With an hf:// output: commit what is staged once its oldest tar has waited "
+        "this long, even if fewer tars.",
+        min=1,
     )
     log_dir: Path | None = option(
         None,

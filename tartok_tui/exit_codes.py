@@ -17,6 +17,10 @@ class ExitCode(enum.IntEnum):
     OUTPUT_UNAVAILABLE = 4
     """The output took no more (no space, quota exceeded, read-only): the run stopped
     leasing and returned its tars uncommitted. Free space and run the same command."""
+    CLAIMED = 5
+    """Another run is writing the same tars into the output: refused before any worker
+    started; or another run took the output over during this run, which then stopped
+    leasing and returned its tars uncommitted. Nothing to redo here: the other run has it."""
     INTERRUPTED = 130
     """Stopped by the user (Ctrl+C / quit / SIGTERM); the run can be resumed."""
 
@@ -27,6 +31,7 @@ SHORT: dict[ExitCode, str] = {
     ExitCode.BAD_ARGS: "bad arguments",
     ExitCode.ALL_FATAL: "every worker failed",
     ExitCode.OUTPUT_UNAVAILABLE: "the output takes no more (free space, run again)",
+    ExitCode.CLAIMED: "another run has it",
     ExitCode.INTERRUPTED: "interrupted (run again to resume)",
 }
 """Each code in a few words, for the command's help."""

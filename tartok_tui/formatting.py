@@ -45,6 +45,12 @@ STATE_LEGEND: dict[WorkerState, tuple[str, str]] = {
 
 STATE_STYLES: dict[WorkerState, str] = {state: look[0] for state, look in STATE_LEGEND.items()}
 
+THROTTLED = "throttled"
+THROTTLED_STYLE = "italic yellow"
+THROTTLED_MEANING = "running, but its store asks it to slow down: waits, then tries again"
+"""Shown over RUNNING while the worker waits on a throttled store (not a phase of the
+slot: the worker still holds its tar and goes on when the store answers)."""
+
 LEVEL_STYLES: dict[str, str] = {"info": "", "warning": "yellow", "error": "bold red"}
 
 
@@ -89,6 +95,14 @@ def audio_amount(seconds: float) -> str:
 
 def gib(n_bytes: int | float) -> str:
     return f"{n_bytes / GIB:.1f} GiB"
+
+
+def size(n_bytes: int | float) -> str:
+    """``812.0 KiB``, ``12.3 MiB``, ``208.4 GiB``."""
+    for unit, scale in (("GiB", GIB), ("MiB", 1 << 20)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:,.1f} {unit}"
+    return f"{n_bytes / 1024:,.1f} KiB"
 
 
 def count(n: int | None) -> str:
@@ -192,6 +206,26 @@ def gpu_figures(gpu: GpuView, *, degree: str = "°C") -> str:
 def gpu_for(view: RunView, node: str, device: str) -> GpuView | None:
     """The GPU a group of workers runs on: same node, same ``cuda:K``."""
     return next((g for g in view.gpus if g.node == node and g.device == device), None)
+
+
+def is_throttled(worker: WorkerView) -> bool:
+    return worker.throttled is not None and worker.state == WorkerState.RUNNING
+
+
+def state_label(worker: WorkerView) -> tuple[str, str]:
+    """(text, style) of the worker's state column: its phase, or "throttled" over RUNNING."""
+    if is_throttled(worker):
+        return THROTTLED, THROTTLED_STYLE
+    return worker.state.value, STATE_STYLES.get(worker.state, "")
+
+
+def throttle_note(worker: WorkerView, now: float) -> str | None:
+    """``throttled (retry in 40 s)`` (``retrying`` while the try is under way), or None."""
+    if not is_throttled(worker):
+        return None
+    if worker.throttle_retry_at is None or worker.throttle_retry_at <= now:
+        return f"{THROTTLED} (retrying)"
+    return f"{THROTTLED} (retry in {worker.throttle_retry_at - now:.0f} s)"
 
 
 def tar_progress(worker: WorkerView) -> str:

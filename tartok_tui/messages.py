@@ -9,7 +9,7 @@ never go to stdout.
 from __future__ import annotations
 
 import json
-from dataclasses import Field, asdict, dataclass, fields
+from dataclasses import Field, asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 _BY_TYPE: dict[str, type[Message]] = {}
@@ -36,16 +36,22 @@ class Message:
 
 @dataclass(frozen=True)
 class Lease(Message):
-    """Process one tar and commit its output. ``isolate``: one sample at a time,
-    journalled, so a sample that kills the process is identified on the next try."""
+    """Process one tar and commit its output. ``isolate``: one sample at a time, each
+    begun and finished with a message (IsolationBegin, IsolationDone), so that the
+    supervisor knows which sample a worker that dies was in."""
 
     TYPE: ClassVar[str] = "lease"
     lease_id: int
     tar_path: str
     isolate: bool = False
-    retry_crashed: bool = False
-    """Isolated only: the last attempt was killed on purpose (user kill, forced stop), so
-    the sample it died in is retried instead of being blamed."""
+    decided: list[dict[str, Any]] = field(default_factory=list)
+    """Isolated only: the samples the tar's isolation journal has decided, as its lines
+    (``output.journal``): finished by earlier leases (on any worker), or the sample a
+    worker died in (a ``worker_crash`` error). Written as they are, not tokenized again."""
+    stage_to: str | None = None
+    """A folder to stage the tar's files in for the supervisor's batched commit (an
+    ``hf://`` output, see ``output.staging``) instead of uploading them. The TarDone that
+    follows then means "staged": the tar is done once that commit lands."""
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,7 @@ class TarDone(Message):
 @dataclass(frozen=True)
 class TarFailed(Message):
     """The tar could not be processed; nothing was committed. The worker stays up and
-    takes the next lease.
+    takes the next lease (except after "oom").
 
     ``kind`` says what the supervisor does with the tar:
 
@@ -166,6 +172,9 @@ class TarFailed(Message):
       the run stops leasing and exits with ``ExitCode.OUTPUT_UNAVAILABLE``.
     - ``"store"``: the output's object store could not be reached to upload (after
       retries); not the tar's fault: it goes back to the queue.
+    - ``"oom"``: a clip ran out of device memory even alone; not the tar's fault: it goes
+      back to the queue (a few times), and the worker exits right after for a clean
+      allocator.
     """
 
     TYPE: ClassVar[str] = "tar_failed"
@@ -185,6 +194,31 @@ class SampleError(Message):
     key: str | None
     stage: str
     reason: str
+
+
+@dataclass(frozen=True)
+class IsolationBegin(Message):
+    """Isolated lease: the worker is about to decode and tokenize this sample. Should the
+    worker die (or stall) before the sample's IsolationDone, the sample is the culprit."""
+
+    TYPE: ClassVar[str] = "isolation_begin"
+    lease_id: int
+    index: int
+    key: str
+
+
+@dataclass(frozen=True)
+class IsolationDone(Message):
+    """Isolated lease: what came of the sample begun last, its record line or its error
+    record (``stage``, ``reason``); journalled by the supervisor before anything else."""
+
+    TYPE: ClassVar[str] = "isolation_done"
+    lease_id: int
+    index: int
+    key: str
+    record: dict[str, Any] | None = None
+    stage: str | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -213,10 +247,16 @@ class Heartbeat(Message):
     moves: a counter that only the pipeline advances (a sample read or decoded, a batch
     finished, a record written). A heartbeat with the same counter as the last one means
     alive but not progressing (a hung device call, a read that never returns).
+
+    ``throttled``: what waits on a throttled store ("503 SlowDown reading s3://b/x.tar at
+    byte 0"), None when nothing does; ``retry_in_s``: seconds until its next try, None
+    while that try is under way. A throttled wait is not a stall.
     """
 
     TYPE: ClassVar[str] = "heartbeat"
     progress: int
+    throttled: str | None = None
+    retry_in_s: float | None = None
 
 
 @dataclass(frozen=True)

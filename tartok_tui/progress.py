@@ -31,6 +31,7 @@ EXIT_MEANINGS: dict[int, str] = {
     ExitCode.BAD_ARGS: "bad arguments",
     ExitCode.ALL_FATAL: "every worker slot failed",
     ExitCode.OUTPUT_UNAVAILABLE: "the output took no more data; free space and run again to resume",
+    ExitCode.CLAIMED: "another run writes these tars; nothing more was committed",
     ExitCode.INTERRUPTED: "interrupted; run the same command again to resume",
 }
 
@@ -48,12 +49,18 @@ def samples_part(view: RunView) -> str:
 
 
 def workers_part(view: RunView) -> str:
-    """``workers 7/9 (stalled: slot 3; pending: slots 5, 6)``: the slots to look at, by name."""
+    """``workers 7/9 (stalled: slot 3; pending: slots 5, 6; slot 1 throttled (retry in
+    40 s))``: the slots to look at, by name."""
     text = f"workers {fmt.workers_alive(view.workers)}/{len(view.workers)}"
     named = [
         f"{state.value}: {fmt.slot_list(slots)}"
         for state in (WorkerState.STALLED, WorkerState.PENDING, WorkerState.BACKOFF)
         if (slots := fmt.slots_in(view, state))
+    ]
+    named += [
+        f"slot {w.slot} {note}"
+        for w in view.workers
+        if (note := fmt.throttle_note(w, view.now)) is not None
     ]
     return f"{text} ({'; '.join(named)})" if named else text
 

@@ -22,6 +22,7 @@ from tartok_tui.exit_codes import ExitCode
 from tartok_tui.supervisor.views import Event
 
 if TYPE_CHECKING:
+    from tartok_tui.output.claim import OutputClaim
     from tartok_tui.supervisor.preflight import ValidatedRun
 
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -30,6 +31,11 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 def print_error(message: str) -> None:
     """``error: <message>`` on stderr, the message shown as written (never as markup)."""
     err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
+def print_waiting(message: str) -> None:
+    """A line on stderr while validation waits (a throttled store's retries)."""
+    err_console.print(f"[yellow]{escape(message)}[/]")
 
 
 def make_supervisor(
@@ -47,8 +53,9 @@ def make_supervisor(
         from tartok_tui.supervisor.ray_launcher import RayLauncher
 
         launcher = RayLauncher(model_source=config.model_dir)
+    claim = validated.claim if validated is not None else None
     supervisor = Supervisor(
-        config, tars=tars, on_event=on_event, launcher=launcher, ignored=ignored
+        config, tars=tars, on_event=on_event, launcher=launcher, ignored=ignored, claim=claim
     )
     if launcher is not None:
         launcher.bind(supervisor.report)
@@ -56,16 +63,19 @@ def make_supervisor(
 
 
 def validate_config(config: RunConfig) -> tuple[RunConfig, ValidatedRun | None]:
-    """Check the whole config before any worker starts; raises ConfigError.
+    """Check the whole config before any worker starts, then claim the run's tars in the
+    output; raises ConfigError, or ClaimRefused while another run writes them.
 
-    Returns the config to run and what validation found. A Hugging Face repo id is
-    downloaded (or found in the cache) here, and the config returned names the local
-    directory, so the run resolves neither the model nor the tar list again. On a Ray
-    cluster the repo id is kept: each node fetches it into its own cache.
+    Returns the config to run and what validation found (with the claim, which the caller
+    releases). A Hugging Face repo id is downloaded (or found in the cache) here, and the
+    config returned names the local directory, so the run resolves neither the model nor
+    the tar list again. On a Ray cluster the repo id is kept: each node fetches it into its
+    own cache.
     """
-    from tartok_tui.supervisor.preflight import validate
+    from tartok_tui.supervisor.preflight import claim_tars, validate
 
-    validated = validate(config)
+    validated = validate(config, report=print_waiting)
+    validated = replace(validated, claim=claim_tars(config, validated.tars, print_waiting))
     if config.ray_address is not None:
         return config, validated
     return replace(config, model_dir=str(validated.model_dir)), validated
@@ -95,6 +105,9 @@ def run_pipeline(
     console: Console | None = None,
 ) -> int:
     """Validate, then run to the end; returns the process exit code (see ``ExitCode``)."""
+    from tartok_tui.output.claim import ClaimRefused
+    from tartok_tui.storage import redact_text
+
     console = console if console is not None else Console(highlight=False)
     steps = next_steps(config)
     try:
@@ -103,18 +116,31 @@ def run_pipeline(
 
             connect(config.ray_address)
         config, validated = validate_config(config)
-    except ConfigError as exc:
-        from tartok_tui.storage import redact_text
-
-        message = redact_text(str(exc), config.storage_options)
-        print_error(message)
+    except (ConfigError, ClaimRefused) as exc:
+        print_error(redact_text(str(exc), config.storage_options))
         _leave_cluster(config)
-        return ExitCode.BAD_ARGS
+        if isinstance(exc, ClaimRefused):
+            return ExitCode.CLAIMED
+        # An output that refuses the write check exits 4, like one that fills up later.
+        return int(getattr(exc, "exit_code", ExitCode.BAD_ARGS))
     try:
         return _run_validated(config, validated, tui, progress_interval, console, steps)
     finally:
+        # Every ending the process lives through releases the claim (a kill -9 leaves it
+        # to the next run's gone-holder rule).
+        if validated is not None and validated.claim is not None:
+            _release(validated.claim)
         # Leaving ends this run's Ray job: Ray ends every actor it started, pending or not.
         _leave_cluster(config)
+
+
+def _release(claim: OutputClaim) -> None:
+    try:
+        warning = claim.release()
+    except OSError as exc:
+        warning = f"could not remove the claim on the output (the next run takes it over): {exc}"
+    if warning is not None:
+        err_console.print(f"[yellow]{escape(warning)}[/]")
 
 
 def _leave_cluster(config: RunConfig) -> None:

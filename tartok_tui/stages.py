@@ -16,8 +16,6 @@ class Stage(enum.StrEnum):
     """Under 400 samples at 16 kHz: no token frame fits."""
     TOO_LONG = "too_long"
     """Over --max-duration."""
-    OOM = "oom"
-    """Does not fit the device even on its own."""
     MODEL = "model"
     """Any other model failure for that clip alone (never a lost device)."""
     WORKER_CRASH = "worker_crash"

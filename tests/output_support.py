@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.output.tarmeta import input_identity
 from tartok_tui.output.writer import TarWriter, make_record
-from tartok_tui.shards.reader import TarDamage, iter_samples
+from tartok_tui.shards.reader import TarDamage, iter_samples, scan_tar
 
 EMILIA_META = {
     "id": "EN_B00000_S00000_W000000",
@@ -30,9 +31,25 @@ def small_tar(path: Path, n: int, seed: int, **kwargs) -> list:
     return write_emilia_tar(path, n, seed=seed, audio_format="wav", min_s=0.3, max_s=0.5, **kwargs)
 
 
-def process(inp: Path, out: Path, tar: Path, output_format: str = "jsonl") -> None:
-    """What a worker does, minus the model: every sample gets a line or an error record."""
-    with TarWriter(out, inp, tar, output_format=output_format) as writer:
+FINGERPRINT = "0123456789abcdef" * 2
+"""A run manifest's fingerprint, for outputs written without a run."""
+
+
+def process(
+    inp: Path,
+    out: Path,
+    tar: Path,
+    output_format: str = "jsonl",
+    *,
+    record: bool = True,
+    scanned: bool = True,
+) -> None:
+    """What a worker does, minus the model: every sample gets a line or an error record,
+    and the commit record holds the keys of a header scan (without ``scanned``, those the
+    reader met, as over object storage) and the input's identity. Without ``record``: an
+    output committed by a version before commit records."""
+    fingerprint = FINGERPRINT if record else None
+    with TarWriter(out, inp, tar, output_format=output_format, fingerprint=fingerprint) as writer:
         for item in iter_samples(tar):
             if isinstance(item, TarDamage):
                 writer.add_error(None, None, "tar", item.reason)
@@ -40,7 +57,8 @@ def process(inp: Path, out: Path, tar: Path, output_format: str = "jsonl") -> No
                 writer.add_error(item.index, item.key, "sample", item.problem)
             else:
                 writer.add(item.index, make_record(item.key, item.meta, [1, 2], [3, 4]))
-        writer.commit()
+        keys = scan_tar(tar).keys if scanned else None
+        writer.commit(input_keys=keys, input_identity=input_identity(tar))
 
 
 def tokens_output(

@@ -20,6 +20,10 @@ CASES = {
         ["--preset", "tiny", "--audio-seconds", "6", "--batch", "2"],
         "largest |ours - reference| over every sample: 0.00e+00",
     ),
+    "bench_verify": (
+        ["--tars", "3", "--keys", "20", "--s3", "--deep-tars", "1", "--deep-keys", "5"],
+        "Scaled to Emilia",
+    ),
 }
 
 

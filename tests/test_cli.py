@@ -73,7 +73,7 @@ def test_help_shows_examples_and_exit_codes():
 
 def test_the_commands_are_registered_and_listed_in_the_help():
     group = typer.main.get_command(cli.app)
-    assert set(group.commands) == {"run", "status", "verify", "demo"}
+    assert set(group.commands) == {"run", "status", "verify", "demo", "export", "decode"}
     result = runner.invoke(cli.app, ["--help"], terminal_width=200)
     assert result.exit_code == 0
     # The "Commands" panel lists each command with its one-line help (the examples text
@@ -295,13 +295,20 @@ def test_status_counts_done_tars_and_errors(finished_output):
     _, out = finished_output
     result = runner.invoke(cli.app, ["status", str(out)], terminal_width=120)
     assert result.exit_code == 0, result.output
-    assert "2 tars, 5 lines, 1 error records" in result.output
+    assert "2 tars (2 jsonl)" in result.output and "not counted" in result.output
     assert "EN-B000001.tar" in result.output  # listed among tars with errors
+    result = runner.invoke(cli.app, ["status", str(out), "--counts"], terminal_width=120)
+    assert result.exit_code == 0, result.output
+    assert "5 lines, 1 error records" in result.output
+    assert "EN-B000001.tar" in result.output  # the table of tars with errors
 
 
 def test_status_json(finished_output):
     _, out = finished_output
     result = runner.invoke(cli.app, ["status", str(out), "--json"])
+    data = json.loads(result.output)
+    assert (data["tars_done"], data["lines"], data["error_records"]) == (2, None, None)
+    result = runner.invoke(cli.app, ["status", str(out), "--json", "--counts"])
     data = json.loads(result.output)
     assert (data["tars_done"], data["lines"], data["error_records"]) == (2, 5, 1)
 

@@ -59,7 +59,10 @@ def test_no_tui_run_tokenizes_everything_without_loading_textual_and_status_veri
 
     cli = [sys.executable, "-m", "tartok_tui"]
     status = subprocess.run(
-        [*cli, "status", str(out), "--json"], capture_output=True, text=True, timeout=120
+        [*cli, "status", str(out), "--json", "--counts"],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     data = json.loads(status.stdout)
     assert (data["tars_done"], data["lines"], data["error_records"]) == (2, 5, 1)

@@ -13,7 +13,7 @@ import torch
 from codec_support import speech_like
 
 from tartok_tui.codec.batch import pack
-from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import classify
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
 
@@ -195,6 +195,38 @@ def test_tokens_out_of_range_are_a_model_error_never_tokens(
     assert all(isinstance(out[i], Tokens) for i in (0, 2, 3))
 
 
+def test_non_finite_features_are_a_model_error_never_tokens(
+    tok: BiCodecTokenizer, clips: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """NaN quantizes to a valid index (argmin over NaN), so the range check cannot see it:
+    the copy back carries a finite flag per clip. Padding is not the clip's."""
+    _one_batch(tok, monkeypatch)
+    clean = tok.tokenize_many(clips)
+    encoder, speaker = tok.bicodec.encoder, tok.bicodec.speaker_encoder
+    real_encode, real_latents = encoder.forward, speaker.latents
+    shortest = min(range(len(clips)), key=lambda i: len(clips[i]))
+    assert shortest not in (1, 3)
+
+    def encode(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        z = real_encode(x, mask)
+        z[1, :, 0] = float("nan")  # clip 1: in its own frames (fp16 overflow, a bad GPU)
+        z[shortest, :, -1] = float("inf")  # the shortest clip: in its padding only
+        return z
+
+    def latents(mel: torch.Tensor) -> torch.Tensor:
+        out = real_latents(mel)
+        out[3, 0, 0] = float("nan")  # clip 3: in the speaker path
+        return out
+
+    monkeypatch.setattr(encoder, "forward", encode)
+    monkeypatch.setattr(speaker, "latents", latents)
+    out = tok.tokenize_many(clips)
+    for i in (1, 3):
+        assert isinstance(out[i], TokenizeError) and out[i].stage == "model"
+        assert "non-finite features" in out[i].reason
+    assert out[0] == clean[0] and out[shortest] == clean[shortest]
+
+
 # -- out of memory ----------------------------------------------------------------------------
 
 
@@ -241,13 +273,17 @@ def test_out_of_memory_frees_the_failed_batch_before_the_halves_run(
     assert len(held) == 3 and all(ref() is None for ref in held)
 
 
-def test_a_clip_that_never_fits_is_recorded_as_oom_and_the_rest_are_tokenized(
+def test_a_clip_that_never_fits_alone_is_raised_never_recorded(
     tok: BiCodecTokenizer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Out of memory alone depends on the allocator and the device's other tenants, not on
+    the clip: no record, whether tokenized in place or through a submitted future."""
     _one_batch(tok, monkeypatch)
     clips = [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate([1, 2, 30, 3])]
     real = tok._run
     calls: list[int] = []
+    cleanups: list[int] = []
+    real_cleanup = tok.cleanup
 
     def run(batch):
         calls.append(len(batch.lengths))
@@ -255,11 +291,20 @@ def test_a_clip_that_never_fits_is_recorded_as_oom_and_the_rest_are_tokenized(
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
         return real(batch)
 
+    def cleanup() -> None:
+        cleanups.append(len(calls))
+        real_cleanup()
+
     monkeypatch.setattr(tok, "_run", run)
-    out = tok.tokenize_many(clips)
-    assert [isinstance(o, Tokens) for o in out] == [True, True, False, True]
-    assert isinstance(out[2], TokenizeError) and out[2].stage == "oom"
-    assert calls[0] == 4 and max(calls[1:]) <= 2
+    monkeypatch.setattr(tok, "cleanup", cleanup)
+    with pytest.raises(ClipOutOfMemory, match=r"a 30\.0 s clip does not fit even alone"):
+        tok.tokenize_many(clips)
+    assert calls[0] == 4 and calls[-1] == 1 and max(calls[1:]) <= 2
+    assert cleanups[-1] == len(calls)  # freed after the lone clip failed, before raising
+    calls.clear()
+    with pytest.raises(ClipOutOfMemory):
+        tok.submit(clips).result()
+    assert not issubclass(ClipOutOfMemory, DeviceFailure)  # never a lost device either
 
 
 def test_a_too_short_clip_is_recorded_without_running_the_model_on_it(

@@ -74,7 +74,10 @@ def test_under_bf16_the_islands_compute_in_fp32_and_the_rest_in_bf16(
         "mel": bf16.bicodec.mel_transformer,
         "pos_conv": bf16.semantic.encoder.pos_conv_embed,
         "vq": bf16.bicodec.quantizer,
-        "speaker": bf16.bicodec.speaker_encoder,  # ECAPA, perceiver and FSQ
+        # The speaker path, part by part (the tokenizer checks its latents before the FSQ).
+        "speaker": bf16.bicodec.speaker_encoder.speaker_encoder,  # ECAPA
+        "speaker perceiver": bf16.bicodec.speaker_encoder.perceiver_sampler,
+        "speaker fsq": bf16.bicodec.speaker_encoder.quantizer,
         "wav2vec2 layer": bf16.semantic.encoder.layers[0],
     }
     clips = [speech_like(s, 16000, seed=i).astype(np.float32) for i, s in enumerate([1.2, 0.7])]
@@ -85,7 +88,7 @@ def test_under_bf16_the_islands_compute_in_fp32_and_the_rest_in_bf16(
     for where, op, dtype in rec.ops:
         if op in COMPUTE_OPS:
             seen.setdefault(where, set()).add(dtype)
-    for island in ("mel", "pos_conv", "vq", "speaker"):
+    for island in ("mel", "pos_conv", "vq", "speaker", "speaker perceiver", "speaker fsq"):
         assert seen[island] <= {torch.float32, torch.complex64}, (island, seen[island])
     assert seen["wav2vec2 layer"] == {torch.bfloat16}  # autocast is on where it should be
     assert torch.bfloat16 in seen["-"]  # the conv front end and the BiCodec encoder

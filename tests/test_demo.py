@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tartok_tui.demo.run import DEMO_BROKEN, build_demo
-from tartok_tui.output.scan import verify
+from tartok_tui.output.verify import verify
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -187,3 +188,34 @@ def test_a_worker_refuses_weights_other_than_the_run_manifests(
     check_run_fingerprint(options(tiny_model_dir))
     with pytest.raises(ValueError, match="other weights than the run's"):
         check_run_fingerprint(options(other_model))
+
+
+def test_verify_and_status_find_a_tar_made_under_another_fingerprint(
+    tmp_path: Path, tiny_model_dir: Path
+):
+    inp, out = tmp_path / "in", tmp_path / "out"
+    _tars(inp, 0, 2)
+    assert _run(inp, out, tiny_model_dir).returncode == 0
+    status = subprocess.run([*CLI, "status", str(out)], capture_output=True, text=True, timeout=120)
+    assert "tokens by" in status.stdout and "bicodec" in status.stdout and "fp32" in status.stdout
+    # A second writer with another model committed one tar (what the manifest prevents).
+    record = out / "meta" / "EN-B000001.json"
+    meta = TarMeta.from_bytes(record.read_bytes())
+    record.write_bytes(replace(meta, fingerprint="0" * 32).to_bytes())
+
+    verify = subprocess.run(
+        [*CLI, "verify", str(inp), str(out), "--json"], capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 1, verify.stdout + verify.stderr
+    report = json.loads(verify.stdout)
+    assert report["other_fingerprint_tars"] == ["EN-B000001.tar"]
+    assert report["fingerprint"] == read_manifest(out).fingerprint  # type: ignore[union-attr]
+    counted = subprocess.run(
+        [*CLI, "status", str(out), "--counts", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert json.loads(counted.stdout)["other_fingerprints"] == ["EN-B000001.tar"]
+    human = subprocess.run([*CLI, "verify", str(inp), str(out)], capture_output=True, text=True)
+    assert "mixed tokens" in human.stdout

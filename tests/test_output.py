@@ -346,29 +346,38 @@ def test_commit_syncs_data_then_renames_errors_before_the_jsonl(
     ]
 
 
-def test_stale_partials_of_dead_writers_on_this_host_are_removed_only(tmp_path: Path) -> None:
+def test_stale_partials_are_those_of_dead_writers_here_or_untouched_for_a_day_anywhere(
+    tmp_path: Path,
+) -> None:
     import socket
     import subprocess
     import sys
+    import time
 
-    from tartok_tui.output.paths import remove_stale_partials
+    from tartok_tui.output.paths import PARTIAL_MAX_AGE_S, remove_stale_partials
 
     host = socket.gethostname().split(".")[0] or "host"
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     paths = tar_output_paths(tmp_path / "out", tmp_path / "in", tmp_path / "in" / "sub" / "X.tar")
-    stale = [
-        paths.partial_tokens(f"{host}-{dead.pid}-3.part"),
-        paths.partial_errors(f"{host}-{dead.pid}-3.part"),
-    ]
-    kept = [
-        paths.partial_tokens(f"{host}-{os.getpid()}-4.part"),  # a live writer here
-        paths.partial_tokens(f"otherhost-{dead.pid}-5.part"),  # another machine's: unknowable
-        paths.journal,  # the isolation journal is read by the next attempt
-    ]
-    for path in stale + kept:
+    old = time.time() - PARTIAL_MAX_AGE_S - 60
+    stale = {
+        paths.partial_tokens(f"{host}-{dead.pid}-3.part"): None,
+        paths.partial_errors(f"{host}-{dead.pid}-3.part"): None,
+        paths.partial_tokens(f"other-host-{dead.pid}-6.part"): old,  # another machine's, old
+        paths.partial_errors(f"{host}-{os.getpid()}-7.part"): old,  # a pid since reused
+    }
+    kept = {
+        paths.partial_tokens(f"{host}-{os.getpid()}-4.part"): None,  # a live writer here
+        # Another machine's, touched within the day: its writer may be alive.
+        paths.partial_tokens(f"other-host-{dead.pid}-5.part"): old + 120,
+        paths.journal: old,  # the isolation journal is read by the next attempt
+    }
+    for path, mtime in {**stale, **kept}.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("{}\n")
+        if mtime is not None:
+            os.utime(path, (mtime, mtime))
     assert sorted(remove_stale_partials(tmp_path / "out")) == sorted(stale)
-    assert [p.exists() for p in stale + kept] == [False, False, True, True, True]
+    assert [p.exists() for p in [*stale, *kept]] == [False] * 4 + [True] * 3
     assert remove_stale_partials(tmp_path / "nothing-here") == []

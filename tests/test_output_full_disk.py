@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from output_support import files_under
 
-from tartok_tui.output.journal import IsolationJournal, read_journal
+from tartok_tui.output.journal import JournalEntry, append_journal, read_journal
 from tartok_tui.output.read import read_rows
 from tartok_tui.output.target import WRITE_BUFFER, LocalTarget, OutputUnavailable
 from tartok_tui.output.writer import TarWriter, make_record
@@ -222,31 +222,30 @@ def test_after_space_is_freed_the_same_tar_commits_exactly_once(dirs, output_for
     assert keys == [f"k{i:05d}" for i in range(30) if i % 10 != 3]
 
 
-def test_a_full_disk_while_journalling_does_not_blame_the_sample(
-    dirs, monkeypatch: pytest.MonkeyPatch
+def test_a_full_disk_while_journalling_cuts_the_journal_back_to_its_decided_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    inp, out, tar = dirs
-    with IsolationJournal.open(out, inp, tar) as journal:
-        journal.begin(0, "k00000")
-        journal.done(0, record(0))
-        journal.begin(1, "k00001")
-        real_fsync = os.fsync
-        calls = {"n": 0}
+    path = tmp_path / "journal" / "X.journal"
+    append_journal(path, [JournalEntry(0, "k00000", record=record(0))])
+    before = path.read_bytes()
+    real_fsync = os.fsync
+    calls = {"n": 0}
 
-        def fsync(fd: int) -> None:
-            calls["n"] += 1
-            if calls["n"] == 1:  # the "done" line's sync; the cut-back's sync succeeds
-                raise OSError(errno.ENOSPC, "No space left on device")
-            real_fsync(fd)
+    def fsync(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 1:  # the new lines' sync; the cut-back's sync succeeds
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
 
-        monkeypatch.setattr(os, "fsync", fsync)
-        with pytest.raises(OutputUnavailable, match="cut back") as caught:
-            journal.done(1, record(1))
-        monkeypatch.undo()
-    assert caught.value.filename == str(journal.path)
-    state = read_journal(journal.path)
-    # Sample 1 did not kill the process: no "begin" of it is left to blame it next time.
-    assert set(state.completed) == {0} and state.crashed == {}
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OutputUnavailable, match="cut back") as caught:
+        append_journal(path, [JournalEntry(1, "k00001", record=record(1))])
+    monkeypatch.undo()
+    assert caught.value.filename == str(path)
+    assert path.read_bytes() == before
+    assert set(read_journal(path)) == {0}
+    append_journal(path, [JournalEntry.crash(1, "k00001")])  # space is back
+    assert read_journal(path)[1].stage == "worker_crash"
 
 
 # ---------------------------------------------------------------------- a real tmpfs

@@ -18,7 +18,8 @@ from tar_faults import write_truncated_tar
 from tartok_tui.output import parquet as parquet_module
 from tartok_tui.output.paths import partial_suffix, remove_stale_partials, tar_output_paths
 from tartok_tui.output.read import read_rows
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.scan import scan_output
+from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import OutputFormatConflict, TarWriter, make_record
 
 
@@ -212,6 +213,30 @@ def test_nothing_final_exists_until_commit_and_abort_leaves_nothing(dirs) -> Non
     assert files_under(out) == []
 
 
+def test_a_live_writer_keeps_its_partial_files_fresh_though_parquet_writes_at_commit(
+    dirs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+    import time
+
+    from tartok_tui.output import writer as writer_module
+
+    inp, out, tar = dirs
+    writer = TarWriter(out, inp, tar, lease_id=7, output_format="parquet")
+    writer.add_error(0, "k000", "decode", "x")
+    parts = sorted((out / ".partial").rglob("*.part"))
+    day_ago = time.time() - 86400
+    for part in parts:
+        os.utime(part, (day_ago, day_ago))
+    writer.add(1, record(1))
+    assert [p.stat().st_mtime for p in parts] == [day_ago] * 2  # touched at most once a minute
+    monkeypatch.setattr(writer_module, "PARTIAL_TOUCH_S", 0.0)
+    writer.add(2, record(2))
+    assert len(parts) == 2 and all(time.time() - p.stat().st_mtime < 600 for p in parts)
+    assert parts[1].name.startswith("X.parquet.") and parts[1].stat().st_size == 0  # no write
+    writer.abort()
+
+
 def test_commit_publishes_the_errors_first_then_the_parquet(
     dirs, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,7 +322,7 @@ def test_status_counts_both_formats(mixed) -> None:
     small_tar(inp / "d.tar", 2, seed=4)
     in_flight = TarWriter(out, inp, inp / "d.tar", lease_id=5, output_format="parquet")
     leftover = TarWriter(out, inp, inp / "a.tar", lease_id=6, output_format="parquet")
-    status = scan_output(out)
+    status = scan_output(out, counts=True)
     assert [(t.tar, t.format, t.lines, t.errors) for t in status.done] == [
         ("a.tar", "parquet", 4, 0),
         ("b.tar", "jsonl", 3, 1),
@@ -309,7 +334,8 @@ def test_status_counts_both_formats(mixed) -> None:
     assert status.both_formats == [] and status.orphan_errors == []
     data = json.loads(json.dumps(status.to_dict()))
     assert data["formats"] == {"jsonl": 1, "parquet": 2}
-    assert data["done"]["a.tar"] == {"lines": 4, "errors": 0, "format": "parquet"}
+    size = (out / "a.parquet").stat().st_size
+    assert data["done"]["a.tar"] == {"lines": 4, "errors": 0, "format": "parquet", "bytes": size}
     in_flight.abort()
     leftover.abort()
 
@@ -346,7 +372,10 @@ def test_a_truncated_parquet_file_is_unreadable_not_a_crash(mixed, tmp_path: Pat
     inp, out = mixed
     path = out / "a.parquet"
     path.write_bytes(path.read_bytes()[:-100])
-    status = scan_output(out)
+    # status counts a recorded tar from its commit record; without one it reads the footer.
+    assert scan_output(out, counts=True).unreadable == []
+    (out / "meta" / "a.json").unlink()
+    status = scan_output(out, counts=True)
     assert [t.tar for t in status.unreadable] == ["a.tar"]
     report = verify(inp, out)
     [check] = report.problems
@@ -359,7 +388,7 @@ def test_verify_reads_a_damaged_tar_recorded_in_parquet(tmp_path: Path) -> None:
     small_tar(tmp_path / "full.tar", 5, seed=1)
     write_truncated_tar(tmp_path / "full.tar", inp / "cut.tar", 60_000)
     process(inp, out, inp / "cut.tar", "parquet")
-    report = verify(inp, out)
+    report = verify(inp, out, deep=True)
     assert report.ok and report.damaged_inputs == ["cut.tar"]
     assert 0 < report.tars[0].lines < 5 and report.tars[0].tar_errors == 1
 

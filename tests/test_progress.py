@@ -70,6 +70,20 @@ def test_stalled_and_pending_workers_are_named_by_slot():
     assert "workers 5/9 (stalled: slot 6; pending: slots 7, 8; backoff: slot 5)" in line
 
 
+def test_a_throttled_worker_is_named_with_its_retry_not_as_an_error():
+    view = mid_run_view()
+    what = "503 SlowDown reading s3://b/x.tar at byte 0"
+    retry_at = {0: view.now + 40.2, 1: None}
+    workers = tuple(
+        replace(w, throttled=what, throttle_retry_at=retry_at[w.slot]) if w.slot in retry_at else w
+        for w in view.workers
+    )
+    view = replace(view, workers=workers)
+    line = progress_line(view)
+    assert "slot 0 throttled (retry in 40 s); slot 1 throttled (retrying))" in line
+    assert [w.state for w in view.workers if w.slot in retry_at] == [WorkerState.RUNNING] * 2
+
+
 def test_gpu_readings_follow_each_progress_line():
     assert gpu_line(mid_run_view()) == (
         "[1:02:03] gpu | cuda:0 94% 31.2/79.6 GiB 654 W 70C | cuda:1 49% 30.6/79.6 GiB 384 W 53C"

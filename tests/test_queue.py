@@ -6,6 +6,7 @@ import random
 
 import pytest
 
+from tartok_tui.output.journal import JournalEntry
 from tartok_tui.supervisor.queue import ReturnCause, TarQueue, TarStatus
 
 
@@ -76,14 +77,85 @@ def test_intended_returns_do_not_blame_the_tar_and_an_isolated_tar_retries_its_s
     q = TarQueue(["a"], poison_threshold=1)
     q.give_back(q.lease().lease_id, ReturnCause.CRASH)
     isolated = q.lease()
-    assert isolated.isolate and not isolated.retry_crashed
+    assert isolated.isolate and isolated.decided == ()
     for _ in range(20):
-        q.give_back(isolated.lease_id, ReturnCause.INTENDED)
+        assert q.sample_begun(isolated.lease_id, 0, "k0")
+        assert q.give_back(isolated.lease_id, ReturnCause.INTENDED).blamed is None
         isolated = q.lease()
-        assert isolated.retry_crashed  # killed on purpose: its sample is not the poison
+        assert isolated.decided == ()  # killed on purpose: its sample is not the poison
     assert q.entry("a").kills == 1
-    q.give_back(isolated.lease_id, ReturnCause.CRASH)
-    assert not q.lease().retry_crashed  # a real crash blames the sample again
+    q.sample_begun(isolated.lease_id, 0, "k0")
+    back = q.give_back(isolated.lease_id, ReturnCause.CRASH)
+    assert back.blamed == JournalEntry.crash(0, "k0")  # a real crash blames the sample
+    assert q.lease().decided == (JournalEntry.crash(0, "k0"),)
+
+
+def test_a_lost_node_never_counts_against_a_tar_however_often() -> None:
+    q = TarQueue(["a", "b"], poison_threshold=1, max_kills=2)
+    for _ in range(50):
+        grant = q.lease()
+        assert grant.tar == "a" and not grant.isolate  # first in line, never isolated
+        back = q.give_back(grant.lease_id, ReturnCause.NODE_LOST)
+        assert back.requeued and back.blamed is None
+    entry = q.entry("a")
+    assert (entry.kills, entry.node_losses, entry.isolated) == (0, 50, False)
+    # A crash on a live node still counts: one isolates (threshold 1), two give up.
+    q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    isolated = q.lease()
+    assert isolated.isolate and isolated.newly_isolated
+    assert not q.give_back(isolated.lease_id, ReturnCause.CRASH).requeued
+    assert q.entry("a").status == TarStatus.FAILED
+
+
+def test_a_node_lost_mid_isolation_retries_the_sample_it_was_in() -> None:
+    q = TarQueue(["a"], poison_threshold=1)
+    q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    for _ in range(5):
+        isolated = q.lease()
+        q.sample_begun(isolated.lease_id, 4, "k4")
+        assert q.give_back(isolated.lease_id, ReturnCause.NODE_LOST).blamed is None
+    assert q.lease().decided == () and q.entry("a").kills == 1
+
+
+def test_the_isolation_journal_travels_with_every_lease_of_the_tar() -> None:
+    q = TarQueue(["a", "b"], poison_threshold=2)
+    for _ in range(2):
+        q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    first = q.lease()
+    assert first.isolate and first.decided == ()
+    done0 = JournalEntry(0, "k0", record={"key": "k0", "semantic_tokens": [1]})
+    error1 = JournalEntry(1, "k1", stage="decode", reason="bad bytes")
+    for outcome in (done0, error1):
+        assert q.sample_begun(first.lease_id, outcome.index, outcome.key)
+        assert q.sample_done(first.lease_id, outcome)
+    q.sample_begun(first.lease_id, 2, "k2")
+    back = q.give_back(first.lease_id, ReturnCause.STALL)  # a stall blames as a crash does
+    assert back.requeued and back.blamed == JournalEntry.crash(2, "k2")
+    second = q.lease()  # on any worker: the queue, not the worker, holds the journal
+    assert second.tar == "a" and not second.newly_isolated
+    assert second.decided == (done0, error1, JournalEntry.crash(2, "k2"))
+    q.sample_begun(second.lease_id, 3, "k3")
+    q.give_back(second.lease_id, ReturnCause.DEVICE)  # a lost device never blames
+    third = q.lease()
+    assert [e.index for e in third.decided] == [0, 1, 2]
+    q.commit(third.lease_id)
+    assert q.entry("a").decided == {}  # done: nothing left to carry
+    # Isolation messages for a lease that is not isolated (or not active) change nothing.
+    plain = q.lease()
+    assert plain.tar == "b" and not plain.isolate
+    assert not q.sample_begun(plain.lease_id, 0, "b0")
+    assert not q.sample_done(plain.lease_id, JournalEntry.crash(0, "b0"))
+    assert not q.sample_done(third.lease_id, JournalEntry.crash(9, "k9"))
+
+
+def test_an_earlier_runs_journal_is_carried_once_the_tar_is_isolated_again() -> None:
+    q = TarQueue(["a"], poison_threshold=1)
+    earlier = {0: JournalEntry(0, "k0", record={"key": "k0"}), 1: JournalEntry.crash(1, "k1")}
+    q.restore("a", earlier)
+    streaming = q.lease()
+    assert not streaming.isolate and streaming.decided == ()  # not isolated: read as usual
+    q.give_back(streaming.lease_id, ReturnCause.CRASH)
+    assert q.lease().decided == (earlier[0], earlier[1])
 
 
 def test_unreadable_input_is_retried_a_few_times_then_failed() -> None:
@@ -144,9 +216,38 @@ def test_a_lost_device_counts_against_the_tar_but_never_blames_a_sample() -> Non
     q = TarQueue(["a"], poison_threshold=1, max_kills=3)
     q.give_back(q.lease().lease_id, ReturnCause.DEVICE)
     isolated = q.lease()
-    assert isolated.isolate and not isolated.retry_crashed
-    assert q.give_back(isolated.lease_id, ReturnCause.DEVICE).requeued
+    assert isolated.isolate and isolated.decided == ()
+    q.sample_begun(isolated.lease_id, 0, "k0")
+    back = q.give_back(isolated.lease_id, ReturnCause.DEVICE)
+    assert back.requeued and back.blamed is None
     again = q.lease()
-    assert again.retry_crashed  # the sample the device died in is tried again, not blamed
+    assert again.decided == ()  # the sample the device died in is tried again, not blamed
     back = q.give_back(again.lease_id, ReturnCause.DEVICE)
     assert not back.requeued and "lost the device of 3 workers" in (back.reason or "")
+
+
+def test_out_of_memory_is_retried_on_fresh_workers_then_failed_never_a_kill() -> None:
+    q = TarQueue(["a", "b"], poison_threshold=1, oom_retries=3)
+    outcomes = []
+    for _ in range(3):
+        grant = q.lease()
+        assert grant.tar == "a" and not grant.isolate  # back at the front, never isolated
+        outcomes.append(q.give_back(grant.lease_id, ReturnCause.OOM, "CUDA out of memory"))
+    assert [o.requeued for o in outcomes] == [True, True, False]
+    entry = q.entry("a")
+    assert entry.status == TarStatus.FAILED and entry.kills == 0
+    assert entry.reason is not None and entry.reason.startswith("out of device memory 3 times")
+    assert entry.reason.endswith("; last: CUDA out of memory")
+    assert q.lease().tar == "b"  # the others go on
+
+
+def test_out_of_memory_in_an_isolated_tar_retries_its_sample_instead_of_blaming_it() -> None:
+    q = TarQueue(["a"], poison_threshold=1)
+    q.give_back(q.lease().lease_id, ReturnCause.CRASH)
+    isolated = q.lease()
+    assert isolated.isolate
+    assert q.sample_begun(isolated.lease_id, 0, "k0")
+    back = q.give_back(isolated.lease_id, ReturnCause.OOM)
+    assert back.requeued and back.blamed is None
+    again = q.lease()
+    assert again.isolate and again.decided == () and again.kills == 1

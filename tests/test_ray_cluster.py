@@ -7,6 +7,7 @@ Real actors, real worker subprocesses, the tiny model on the CPU.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -15,13 +16,16 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
 import pytest
 from ray_support import (
     NODE_ARGS,
+    can_mount_privately,
     host_actor_processes,
+    node_with_own_disk,
     start_cluster,
     wait_until,
     worker_processes,
@@ -29,7 +33,8 @@ from ray_support import (
 
 from tartok_tui.config import RunConfig
 from tartok_tui.demo.data import write_emilia_tar
-from tartok_tui.output.scan import verify
+from tartok_tui.exit_codes import ExitCode
+from tartok_tui.output.verify import verify
 from tartok_tui.supervisor.process import NoResources, WorkerSpec, WorkerStartError
 from tartok_tui.supervisor.ray_cluster import connect, disconnect, plan_cluster_slots
 from tartok_tui.supervisor.ray_launcher import RayLauncher
@@ -91,8 +96,6 @@ async def _until(predicate, timeout: float, what: str) -> None:
 
 
 def _keys(output_dir: Path) -> Counter:
-    import json
-
     keys: Counter = Counter()
     for path in output_dir.glob("*.jsonl"):
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -192,6 +195,85 @@ async def test_a_worker_whose_node_does_not_answer_a_kill_is_ended_through_ray(
     launcher.close()
 
 
+# ---------------------------------------------------------------- a node with its own disk
+
+
+def _hold_cpus(ray, node_ids: list[str]) -> list:
+    """An actor holding the one CPU of each of ``node_ids`` (so the next worker has to go
+    elsewhere), placed before it returns."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    @ray.remote(num_cpus=1)
+    class Hold:
+        def ready(self) -> bool:
+            return True
+
+    holders = [
+        Hold.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
+        for n in node_ids
+    ]
+    ray.get([h.ready.remote() for h in holders], timeout=60)
+    return holders
+
+
+@pytest.mark.skipif(not can_mount_privately(), reason="needs unshare --user --mount")
+async def test_a_node_whose_output_path_is_a_disk_of_its_own_is_refused_by_name(
+    cluster, tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    import ray
+
+    good = _tars(tmp_path / "in", n_tars=4, n_samples=3)
+    data, own = tmp_path / "data", tmp_path / "node-disk"
+    data.mkdir()
+    own.mkdir()
+    config = replace(_config(cluster, tmp_path, tiny_model_dir, num_proc=3),
+                     output_dir=data / "tokens")  # fmt: skip
+    # A third node (one CPU each: a worker per node) sees its own disk at .../data.
+    with node_with_own_disk(cluster, own, data, **WORKER_NODE) as node_id:
+        label = f"/{node_id[:6]}"
+        events: list[Event] = []
+        supervisor, launcher = _supervisor(config, events)
+        summary = await asyncio.wait_for(supervisor.run(), 300)
+        launcher.close()
+        workers = supervisor.snapshot().workers
+
+        # Every worker refused: the run says the output is not shared.
+        others = [n["NodeID"] for n in ray.nodes()
+                  if n["Alive"] and n["Resources"].get("CPU") and n["NodeID"] != node_id]  # fmt: skip
+        holders = _hold_cpus(ray, others)
+        (tmp_path / "in2").mkdir()
+        write_emilia_tar(tmp_path / "in2" / "EN-B000000.tar", 2, seed=9, min_s=1.0, max_s=1.5)
+        alone = replace(config, input_dir=tmp_path / "in2", output_dir=data / "tokens2", num_proc=1)
+        refused_events: list[Event] = []
+        refused, launcher = _supervisor(alone, refused_events)
+        refused_summary = await asyncio.wait_for(refused.run(), 120)
+        launcher.close()
+        for holder in holders:
+            ray.kill(holder)
+
+    assert summary.exit_code == ExitCode.OK, summary.exit_reason
+    fatal = [w for w in workers if w.state == WorkerState.FATAL]
+    assert len(fatal) == 1
+    refusals = _message(events, "slot is FATAL: could not start the worker: cannot run on node",
+                        label, f"output {data / 'tokens'} is not shared with the driver",
+                        "the check file logs/.shared-output-")  # fmt: skip
+    assert len(refusals) == 1, [e.message for e in events]
+    assert fatal[0].tars_done == 0 and sum(w.tars_done for w in workers) == 4
+    keys = _keys(data / "tokens")
+    assert set(keys) == good and max(keys.values()) == 1
+    assert verify(tmp_path / "in", data / "tokens").ok
+    assert not list((data / "tokens" / "logs").glob(".shared-output-*"))  # removed at the end
+    # Nothing reached the node's own disk (the path check made only the empty directory).
+    assert [p for p in own.rglob("*") if p.is_file()] == []
+
+    assert refused_summary.exit_code == ExitCode.ALL_FATAL
+    assert "every worker slot is fatal" in refused_summary.exit_reason
+    assert f"output {data / 'tokens2'} is not shared with the driver" in refused_summary.exit_reason
+    assert label in refused_summary.exit_reason
+    assert not list((data / "tokens2").glob("*.jsonl"))
+    wait_until(lambda: not worker_processes(tmp_path), 30, "every worker to be gone")
+
+
 # ---------------------------------------------------------------- losing and gaining nodes
 
 
@@ -200,13 +282,15 @@ def _cluster_node(cluster, label: str):
     return next(n for n in cluster.worker_nodes if n.node_id.startswith(suffix))
 
 
-async def test_a_lost_node_loses_nothing_and_a_node_that_joins_later_is_used(
+async def test_lost_nodes_never_count_against_a_tar_and_a_node_that_joins_later_is_used(
     cluster, tmp_path: Path, tiny_model_dir: Path
 ) -> None:
     broken = {1: {2: "undecodable_audio"}, 4: {0: "bad_json"}}
     good = _tars(tmp_path / "in", n_tars=8, n_samples=4, broken=broken)
-    config = _config(cluster, tmp_path, tiny_model_dir,
-                     worker_env={"TARTOK_FAULT_INJECT": "slow_ms=400"})  # fmt: skip
+    # Poison threshold 1: a single loss counted as a crash would isolate the tar, and a
+    # second one would record the sample it was in as a worker_crash.
+    config = _config(cluster, tmp_path, tiny_model_dir, poison_threshold=1,
+                     worker_env={"TARTOK_FAULT_INJECT": "slow_ms=1500"})  # fmt: skip
     events: list[Event] = []
     supervisor, launcher = _supervisor(config, events)
     run = asyncio.create_task(supervisor.run())
@@ -220,34 +304,57 @@ async def test_a_lost_node_loses_nothing_and_a_node_that_joins_later_is_used(
     )  # fmt: skip
     victim, survivor = view().workers
     assert victim.node != survivor.node  # one CPU per node
-    victim_pid = victim.pid
-    # (Cluster calls block; they install signal handlers, so not from another thread.)
-    cluster.remove_node(_cluster_node(cluster, victim.node), allow_graceful=False)
-    # The survivor holds still, so only a node that joins can finish the work.
+    held: str | None = None
+
+    def on_node(label: str, tar: str | None) -> bool:
+        worker = view().workers[victim.slot]
+        return label in worker.node and worker.tar == tar
+
+    # The survivor holds still, so only nodes that join can go on with the work.
     supervisor.pause(survivor.slot)
-    await _until(lambda: view().workers[victim.slot].state == WorkerState.PENDING, 120,
-                 "the lost worker's slot to wait for resources")  # fmt: skip
-    assert not psutil.pid_exists(victim_pid) or psutil.Process(victim_pid).status() == "zombie"
-    fresh = cluster.add_node(**NODE_ARGS, **WORKER_NODE)
-    fresh_label = f"/{fresh.node_id[:6]}"
-    await _until(lambda: fresh_label in view().workers[victim.slot].node, 120,
-                 "a worker on the node that joined")  # fmt: skip
+    lost_nodes = []
+    for loss in (1, 2):
+        # Lose the node while its worker holds the same tar: the first time the tar the
+        # worker had from the start, the second time that tar again, on the node that
+        # joined. (Cluster calls block; they install signal handlers: not from a thread.)
+        worker = view().workers[victim.slot]
+        assert worker.state == WorkerState.RUNNING and worker.tar is not None, worker
+        assert held in (None, worker.tar), worker
+        held = worker.tar
+        lost_nodes.append(worker.node)
+        cluster.remove_node(_cluster_node(cluster, worker.node), allow_graceful=False)
+        await _until(lambda: view().workers[victim.slot].state == WorkerState.PENDING, 120,
+                     f"the lost worker's slot to wait for resources ({loss})")  # fmt: skip
+        assert _message(events, held, "back in the queue, not counted against it")
+        assert not psutil.pid_exists(worker.pid) or psutil.Process(worker.pid).status() == "zombie"
+        fresh = cluster.add_node(**NODE_ARGS, **WORKER_NODE)
+        fresh_label = f"/{fresh.node_id[:6]}"
+        await _until(lambda label=fresh_label, tar=held: on_node(label, tar), 120,
+                     f"the lost tar on the node that joined ({loss})")  # fmt: skip
     supervisor.resume(survivor.slot)
     summary = await asyncio.wait_for(run, 300)
     launcher.close()
 
     assert summary.exit_code == 0, summary.exit_reason
-    assert _message(events, "worker on node", victim.node, "lost")
+    for node in lost_nodes:
+        assert _message(events, "worker on node", node, "lost: its node died")
+        assert _message(events, "node", node, "lost")
+    assert len(_message(events, held, "back in the queue, not counted against it")) == 2
     assert _message(events, "pending: no node has 1 CPU free")
-    assert _message(events, "node", victim.node, "lost")
     assert _message(events, "node", fresh_label, "joined")
     assert _message(events, "worker started", fresh_label)
+    assert not _message(events, "sample by sample") and not _message(events, "killed its worker")
+    tars = {t.tar: t for t in summary.tars}
+    assert all(t.worker_kills == 0 and not t.isolated for t in tars.values()), summary.tars
     keys = _keys(tmp_path / "out")
     assert set(keys) == good and max(keys.values()) == 1
     report = verify(tmp_path / "in", tmp_path / "out")
     assert report.ok and report.samples_expected == 32  # the 2 bad ones as error records
     errors = sorted(p.name for p in (tmp_path / "out" / "errors").glob("*.jsonl"))
     assert errors == ["EN-B000001.jsonl", "EN-B000004.jsonl"]
+    stages = {e["stage"] for path in (tmp_path / "out" / "errors").glob("*.jsonl")
+              for e in map(json.loads, path.read_text().splitlines())}  # fmt: skip
+    assert stages == {"decode", "sample"}  # no worker_crash
 
     before = _outputs(tmp_path / "out")
     again: list[Event] = []

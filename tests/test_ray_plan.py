@@ -12,6 +12,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from fake_supervisor import RecordingControls
@@ -19,7 +20,7 @@ from ray_support import LOOPBACK_ENV
 
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.supervisor.memory import MemoryWatch, TreeMemory
-from tartok_tui.supervisor.ray_cluster import NodeInfo, parse_host_port, plan_cluster
+from tartok_tui.supervisor.ray_cluster import NodeInfo, node_loss, parse_host_port, plan_cluster
 from tartok_tui.supervisor.ray_host import open_log, prepare_node
 from tartok_tui.worker.options import WorkerOptions
 
@@ -47,6 +48,7 @@ def test_gpu_workers_are_procs_per_gpu_over_every_gpu_of_the_cluster() -> None:
     # Each asks half a GPU and its share of the node's cores: 8 CPUs / 4 workers.
     assert all(p.resources == {"GPU": 0.5, "CPU": 2.0} for p in plan)
     assert all(p.threads == 2 and p.env["OMP_NUM_THREADS"] == "2" for p in plan)
+    assert all(p.gpu_sharers == 2 for p in plan)  # Ray puts up to two halves on a GPU
 
 
 def test_gpu_shares_fit_whole_gpus_and_the_scarcest_node_sets_the_cores() -> None:
@@ -126,6 +128,42 @@ def _options(tmp_path: Path, **kw) -> WorkerOptions:
     }
     values.update(kw)
     return WorkerOptions(**values)
+
+
+class _Died(Exception):
+    """Stands for ray.exceptions.ActorDiedError (``preempted`` as Ray sets it)."""
+
+    def __init__(self, preempted: bool = False) -> None:
+        self.preempted = preempted
+
+
+def _ray_with_nodes(nodes) -> SimpleNamespace:
+    def listing() -> list[dict]:
+        if isinstance(nodes, Exception):
+            raise nodes
+        return nodes
+
+    return SimpleNamespace(exceptions=SimpleNamespace(ActorDiedError=_Died), nodes=listing)
+
+
+def test_a_worker_ends_with_its_node_only_when_ray_says_the_node_is_gone() -> None:
+    here = {"NodeID": "n1", "Alive": True}
+    dead = {"NodeID": "n1", "Alive": False, "DeathReasonMessage": "health check failed"}
+    assert node_loss(_ray_with_nodes([here]), _Died(preempted=True), "n1") == (
+        "its node was preempted"
+    )
+    assert node_loss(_ray_with_nodes([dead]), _Died(), "n1") == (
+        "its node died (health check failed)"
+    )
+    assert node_loss(_ray_with_nodes([]), RuntimeError("any Ray error"), "n1") == (
+        "its node left the cluster"
+    )
+    # The node lives: the actor or its worker died on its own, a crash like any other; and
+    # when the head cannot say, the end counts as a crash too.
+    assert (
+        node_loss(_ray_with_nodes([here, {"NodeID": "n2", "Alive": False}]), _Died(), "n1") is None
+    )
+    assert node_loss(_ray_with_nodes(ConnectionError("head gone")), _Died(), "n1") is None
 
 
 def test_a_node_reports_every_path_it_cannot_use(tmp_path: Path, tiny_model_dir: Path) -> None:

@@ -9,8 +9,10 @@ import pytest
 from output_support import process, small_tar
 from tar_faults import write_non_tar, write_truncated_tar
 
-from tartok_tui.output.journal import IsolationJournal
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.journal import JournalEntry, append_journal
+from tartok_tui.output.paths import tar_output_paths
+from tartok_tui.output.scan import scan_output
+from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.discover import InputError
 
@@ -36,12 +38,43 @@ def lines_of(path: Path) -> list[str]:
 
 def test_status_counts_done_tars_lines_and_errors(dataset) -> None:
     _, out = dataset
-    status = scan_output(out)
+    status = scan_output(out, counts=True)
     assert [t.tar for t in status.done] == ["a.tar", "b.tar", "c.tar"]
     assert status.tars_done == 3 and status.lines == 10 and status.error_records == 1
     assert [t.tar for t in status.with_errors] == ["b.tar"]
     assert status.partial == [] and status.orphan_errors == [] and status.journals == []
+    assert status.records == 3
     json.dumps(status.to_dict())
+
+
+def test_status_without_counts_is_the_listing_alone(dataset) -> None:
+    _, out = dataset
+    status = scan_output(out)
+    assert [t.tar for t in status.done] == ["a.tar", "b.tar", "c.tar"]
+    assert [t.tar for t in status.with_errors] == ["b.tar"]  # an errors file exists
+    assert (status.lines, status.error_records, status.counted) == (None, None, False)
+    assert status.tokens_bytes == sum(p.stat().st_size for p in out.glob("*.jsonl")) > 0
+    data = json.loads(json.dumps(status.to_dict()))
+    assert data["done"]["a.tar"] == {
+        "lines": None,
+        "errors": None,
+        "format": "jsonl",
+        "bytes": (out / "a.jsonl").stat().st_size,
+    }
+
+
+def test_status_counts_a_tar_without_a_commit_record_from_its_tokens_file(tmp_path: Path) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    small_tar(inp / "old.tar", 3, seed=1, broken={2: "no_json"})
+    small_tar(inp / "new.tar", 4, seed=2)
+    process(inp, out, inp / "old.tar", record=False)
+    process(inp, out, inp / "new.tar")
+    (out / "new.jsonl").write_text("")  # the count of a recorded tar is the record's
+    status = scan_output(out, counts=True)
+    assert [(t.tar, t.has_record, t.lines, t.errors) for t in status.done] == [
+        ("new.tar", True, 4, 0),
+        ("old.tar", False, 2, 1),
+    ]
 
 
 def test_status_sees_partial_stale_orphan_and_journal_files(dataset) -> None:
@@ -53,7 +86,8 @@ def test_status_sees_partial_stale_orphan_and_journal_files(dataset) -> None:
     leftover.add(0, make_record("x", {}, [1], [2]))
     orphan = out / "errors" / "e.jsonl"
     orphan.write_text('{"key": null}\n')
-    IsolationJournal.open(out, inp, inp / "c.tar").close()
+    journal = tar_output_paths(out, inp, inp / "c.tar").journal
+    append_journal(journal, [JournalEntry.crash(0, "k0")])
     (out / "run-summary.json").write_text('{"tars_done": 3}')
     (out / "logs").mkdir()
     (out / "logs" / "w.jsonl").write_text("{}\n")  # not a tar's output
@@ -161,14 +195,19 @@ def test_verify_accepts_recorded_damage_and_flags_unrecorded_damage(tmp_path: Pa
     write_non_tar(inp / "junk.tar")
     for tar in sorted(inp.glob("*.tar")):
         process(inp, out, tar)
-    report = verify(inp, out)
+    # Damage is known from a scan of the input: --deep, or a tar without a commit record.
+    report = verify(inp, out, deep=True)
     assert report.ok, report.to_dict()
     assert report.damaged_inputs == ["cut.tar", "junk.tar"]
     cut, junk = report.tars
     assert 0 < cut.expected == cut.lines < 5 and cut.tar_errors == 1
     assert junk.expected == 0 and junk.tar_errors == 1
+    assert verify(inp, out).ok and verify(inp, out).damaged_inputs == []
 
     (out / "errors" / "junk.jsonl").unlink()
+    report = verify(inp, out, deep=True)
+    assert not report.ok and [t.tar for t in report.tars if t.damage_unrecorded] == ["junk.tar"]
+    (out / "meta" / "junk.json").unlink()  # as committed by an older version: scanned
     report = verify(inp, out)
     assert not report.ok and [t.tar for t in report.tars if t.damage_unrecorded] == ["junk.tar"]
 

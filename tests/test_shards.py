@@ -12,6 +12,7 @@ import pytest
 from tar_faults import write_empty_tar, write_non_tar, write_truncated_tar
 
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.shards import reader
 from tartok_tui.shards.reader import (
     Sample,
     TarDamage,
@@ -158,6 +159,49 @@ def test_broken_sample_gets_a_problem_and_the_rest_are_fine(
     assert problem in (samples[2].problem or "")
     assert all(s.problem is None for i, s in enumerate(samples) if i != 2)
     assert count_samples(tmp_path / "a.tar") == 5
+
+
+@pytest.mark.parametrize("indexed", [False, True])
+def test_json_the_parser_cannot_handle_costs_its_sample_alone(
+    tmp_path: Path, indexed: bool
+) -> None:
+    # 200,000 nested brackets: json.loads raises RecursionError, not a ValueError.
+    written = small_tar(tmp_path / "a.tar", n=5, broken={2: "nested_json"})
+    samples, damage = split(list(iter_samples(tmp_path / "a.tar", indexed=indexed)))
+    assert damage == [] and [s.key for s in samples] == [w.key for w in written]
+    assert samples[2].meta is None
+    assert "invalid JSON: RecursionError" in (samples[2].problem or "")
+    assert all(s.problem is None and s.meta for i, s in enumerate(samples) if i != 2)
+    assert count_samples(tmp_path / "a.tar") == 5  # what the worker checks before commit
+
+
+def test_metadata_no_writer_could_write_back_is_a_problem(tmp_path: Path) -> None:
+    """Parsed is not enough: nesting a writer's recursion cannot follow, or a lone
+    surrogate UTF-8 cannot hold, would fail the whole tar at the writer."""
+    deep = b'{"a": ' + b"[" * 150 + b"]" * 150 + b"}"
+    fine = b'{"a": ' + b"[" * 98 + b"]" * 98 + b"}"  # 99 levels with the object: written
+    path = write_members(
+        tmp_path / "t.tar",
+        [("a.json", deep), ("a.wav", b"A"), ("b.json", b'{"text": "x\\ud800y"}'),
+         ("b.wav", b"B"), ("c.json", fine), ("c.wav", b"C")],
+    )  # fmt: skip
+    a, b, c = list(iter_samples(path))
+    assert "unwritable JSON metadata: nested deeper than 100 levels" in (a.problem or "")
+    assert "unwritable JSON metadata: a string that is not valid Unicode" in (b.problem or "")
+    assert a.meta is None and b.meta is None
+    assert c.problem is None and c.meta is not None
+
+
+def test_running_out_of_host_memory_parsing_json_is_not_the_sample_s_problem(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_memory(raw: bytes) -> object:
+        raise MemoryError
+
+    path = write_members(tmp_path / "t.tar", [("a.json", b"{}"), ("a.wav", b"A")])
+    monkeypatch.setattr(reader.json, "loads", no_memory)
+    with pytest.raises(MemoryError):
+        list(iter_samples(path))
 
 
 def test_json_that_is_not_an_object_is_a_problem(tmp_path: Path) -> None:

@@ -128,6 +128,24 @@ def test_progress_resets_the_clock_and_a_heartbeat_counts_only_when_it_moves() -
     assert slot.stalled_for(171.0, TIMEOUT) is None
 
 
+def test_waiting_out_a_throttled_store_is_not_a_stall_but_a_try_that_hangs_is() -> None:
+    slot = _ready_slot()
+    slot.leased(_lease(started=0.0))
+    slot.heard(m.Heartbeat(5, "503 SlowDown reading s3://b/a.tar at byte 0", 40.0), 50.0)
+    assert slot.throttled is not None and slot.throttle_retry_at == 90.0
+    for t in range(52, 600, 2):  # minutes of throttled waits, the counter standing still
+        slot.heard(m.Heartbeat(5, "503 SlowDown reading s3://b/a.tar at byte 0", 30.0), t)
+    assert slot.stalled_for(600.0, TIMEOUT) is None
+    # The try itself (retry_in_s None) is watched like any call: hung, it stalls.
+    slot.heard(m.Heartbeat(5, "503 SlowDown reading s3://b/a.tar at byte 0", None), 600.0)
+    assert slot.throttle_retry_at is None
+    assert slot.stalled_for(600.0 + TIMEOUT + 2, TIMEOUT) is not None
+    slot.heard(m.Heartbeat(6), 700.0)  # the store answers: the state is gone
+    assert slot.throttled is None
+    slot.exited()
+    assert slot.throttled is None and slot.throttle_retry_at is None
+
+
 def test_loading_gets_the_long_allowance_and_idle_or_paused_never_stall() -> None:
     slot = _slot()
     slot.started(FakeProcess(), 0.0)  # type: ignore[arg-type]

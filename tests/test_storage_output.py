@@ -4,6 +4,7 @@ outage, refused stores stop the run; resume, status and verify read the prefix f
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import shutil
@@ -12,19 +13,24 @@ from pathlib import Path, PurePosixPath
 
 import botocore.exceptions
 import pytest
+from run_support import _config, _good_tars
 from s3_support import FAST_FAIL, PATIENT, SECRET, S3Server, ensure_buckets
 from tar_makers import python_tar
 
 from tartok_tui.config import RunConfig
 from tartok_tui.output.files import done_format_now, done_formats
 from tartok_tui.output.read import count_records, read_error_keys, read_keys, read_rows
-from tartok_tui.output.scan import scan_output, verify
+from tartok_tui.output.scan import scan_output
 from tartok_tui.output.spool import SpoolTarget, spool_root
-from tartok_tui.output.store import StoreOutput, StoreUnavailable, unavailable_errno
+from tartok_tui.output.store import StoreOutput, StoreUnavailable
 from tartok_tui.output.target import LocalTarget, OutputUnavailable
+from tartok_tui.output.verify import verify
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import iter_samples
 from tartok_tui.storage import Access, RedactingFormatter, RetryPolicy, filesystem
+from tartok_tui.supervisor.run_output import RunOutput
+from tartok_tui.supervisor.summary import RunSummary
+from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.worker.options import WorkerOptions
 
 BUCKET = "tartok-out"
@@ -133,7 +139,7 @@ def test_an_upload_through_a_server_outage_is_retried_and_lands_whole(
                 retried.set()
 
     handler = Seen()
-    logging.getLogger("tartok_tui.output").addHandler(handler)
+    logging.getLogger("tartok_tui.storage").addHandler(handler)
     running_s3.stop()
 
     def restart() -> None:
@@ -146,7 +152,7 @@ def test_an_upload_through_a_server_outage_is_retried_and_lands_whole(
         writer.commit()
     finally:
         restarter.join()
-        logging.getLogger("tartok_tui.output").removeHandler(handler)
+        logging.getLogger("tartok_tui.storage").removeHandler(handler)
     assert retried.is_set() and writer.committed
     assert sorted(objects(url)) == ["EN-B000000.jsonl", "errors/EN-B000000.jsonl"]
     assert SECRET not in caplog.text
@@ -175,36 +181,6 @@ def _client_error(code: str, message: str = "") -> botocore.exceptions.ClientErr
     return botocore.exceptions.ClientError(
         {"Error": {"Code": code, "Message": message or code}}, "PutObject"
     )
-
-
-@pytest.mark.parametrize(
-    ("exc", "expected"),
-    [
-        (
-            _client_error(
-                "XMinioStorageFull", "Storage backend has reached its minimum free drive threshold"
-            ),
-            errno.ENOSPC,
-        ),
-        (_client_error("QuotaExceeded", "Bucket quota exceeded"), errno.EDQUOT),
-        (_client_error("AccessDenied"), errno.EACCES),
-        (botocore.exceptions.NoCredentialsError(), errno.EACCES),
-        (PermissionError("AccessDenied"), errno.EACCES),
-        (OSError(errno.EROFS, "read-only"), errno.EROFS),
-        (_client_error("SlowDown", "Please reduce your request rate."), None),
-        (_client_error("InternalError"), None),
-        (ConnectionResetError(), None),
-        (TimeoutError(), None),
-    ],
-)
-def test_a_store_refusal_means_the_output_is_unavailable_and_a_hiccup_is_retried(
-    exc: BaseException, expected: int | None
-) -> None:
-    # s3fs keeps botocore's error as the cause of the OSError it raises.
-    wrapped = OSError(errno.EIO, "translated")
-    wrapped.__cause__ = exc
-    assert unavailable_errno(exc) == expected
-    assert unavailable_errno(wrapped) == expected
 
 
 def test_a_refused_upload_stops_the_run_with_the_store_s_reason_and_no_secret(
@@ -361,3 +337,31 @@ def test_spooling_leaves_nothing_but_empty_folders(running_s3: S3Server, tmp_pat
     write_tar(spool, inp, tar, "parquet", SpoolTarget(StoreOutput(url, access()), spool)).commit()
     assert [p for p in spool.rglob("*") if p.is_file()] == []
     shutil.rmtree(spool)
+
+
+def test_a_start_that_fails_ends_the_run_with_its_exit_code_and_never_raises(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside the supervisor's event loop: a refused write check exits 4, an output that
+    cannot be listed (after its retries) 1, each with the reason in the events."""
+    inp = tmp_path / "in"
+    _good_tars(inp, n_tars=1, n_samples=2)
+    events: list[str] = []
+
+    def run(output: str) -> RunSummary:
+        config = _config(inp, output, model_dir, storage_options=FAST_FAIL,
+                         spool_dir=tmp_path / "spool")  # fmt: skip
+        supervisor = Supervisor(config, tars=[inp / "EN-B000000.tar"],
+                                on_event=lambda e: events.append(e.message))  # fmt: skip
+        return asyncio.run(supervisor.run())
+
+    refused = run("s3://tartok-no-such-bucket/out")
+    assert refused.exit_code == 4 and "refuses writes" in refused.exit_reason
+
+    async def unlistable(self: RunOutput, tars: object) -> list[object]:
+        raise StoreUnavailable("listing s3://tartok-out/start failed after 900 s throttled")
+
+    monkeypatch.setattr(RunOutput, "done_at_start", unlistable)
+    unseen = run(f"s3://{BUCKET}/start")
+    assert unseen.exit_code == 1 and "could not see which tars are done" in unseen.exit_reason
+    assert any("run finished: could not see which tars are done" in e for e in events)

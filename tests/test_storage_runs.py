@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from s3_support import FAST_FAIL, SECRET, S3Server, ensure_buckets
+from throttle_proxy import ThrottlingProxy, hub_quotas, quota_exceeded, requests_to, slow_down
 
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.read import read_error_keys, read_keys
@@ -46,10 +47,12 @@ def running_s3(s3: S3Server) -> Iterator[S3Server]:
         s3.start()
 
 
-def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def cli(
+    *args: str, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tartok_tui", *args],
-        capture_output=True, text=True, cwd=REPO, timeout=timeout,
+        capture_output=True, text=True, cwd=REPO, timeout=timeout, env=env,
     )  # fmt: skip
 
 
@@ -93,17 +96,23 @@ def objects(url: str) -> dict[str, bytes]:
 
 def assert_exactly_once(url: str, good: set[str]) -> None:
     """Every good sample's tokens appear once under the output URL, nothing else but error
-    records, and nothing partial."""
+    records, commit records and the manifest, and nothing partial."""
     keys: Counter[str] = Counter()
     errors: list[str] = []
+    tokens_files, records = set(), set()
     for name in objects(url):
         if name.startswith("errors/"):
             errors += read_error_keys(f"{url}/{name}", ACCESS).keys
-        elif name != "run-summary.json":
+        elif name.startswith("meta/"):
+            assert name.endswith(".json"), name
+            records.add(name.removeprefix("meta/").removesuffix(".json"))
+        elif name not in ("run-summary.json", "manifest.json"):
+            tokens_files.add(name.rsplit(".", 1)[0])
             assert name.endswith((".jsonl", ".parquet")), name  # never a partial file
             keys.update(read_keys(f"{url}/{name}", ACCESS).keys)
     assert set(keys) == good and max(keys.values()) == 1, keys
     assert not set(errors) & good
+    assert records == tokens_files  # every done tar has its commit record
 
 
 def run_args(inp: str, out: str, model_dir: Path, spool: Path, *extra: str) -> list[str]:
@@ -160,12 +169,13 @@ def test_a_run_from_s3_to_s3_survives_a_killed_worker_and_a_rerun_changes_nothin
     assert_exactly_once(out, good)
     first = objects(out)
     assert sorted(first) == [
-        *(f"EN-B00000{i}.jsonl" for i in range(4)), "errors/EN-B000001.jsonl", "run-summary.json"
+        *(f"EN-B00000{i}.jsonl" for i in range(4)), "errors/EN-B000001.jsonl", "manifest.json",
+        *(f"meta/EN-B00000{i}.json" for i in range(4)), "run-summary.json",
     ]  # fmt: skip
     summary = json.loads(first["run-summary.json"])
     assert summary["exit_code"] == 0 and summary["worker_restarts"] >= 1
 
-    status = cli("status", out, "--json", "--storage-options", OPTIONS)
+    status = cli("status", out, "--json", "--counts", "--storage-options", OPTIONS)
     data = json.loads(status.stdout)
     assert (data["tars_done"], data["lines"], data["error_records"]) == (4, 19, 1)
     assert data["summary"]["exit_code"] == 0 and data["partial_tars"] == []
@@ -260,15 +270,98 @@ def test_parquet_output_on_s3_verifies_and_a_redone_tar_is_byte_identical(
     assert_exactly_once(out, good)
     before = objects(out)
     assert sorted(before) == [
-        "EN-B000000.parquet", "EN-B000001.parquet", "errors/EN-B000001.jsonl", "run-summary.json"
+        "EN-B000000.parquet", "EN-B000001.parquet", "errors/EN-B000001.jsonl", "manifest.json",
+        "meta/EN-B000000.json", "meta/EN-B000001.json", "run-summary.json",
     ]  # fmt: skip
-    status = json.loads(cli("status", out, "--json", "--storage-options", OPTIONS).stdout)
+    status = json.loads(
+        cli("status", out, "--json", "--counts", "--storage-options", OPTIONS).stdout
+    )
     assert status["formats"] == {"parquet": 2} and status["lines"] == len(good)
     assert cli("verify", inp, out, "--storage-options", OPTIONS).returncode == 0
     StoreOutput(out, ACCESS).remove("EN-B000000.parquet")
     again = cli(*args, "--output-format", "parquet")
     assert again.returncode == 0 and "2 tars, 1 already done, 1 to process" in again.stdout
     assert objects(out)["EN-B000000.parquet"] == before["EN-B000000.parquet"]
+
+
+BURST_S = 6.0
+"""A throttling burst: longer than what botocore and s3fs retry on their own (here: s3fs's
+5 quick tries, ~2 s), so tartok-tui's own waiting is what gets the run through."""
+
+
+def through(proxy: ThrottlingProxy) -> dict[str, str]:
+    """The environment of a run whose S3 calls go through ``proxy``."""
+    return {**os.environ, "AWS_ENDPOINT_URL": proxy.endpoint}
+
+
+def test_a_throttled_store_is_waited_out_and_the_run_is_done_exactly_once(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path
+) -> None:
+    inp, good = put_tars(tmp_path, "throttled", n_tars=2, n_samples=4, broken={})
+    out = f"s3://{OUT}/throttled"
+    spool_dir = tmp_path / "spool"
+    bursts = [
+        slow_down(requests_to("PUT", rf"^/{OUT}/throttled/logs/\.write-check"), BURST_S),
+        slow_down(requests_to("GET", rf"^/{IN}/throttled/.+\.tar$"), BURST_S),
+        hub_quotas(requests_to("PUT", rf"^/{OUT}/throttled/(?!logs/)"), BURST_S),
+    ]
+    args = run_args(inp, out, model_dir, spool_dir, "--num-proc", "1")
+    with ThrottlingProxy(running_s3.endpoint, bursts) as proxy:
+        run = cli(*args, "--progress-interval", "0.2", env=through(proxy))
+    text = run.stdout + run.stderr
+    logs = worker_logs(spool_root(spool_dir, out))
+    assert run.returncode == 0, text + logs
+    assert all(burst.over for burst in bursts), bursts  # each burst met, and outlasted
+    assert_exactly_once(out, good)
+    assert not any(name.startswith("errors/") for name in objects(out))  # no damage recorded
+    verified = cli("verify", inp, out, "--storage-options", OPTIONS)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The write check says it waits; the dashboard's lines show the state...
+    assert "write check: uploading" in run.stderr and "throttling (503 SlowDown)" in run.stderr
+    assert "slot 0 throttled (retr" in run.stdout
+    # ...the event log has a line per episode, the worker log one per retry.
+    episodes = [line for line in run.stdout.splitlines() if "throttled by the store (" in line]
+    assert any("503 SlowDown reading" in line for line in episodes), text
+    # The first upload may be the run's claim, made before the event log starts: its
+    # waits are the lines validation prints.
+    claim_waits = [line for line in run.stderr.splitlines() if line.startswith("claim: ")]
+    assert any("429 uploading" in line for line in episodes) or any(
+        "429" in line for line in claim_waits
+    ), text
+    assert len(episodes) <= 4, episodes
+    retries = [line for line in logs.splitlines() if "the store is throttling" in line]
+    assert len(retries) + len(claim_waits) > len(episodes), logs
+    assert "QuotaExceeded" not in text and "EDQUOT" not in text
+    assert_no_secret(text, logs)
+
+
+def test_a_store_that_refuses_writes_stops_the_run_with_exit_4_and_commits_nothing(
+    running_s3: S3Server, tmp_path: Path, model_dir: Path
+) -> None:
+    inp, _ = put_tars(tmp_path, "refused", n_tars=2, n_samples=3, broken={})
+    out = f"s3://{OUT}/refused"
+    args = run_args(inp, out, model_dir, tmp_path / "spool", "--num-proc", "1")
+    # The tars' uploads (the claim and the manifest go through; a refused claim is below).
+    uploads = quota_exceeded(
+        requests_to("PUT", rf"^/{OUT}/refused/(?!logs/|\.claims/|manifest\.json)")
+    )
+    with ThrottlingProxy(running_s3.endpoint, [uploads]) as proxy:
+        run = cli(*args, env=through(proxy))
+    assert run.returncode == 4, run.stdout + run.stderr
+    assert "the output takes no more data" in run.stdout and "403 QuotaExceeded" in run.stdout
+    # Nothing committed, not even half (the run's manifest is no tar's output).
+    assert uploads.answered >= 1 and set(objects(out)) <= {"manifest.json"}
+    probe = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/logs/\.write-check"))
+    with ThrottlingProxy(running_s3.endpoint, [probe]) as proxy:
+        refused = cli(*args, env=through(proxy))
+    assert refused.returncode == 4, refused.stdout + refused.stderr
+    assert f"output {out} refuses writes" in refused.stderr and probe.answered == 1
+    assert "Traceback" not in refused.stdout + refused.stderr
+    claim = quota_exceeded(requests_to("PUT", rf"^/{OUT}/refused/\.claims/"))
+    with ThrottlingProxy(running_s3.endpoint, [claim]) as proxy:
+        unclaimed = cli(*args, env=through(proxy))
+    assert unclaimed.returncode == 4, unclaimed.stdout + unclaimed.stderr
+    assert "cannot claim the output" in unclaimed.stderr and "QuotaExceeded" in unclaimed.stderr
 
 
 # Runs the CLI with s3fs unimportable, as on a machine without the extra.

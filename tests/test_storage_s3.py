@@ -127,6 +127,55 @@ def test_streaming_reads_ahead_a_bounded_amount(
     assert max(fetched) <= (1 << 20) + 512 * 1024  # read ahead never grows
 
 
+def fetch_log(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The size of every range an S3 file object fetches from now on."""
+    import s3fs.core
+
+    fetched: list[int] = []
+    original = s3fs.core.S3File._fetch_range
+
+    def counting(self, start: int, end: int) -> bytes:
+        fetched.append(end - start)
+        return original(self, start, end)
+
+    monkeypatch.setattr(s3fs.core.S3File, "_fetch_range", counting)
+    return fetched
+
+
+@needs_gnu_tar
+@pytest.mark.parametrize("fmt", ["gnu", "pax"])
+def test_a_ranged_scan_reads_headers_and_small_members_only(
+    running_s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    # Long member names (GNU long-name or PAX headers), ~100 KB audio members and a JSON.
+    written = sample_dir(tmp_path / "src", 40, long_paths=True, txt=False)
+    for w in written:
+        (tmp_path / "src" / f"{w.key}.mp3").write_bytes(w.audio * (100_000 // len(w.audio) + 1))
+    tar = gnu_tar(tmp_path / "src", tmp_path / "x.tar", fmt, sort=True)
+    url = put(tar, f"ranged/{fmt}.tar")
+    fetched = fetch_log(monkeypatch)
+    scan = scan_tar(url, access=access(), ranged=True)
+    assert scan == scan_tar(tar) and scan.count == 40 and not scan.compressed
+    # One request per sample (its JSON and the next header lie in one window),
+    # a few KiB each: not the 4 MB of audio.
+    assert len(fetched) <= 40 + 2 and sum(fetched) < 40 * 5 * 1024 < tar.stat().st_size / 20
+    assert max(fetched) <= 8 << 10
+
+
+def test_a_ranged_scan_streams_a_compressed_tar(
+    running_s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tar = big_tar(tmp_path / "t.tar", n=10, size=50_000)
+    gz = tmp_path / "t.tar.gz"
+    gz.write_bytes(gzip.compress(tar.read_bytes()))
+    url = put(gz, "ranged/t.tar.gz")
+    fetched = fetch_log(monkeypatch)
+    scan = scan_tar(url, access=access(), ranged=True)
+    assert scan.keys == scan_tar(tar).keys and scan.compressed
+    assert sum(fetched) >= gz.stat().st_size  # read through, in read-ahead sized requests
+    assert len(fetched) <= 4
+
+
 @pytest.mark.parametrize("indexed", [False, True], ids=["streamed", "indexed"])
 def test_a_server_outage_mid_tar_is_retried_from_the_offset_reached(
     running_s3: S3Server, tmp_path: Path, indexed: bool

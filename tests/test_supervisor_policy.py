@@ -13,8 +13,11 @@ from tartok_tui import messages as m
 from tartok_tui.config import ConfigError, RunConfig
 from tartok_tui.supervisor.memory import PSS_EVERY_S, MemoryGuard, needs_pss, tree_memory
 from tartok_tui.supervisor.placement import plan_slots, select_gpus
+from tartok_tui.supervisor.process import worker_spec
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.worker.faults import Faults
+from tartok_tui.worker.gpu_share import SHARED_PART, cap_memory, memory_fraction
+from tartok_tui.worker.options import WorkerOptions
 
 
 def _config(**kw) -> RunConfig:
@@ -28,6 +31,29 @@ def test_gpu_of_slot_is_slot_div_procs_per_gpu_mod_gpus() -> None:
     assert [s.device for s in slots] == ["cuda:0", "cuda:0", "cuda:1", "cuda:1", "cuda:0", "cuda:0"]
     assert all(s.worker_device == "cuda:0" for s in slots)
     assert [s.env["CUDA_VISIBLE_DEVICES"] for s in slots] == ["0", "0", "1", "1", "0", "0"]
+
+
+def test_each_gpu_worker_knows_how_many_share_its_gpu_and_they_divide_its_memory() -> None:
+    # 5 slots, 2 per GPU over 2 GPUs: the fifth wraps around to GPU 0, which then has 3.
+    slots = plan_slots(
+        _config(num_proc=5, procs_per_gpu=2), n_visible_gpus=2, cores=16, parent_env={}
+    )
+    assert [(s.device, s.gpu_sharers) for s in slots] == [
+        *[("cuda:0", 3)] * 2,
+        *[("cuda:1", 2)] * 2,
+        ("cuda:0", 3),
+    ]
+    # What the worker is started with says so (through the options' JSON).
+    options = worker_spec(_config(), slots[4], Path("model")).options
+    assert WorkerOptions.from_json(options.to_json()).gpu_sharers == 3
+    alone = plan_slots(_config(num_proc=1), n_visible_gpus=1, cores=4, parent_env={})
+    assert alone[0].gpu_sharers == 1 and memory_fraction(1) is None  # alone: no cap
+    assert memory_fraction(2) == pytest.approx(SHARED_PART / 2)
+    assert memory_fraction(3) * 3 == pytest.approx(SHARED_PART) and SHARED_PART < 1.0
+    cpu = plan_slots(_config(num_proc=3, device="cpu"), n_visible_gpus=0, cores=4, parent_env={})
+    assert {s.gpu_sharers for s in cpu} == {1}
+    # CUDA only: on the CPU nothing is capped, and torch.cuda is never touched.
+    assert cap_memory("cpu", 4) is None
 
 
 def test_default_slot_count_is_procs_per_gpu_per_gpu_or_one_on_cpu() -> None:

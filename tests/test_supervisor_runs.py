@@ -28,6 +28,7 @@ from run_support import (
 )
 from tar_faults import write_empty_tar, write_non_tar, write_truncated_tar
 
+from tartok_tui import messages as m
 from tartok_tui.config import ConfigError
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.output.paths import summary_path
@@ -346,6 +347,68 @@ async def test_a_sample_that_kills_workers_is_isolated_and_gets_an_error_record(
         and not (out / "errors" / "EN-B000009.jsonl").exists()
     )
     assert not list((out / ".partial" / "journal").glob("*.journal"))
+
+
+async def test_isolation_follows_the_tar_to_another_slot_and_redoes_nothing_decided(
+    tmp_path: Path, model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _good_tars(inp, n_tars=2, n_samples=5)
+    order = [s.key for s in iter_samples(inp / "EN-B000000.tar") if isinstance(s, Sample)]
+    poison = order[2]
+    del good[poison]
+    cfg = _config(
+        inp,
+        out,
+        model_dir,
+        num_proc=2,
+        crash_limit=10,
+        poison_threshold=1,
+        worker_env={"TARTOK_FAULT_INJECT": f"kill_on_key={poison}"},
+    )
+    seen: list[tuple[int, int | None, m.Message]] = []
+    events: list[Event] = []
+
+    class Watched(Supervisor):
+        """The real supervisor; the test reads the isolation messages it gets."""
+
+        def _handle(self, slot, msg: m.Message) -> None:
+            if isinstance(msg, (m.IsolationBegin, m.IsolationDone)):
+                seen.append((slot.n, slot.process.pid if slot.process else None, msg))
+            super()._handle(slot, msg)
+
+    def on_event(event: Event) -> None:
+        events.append(event)
+        loop = asyncio.get_running_loop()
+        # The slot whose worker died mid-isolation holds still (paused) until the tar is
+        # done: the tar can only be finished by the other slot, from the journal.
+        if "killed its worker: recorded as worker_crash" in event.message:
+            loop.call_soon(sup.pause, event.slot)
+        elif "EN-B000000.tar done" in event.message:
+            for w in sup.snapshot().workers:
+                loop.call_soon(sup.resume, w.slot)
+
+    sup = Watched(cfg, on_event=on_event)
+    summary = await _run(sup, timeout=280)
+
+    assert summary.exit_code == 0, summary.exit_reason
+    _assert_exactly_once(out, good)
+    _, errors = _read_outputs(out)
+    assert [(e["key"], e["stage"]) for e in errors["EN-B000000"]] == [(poison, "worker_crash")]
+    begun = [(slot, pid, msg.key) for slot, pid, msg in seen if isinstance(msg, m.IsolationBegin)]
+    # Each sample was begun in isolation once: the two before the poison by the worker that
+    # died in it, the rest by another slot's worker, which redid nothing.
+    assert [key for _, _, key in begun] == order, begun
+    died_in = next((slot, pid) for slot, pid, key in begun if key == poison)
+    after = {(slot, pid) for slot, pid, key in begun if key in order[3:]}
+    assert [(slot, pid) for slot, pid, key in begun if key in order[:2]] == [died_in] * 2
+    assert len(after) == 1 and next(iter(after))[0] != died_in[0]
+    done = [msg.key for _, _, msg in seen if isinstance(msg, m.IsolationDone)]
+    assert done == [k for k in order if k != poison]
+    assert any("3 samples decided earlier (1 killed a worker)" in e.message for e in events)
+    tar = {t.tar: t for t in summary.tars}["EN-B000000.tar"]
+    assert tar.isolated and tar.worker_kills == 2
+    assert not list((out / ".partial" / "journal").rglob("*.journal"))
 
 
 # ---------------------------------------------------------------- memory

@@ -12,7 +12,7 @@ import pytest
 from tartok_tui.config import RunConfig
 from tartok_tui.demo.data import write_emilia_tar
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.output.scan import verify
+from tartok_tui.output.verify import verify
 from tartok_tui.supervisor.supervisor import Supervisor
 from tartok_tui.supervisor.views import RunView, WorkerState
 from tartok_tui.tui.app import TartokApp

@@ -18,7 +18,7 @@ from tartok_tui.supervisor.views import GpuView, WorkerState
 from tartok_tui.tui.actions import DASHBOARD_KEYS, TABLE_KEYS
 from tartok_tui.tui.app import TartokApp
 from tartok_tui.tui.header import BLOCKS, render_header, sparkline
-from tartok_tui.tui.panes import WorkerDetail
+from tartok_tui.tui.panes import WorkerDetail, worker_detail
 from tartok_tui.tui.screens import HelpScreen, help_rows
 from tartok_tui.tui.table import device_key, node_key, table_rows
 
@@ -77,6 +77,21 @@ def test_new_states_are_shown_in_their_colour():
         assert str(shown.style) == fmt.STATE_STYLES[state]
 
 
+def test_a_throttled_worker_shows_a_state_with_its_retry_not_an_error():
+    view = mid_run_view()
+    what = "429 uploading s3://b/tokens/EN-B000001.jsonl"
+    worker = replace(view.workers[0], throttled=what, throttle_retry_at=view.now + 40.4)
+    view = replace(view, workers=(worker, *view.workers[1:]))
+    shown = table_rows(view)["slot:0"]
+    assert shown[3].plain == "throttled" and str(shown[3].style) == fmt.THROTTLED_STYLE
+    assert shown[-1].plain == (worker.last_error or "")  # not an error
+    detail = worker_detail(view, worker).plain
+    assert f"throttled (retry in 40 s) by its store: {what}" in detail
+    # Throttled only shows over RUNNING: a worker told to stop says so.
+    stopping = replace(worker, state=WorkerState.STOPPING)
+    assert fmt.state_label(stopping) == ("stopping", fmt.STATE_STYLES[WorkerState.STOPPING])
+
+
 async def test_the_help_lists_every_key_and_explains_every_state():
     app = make_app(mid_run_view())
     async with app.run_test(size=SIZE) as pilot:
@@ -93,6 +108,7 @@ async def test_the_help_lists_every_key_and_explains_every_state():
     assert rows["show or hide the selected worker's log file"] == "l"
     for state, (_, meaning) in fmt.STATE_LEGEND.items():
         assert meaning in text, state
+    assert fmt.THROTTLED_MEANING in text
 
 
 def test_help_rows_follow_the_bindings_not_a_list_of_their_own():

@@ -1,5 +1,6 @@
-"""A lost device and a failing model never mark a tar done: real `tartok-tui run` processes,
-worker subprocesses, the tiny model on the CPU, faults injected with TARTOK_FAULT_INJECT."""
+"""A lost device, memory that runs out and a failing model never mark a tar done, and a
+member the parser chokes on costs its sample alone: real `tartok-tui run` processes, worker
+subprocesses, the tiny model on the CPU, faults injected with TARTOK_FAULT_INJECT."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from tartok_tui.demo.data import GeneratedSample, write_emilia_tar
 from tartok_tui.output.paths import tar_output_paths
-from tartok_tui.worker.channel import EXIT_DEVICE_LOST
+from tartok_tui.worker.channel import EXIT_DEVICE_LOST, EXIT_OUT_OF_MEMORY
 from tartok_tui.worker.faults import lost_device_error
 
 pytestmark = pytest.mark.timeout(400)
@@ -125,3 +126,64 @@ def test_a_tar_with_model_errors_in_most_clips_is_failed_not_committed_and_other
     assert set(keys) == done and max(keys.values()) == 1
     assert errors == []
     assert not list((out / ".partial").rglob("*.jsonl*"))
+
+
+def _verify(inp: Path, out: Path) -> None:
+    verify = subprocess.run(
+        [*CLI, "verify", str(inp), str(out)], capture_output=True, text=True, timeout=120
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_a_clip_out_of_memory_alone_commits_nothing_for_its_tar_and_a_rerun_finishes_it(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _write_tars(inp, n_tars=3, n_samples=6)
+    oom_tar = inp / "EN-B000001.tar"
+    # A poison threshold of 1: were out of memory a kill, the tar would be isolated at once.
+    result = _run(inp, out, tiny_model_dir, f"oom_tar={oom_tar.name}", "--poison-threshold", "1")
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output  # incomplete: that tar failed for this run
+    assert f"ran out of device memory (exit code {EXIT_OUT_OF_MEMORY})" in output, output
+    assert "EN-B000001.tar failed: out of device memory 3 times" in output, output
+    assert "sample by sample" not in output, output
+    paths = tar_output_paths(out, inp, oom_tar)
+    assert not paths.jsonl.exists() and not paths.errors.exists()
+    keys, errors = _outputs(out)
+    assert set(keys) == {k for k in good if not k.startswith("EN_B00001_")}
+    assert max(keys.values()) == 1 and errors == []  # no oom, no worker_crash record
+    summary = json.loads((out / "run-summary.json").read_text())
+    [failed] = [t for t in summary["tars"] if t["status"] == "failed"]
+    assert failed["tar"] == oom_tar.name and failed["worker_kills"] == 0
+    assert "clip does not fit even alone" in failed["reason"]
+    # Memory back (no fault): the next run does that tar, and only that one, exactly once.
+    again = _run(inp, out, tiny_model_dir, "")
+    assert again.returncode == 0, again.stdout + again.stderr
+    keys, errors = _outputs(out)
+    assert set(keys) == set(good) and max(keys.values()) == 1 and errors == []
+    _verify(inp, out)
+    assert not list((out / ".partial").rglob("*.jsonl*"))
+
+
+def test_a_json_member_the_parser_chokes_on_costs_only_its_sample(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    inp, out = tmp_path / "in", tmp_path / "out"
+    good = _write_tars(inp, n_tars=2, n_samples=6)
+    # A third tar with 200,000 nested brackets as the JSON of its third sample, among
+    # good ones: json.loads raises RecursionError there.
+    written = write_emilia_tar(
+        inp / "EN-B000002.tar", 6, seed=2, batch=2, audio_format="flac", min_s=1.0,
+        max_s=2.5, broken={2: "nested_json"},
+    )  # fmt: skip
+    nested = written[2].key
+    good.update({s.key: s for s in written if s.broken is None})
+    result = _run(inp, out, tiny_model_dir, "")
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    keys, errors = _outputs(out)
+    assert set(keys) == set(good) and max(keys.values()) == 1  # the other five too
+    assert [(e["key"], e["stage"]) for e in errors] == [(nested, "sample")], errors
+    assert "invalid JSON: RecursionError" in errors[0]["reason"]
+    _verify(inp, out)

@@ -17,9 +17,12 @@ from tar_faults import write_truncated_tar
 
 from tartok_tui import messages as m
 from tartok_tui.audio import prepare_audio
+from tartok_tui.codec.failures import classify
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, Tokens, token_count
 from tartok_tui.demo.data import write_emilia_tar
+from tartok_tui.output.journal import JournalEntry
 from tartok_tui.output.paths import tar_output_paths
+from tartok_tui.output.writer import make_record
 from tartok_tui.shards.reader import Sample
 from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control
@@ -38,12 +41,13 @@ def test_every_fault_directive_parses_and_none_is_the_default() -> None:
     faults = Faults.from_env(
         {
             "TARTOK_FAULT_INJECT": "device_lost_after=10,hang_after=4,load_sleep_s=2.5,"
-            "slow_stage_ms=30,model_error_tar=EN-B000001.tar"
+            "slow_stage_ms=30,model_error_tar=EN-B000001.tar,oom_tar=EN-B000002.tar"
         }
     )
     assert (faults.device_lost_after, faults.hang_after) == (10, 4)
     assert (faults.load_sleep_s, faults.slow_stage_ms) == (2.5, 30.0)
     assert faults.model_error_tar == "EN-B000001.tar"
+    assert faults.oom_tar == "EN-B000002.tar"
 
 
 def test_a_lost_device_raises_what_pytorch_raises_once_enough_samples_went_in() -> None:
@@ -69,6 +73,19 @@ def test_injected_model_errors_hit_the_named_tar_only() -> None:
     faults.on_lease("/data/EN-B000001.tar")
     with pytest.raises(RuntimeError, match="injected model error") as raised:
         hook(4)
+    assert not is_device_failure(raised.value)
+
+
+def test_injected_out_of_memory_is_what_pytorch_raises_and_hits_the_named_tar_only() -> None:
+    faults = Faults(oom_tar="EN-B000002.tar")
+    hook = faults.model_call_hook()
+    assert hook is not None
+    faults.on_lease("/data/EN-B000001.tar")
+    hook(4)
+    faults.on_lease("/data/EN-B000002.tar")
+    with pytest.raises(torch.OutOfMemoryError) as raised:
+        hook(1)
+    assert classify(raised.value, torch.device("cpu")).kind == "oom"
     assert not is_device_failure(raised.value)
 
 
@@ -200,7 +217,9 @@ class SimulatedAccelerator:
         pass
 
 
-def _run_lease(tmp_path: Path, tar: Path, device: SimulatedAccelerator) -> list[m.Message]:
+def _run_lease(
+    tmp_path: Path, tar: Path, device: SimulatedAccelerator, lease: m.Lease | None = None
+) -> list[m.Message]:
     opts = WorkerOptions(
         slot=0, device="cuda:0", model_dir=tmp_path, threads=2, batch_seconds=device.batch_seconds,
         output_dir=tmp_path / "out", input_dir=tar.parent,
@@ -209,7 +228,7 @@ def _run_lease(tmp_path: Path, tar: Path, device: SimulatedAccelerator) -> list[
     fd = os.open(messages_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
     try:
         runner = LeaseRunner(device, opts, Control(), Channel(fd), Faults(), ProgressCounter())
-        runner.run(m.Lease(1, str(tar)))
+        runner.run(lease or m.Lease(1, str(tar)))
         runner.pool.shutdown()
     finally:
         os.close(fd)
@@ -246,3 +265,64 @@ def test_a_damaged_tar_commits_with_its_tar_error_record_without_a_count_check(
     assert len(done) == 1, messages
     errors = [x for x in messages if isinstance(x, m.SampleError)]
     assert [e.stage for e in errors] == ["tar"]
+
+
+def test_a_reader_that_fails_for_any_other_reason_fails_the_lease_never_commits_it_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Neither damage nor an unreadable input: a tar error record would make the tar done
+    with only the samples read so far."""
+    tar = tmp_path / "in" / "EN-B000000.tar"
+    write_emilia_tar(tar, 8, seed=5, audio_format="flac", min_s=0.5, max_s=1.0)
+    real = LeaseRunner._samples
+
+    def failing(self, tar_path, indexed=False):
+        for n, item in enumerate(real(self, tar_path, indexed)):
+            if n == 3:
+                raise RuntimeError("a reader bug")
+            yield item
+
+    monkeypatch.setattr(LeaseRunner, "_samples", failing)
+    messages = _run_lease(tmp_path, tar, SimulatedAccelerator(6.0, 0.0))
+    assert not [x for x in messages if isinstance(x, (m.TarDone, m.SampleError))], messages
+    [failed] = [x for x in messages if isinstance(x, m.TarFailed)]
+    assert failed.kind == "tar" and "a reader bug" in failed.reason
+    paths = tar_output_paths(tmp_path / "out", tar.parent, tar)
+    assert not paths.jsonl.exists() and not paths.errors.exists()
+
+
+def test_an_isolated_lease_writes_what_is_decided_as_it_is_and_reports_every_other_sample(
+    tmp_path: Path,
+) -> None:
+    tar = tmp_path / "in" / "EN-B000000.tar"
+    keys = [
+        s.key for s in write_emilia_tar(tar, 5, seed=5, audio_format="flac", min_s=0.5, max_s=1.0)
+    ]
+    earlier = make_record(keys[0], {"text": "from an earlier lease"}, [1] * 32, [2, 3])
+    decided = [JournalEntry(0, keys[0], record=earlier), JournalEntry.crash(1, keys[1])]
+    lease = m.Lease(1, str(tar), isolate=True, decided=[e.to_line() for e in decided])
+    messages = _run_lease(tmp_path, tar, SimulatedAccelerator(6.0, 0.0), lease)
+    isolation = [x for x in messages if isinstance(x, (m.IsolationBegin, m.IsolationDone))]
+    # The undecided samples only, each begun, then done with its record, in tar order.
+    assert [(type(x).__name__, x.key) for x in isolation] == [
+        (kind, key) for key in keys[2:] for kind in ("IsolationBegin", "IsolationDone")
+    ]
+    assert all(x.record is not None for x in isolation if isinstance(x, m.IsolationDone))
+    assert len([x for x in messages if isinstance(x, m.TarDone)]) == 1, messages
+    paths = tar_output_paths(tmp_path / "out", tar.parent, tar)
+    lines = [json.loads(line) for line in paths.jsonl.read_text().splitlines()]
+    assert lines[0] == earlier and [r["key"] for r in lines] == [keys[0], *keys[2:]]
+    errors = [json.loads(line) for line in paths.errors.read_text().splitlines()]
+    assert [(e["key"], e["stage"]) for e in errors] == [(keys[1], "worker_crash")]
+
+
+def test_an_isolated_lease_whose_journal_names_other_samples_fails_the_tar(
+    tmp_path: Path,
+) -> None:
+    tar = tmp_path / "in" / "EN-B000000.tar"
+    write_emilia_tar(tar, 3, seed=6, audio_format="flac", min_s=0.5, max_s=1.0)
+    lease = m.Lease(1, str(tar), isolate=True, decided=[JournalEntry.crash(1, "other").to_line()])
+    messages = _run_lease(tmp_path, tar, SimulatedAccelerator(6.0, 0.0), lease)
+    failed = [x for x in messages if isinstance(x, m.TarFailed)]
+    assert len(failed) == 1 and failed[0].kind == "tar" and "the tar changed" in failed[0].reason
+    assert not tar_output_paths(tmp_path / "out", tar.parent, tar).jsonl.exists()

@@ -12,6 +12,14 @@ class DeviceFailure(RuntimeError):
     uncommitted and exits non-zero, so that a fresh process (and context) takes over."""
 
 
+class ClipOutOfMemory(RuntimeError):
+    """A clip ran out of device memory even alone, after the failed batch's memory was
+    freed. Not the clip's fault: what fits depends on the allocator's state and on who
+    else holds the device (a second worker, a co-tenant). Never recorded: the worker
+    gives its lease back uncommitted and exits, so that a fresh process with a clean
+    allocator tries the tar again (the supervisor gives up on it after a few tries)."""
+
+
 class ModelDirError(Exception):
     """The model dir is unusable; `file` and `key` say where."""
 

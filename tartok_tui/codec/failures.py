@@ -2,7 +2,7 @@
 
     oom     out of memory (torch.OutOfMemoryError, a "... out of memory" error, cuBLAS
             failing to allocate): the batch is split and retried after memory is freed;
-            a clip that does not fit alone is recorded as stage "oom".
+            a clip that does not fit alone raises ClipOutOfMemory, never recorded.
     device  the device can no longer be trusted: torch.AcceleratorError, or an error whose
             message says "CUDA error", "CUBLAS_STATUS_...", "CUDNN_STATUS_...", "device-side
             assert" or "illegal memory access", on any device (a CUDA context that saw one
@@ -46,7 +46,8 @@ class Failure:
     reference to the failed batch's tensors."""
 
     kind: Kind
-    stage: Stage
+    stage: Stage | None
+    """The stage a clip's error record gets; None for the kinds never recorded."""
     reason: str
 
 
@@ -57,12 +58,12 @@ def classify(exc: BaseException, device: torch.device) -> Failure:
     message = str(exc)
     reason = f"{type(exc).__name__}: {message}"
     if isinstance(exc, torch.OutOfMemoryError):
-        return Failure("oom", Stage.OOM, reason)
+        return Failure("oom", None, reason)
     if _OOM.search(message) and not _STICKY_RE.search(message):
         # "CUDA error: out of memory" is not sticky: the context survives it.
-        return Failure("oom", Stage.OOM, reason)
+        return Failure("oom", None, reason)
     if is_accelerator_error(exc) or _DEVICE_LOST.search(message) or device.type != "cpu":
-        return Failure("device", Stage.MODEL, reason)  # raised as DeviceFailure, never recorded
+        return Failure("device", None, reason)  # raised as DeviceFailure
     return Failure("model", Stage.MODEL, reason)
 
 

@@ -226,8 +226,12 @@ class SpeakerTokenizer(nn.Module):
         self.quantizer = _FSQIndices(latent_dim, list(fsq_levels))
 
     def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        return self.quantizer(self.latents(mel))
+
+    def latents(self, mel: torch.Tensor) -> torch.Tensor:
+        """Mel (B, n_mels, T) -> what FSQ quantizes (B, token_num, latent_dim)."""
         frames = self.speaker_encoder(mel)
-        return self.quantizer(self.perceiver_sampler(frames.transpose(1, 2)))
+        return self.perceiver_sampler(frames.transpose(1, 2))
 
 
 def mel_transform(params: dict) -> torchaudio.transforms.MelSpectrogram:

@@ -30,7 +30,7 @@ from tartok_tui.codec.batch import (
     prepare_clip,
 )
 from tartok_tui.codec.cuda_driver import cuda_unavailable_reason
-from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import HANDLED, Failure, classify
 from tartok_tui.codec.feature_encoder import SemanticEncoder
 from tartok_tui.codec.model_dir import (
@@ -63,12 +63,22 @@ class Tokens:
 
 
 class TokenizeError(Exception):
-    """A clip the model could not tokenize (stage "oom" or "model"); recorded, not raised."""
+    """A clip the model could not tokenize (its audio, or stage "model"); recorded, not
+    raised."""
 
     def __init__(self, stage: str, reason: str) -> None:
         super().__init__(f"{stage}: {reason}")
         self.stage = stage
         self.reason = reason
+
+
+def _finite_rows(z: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B,) bool: every value of each clip's own frames of ``z`` (B, C, T) is finite; the
+    padding (``mask`` (B, 1, T) zero) is not the clip's."""
+    finite = torch.isfinite(z)
+    if mask is not None:
+        finite = finite | (mask == 0)
+    return finite.flatten(1).all(1)
 
 
 def token_count(num_samples: int) -> int:
@@ -140,8 +150,8 @@ class BiCodecTokenizer:
 
     A failure is reported in one of three ways: a clip's bad audio or a model error on the
     CPU is a TokenizeError in that clip's place; out of memory splits the batch and retries
-    (a clip that does not fit alone is a TokenizeError of stage "oom"); a device that is
-    gone raises DeviceFailure (codec/failures.py says which errors mean that).
+    (a clip that does not fit alone raises ClipOutOfMemory); a device that is gone raises
+    DeviceFailure (codec/failures.py says which errors mean that).
     """
 
     def __init__(
@@ -275,8 +285,8 @@ class BiCodecTokenizer:
 
     def tokenize(self, clips: Sequence[Clip]) -> list[Tokens | TokenizeError]:
         """One batch -> a result per clip: Tokens, or a TokenizeError of stage "model" for
-        a clip whose tokens came out of range (never written as tokens). Raises what the
-        model raises; AudioError for a clip under 400 samples."""
+        a clip whose tokens came out of range or from non-finite features (never written as
+        tokens). Raises what the model raises; AudioError for a clip under 400 samples."""
         if not clips:
             return []
         prepared = self._prepared(clips)
@@ -317,30 +327,45 @@ class BiCodecTokenizer:
             # (3.1 GFLOP per clip against 28 per audio second), and global tokens then do not
             # depend on the precision (in bf16, 31 of 32 tokens stayed equal on average but
             # most clips had at least one that moved).
+            speaker = model.speaker_encoder
             with fp32_island(refs):
                 mel = model.mel_transformer(refs)  # (B, n_mels, frames)
-                global_tokens = model.speaker_encoder(mel)  # (B, G)
+                latents = speaker.latents(mel)  # (B, G, latent_dim)
+                global_tokens = speaker.quantizer(latents)  # (B, G)
             self._progress()
-            # One copy back for both kinds of tokens.
-            device_rows = torch.cat([semantic.to(torch.int64), global_tokens.to(torch.int64)], 1)
+            # Non-finite features (fp16 overflow, a faulty device) still quantize to valid
+            # indices (argmin over NaN): a flag per clip says so, in the same copy back.
+            finite = _finite_rows(z, mask) & torch.isfinite(latents).flatten(1).all(1)
+            # One copy back for both kinds of tokens and the flag.
+            device_rows = torch.cat(
+                [
+                    semantic.to(torch.int64),
+                    global_tokens.to(torch.int64),
+                    finite.to(torch.int64).unsqueeze(1),
+                ],
+                1,
+            )
             rows = device_rows.cpu().numpy()
         return self._results(rows, semantic.shape[1], batch.lengths)
 
     def _results(
         self, rows: np.ndarray, width: int, lengths: list[int]
     ) -> list[Tokens | TokenizeError]:
-        """Split the copied rows into each clip's tokens, checked for count and range."""
+        """Split the copied rows (semantic tokens, global tokens, the finite flag) into each
+        clip's tokens, checked for count, finite features and range."""
         model = self.bicodec
         out: list[Tokens | TokenizeError] = []
         for row, n in zip(rows, lengths, strict=True):
             count = token_count(n)
-            semantic, global_ = row[:count], row[width:]
+            semantic, global_, finite = row[:count], row[width:-1], row[-1]
             problem = None
             if width < count or len(global_) != model.global_count:
                 problem = (
                     f"{min(width, count)} semantic and {len(global_)} global tokens, "
                     f"expected {count} and {model.global_count}"
                 )
+            elif not finite:
+                problem = "non-finite features (NaN or infinity) before quantization"
             elif semantic.min() < 0 or semantic.max() >= model.semantic_codes:
                 problem = f"semantic token out of [0, {model.semantic_codes})"
             elif global_.min() < 0 or global_.max() >= model.global_codes:
@@ -358,8 +383,9 @@ class BiCodecTokenizer:
 
         A clip under 400 samples, or one whose tokens fail the checks, gets a TokenizeError
         in its place; out of memory splits the batch until the clip that does not fit is
-        alone (then "oom"); on the CPU a model error is also split down to its clip
-        ("model"). DeviceFailure is raised, after every batch already started has ended.
+        alone (then ClipOutOfMemory is raised); on the CPU a model error is also split down
+        to its clip ("model"). DeviceFailure and ClipOutOfMemory are raised after every
+        batch already started has ended.
         With several streams (and `parallel`) the batches run concurrently, longest first.
         """
         prepared = self._prepared(clips)
@@ -385,7 +411,8 @@ class BiCodecTokenizer:
         clips are planned and packed into their host buffers (pinned on a GPU). A caller
         that keeps one more call submitted than there are streams thus packs the next
         batch while the current one runs, and the device starts it as soon as it is free.
-        The future raises DeviceFailure when the device is gone.
+        The future raises DeviceFailure when the device is gone, ClipOutOfMemory when a
+        clip does not fit alone.
         """
         prepared = self._prepared(clips)
         plan = self.plan_batches([len(c) for c in prepared])
@@ -440,6 +467,12 @@ class BiCodecTokenizer:
         if len(clips) > 1:
             half = len(clips) // 2
             return self._tokenize_split(clips[:half]) + self._tokenize_split(clips[half:])
+        if outcome.kind == "oom":  # alone: the device's state, not the clip's fault
+            seconds = len(clips[0]) / self.sample_rate
+            raise ClipOutOfMemory(
+                f"{self.device}: a {seconds:.1f} s clip does not fit even alone: {outcome.reason}"
+            )
+        assert outcome.stage is not None  # a lost device was raised by _attempt
         return [TokenizeError(outcome.stage, outcome.reason)]
 
     def _attempt(

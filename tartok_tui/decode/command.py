@@ -10,9 +10,9 @@ from rich.text import Text
 
 from tartok_tui.config import ConfigError
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.output.target import UNAVAILABLE_ERRNOS
 from tartok_tui.run import print_error
 from tartok_tui.storage import Access, Location, redact_text
+from tartok_tui.storage.errors import EXHAUSTED_ERRNOS
 
 MAX_LISTED = 20
 
@@ -49,7 +49,7 @@ def decode_command(
         print_error(redact_text(str(exc), access.options))
         return ExitCode.BAD_ARGS
     except OSError as exc:
-        if exc.errno not in UNAVAILABLE_ERRNOS:
+        if exc.errno not in EXHAUSTED_ERRNOS:
             raise
         print_error(f"{to} takes no more: {exc}")
         return ExitCode.OUTPUT_UNAVAILABLE

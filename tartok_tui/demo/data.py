@@ -19,8 +19,13 @@ import numpy as np
 import soundfile as sf
 
 BROKEN_KINDS = frozenset(
-    {"no_audio", "no_json", "bad_json", "undecodable_audio", "empty_audio", "too_long"}
+    {
+        *("no_audio", "no_json", "bad_json", "nested_json"),
+        *("undecodable_audio", "empty_audio", "too_long"),
+    }
 )
+NESTED_JSON_DEPTH = 200_000
+"""Brackets in a "nested_json" member: far past any parser's recursion limit."""
 _SNDFILE_FORMATS: dict[str, tuple[str, str | None]] = {
     "mp3": ("MP3", None),
     "wav": ("WAV", "PCM_16"),
@@ -173,7 +178,8 @@ def write_emilia_tar(
     packed from a directory can be (the reader then needs its indexed mode).
 
     ``broken`` maps sample index -> one of BROKEN_KINDS: "no_audio" / "no_json"
-    drop a member, "bad_json" writes invalid JSON, "undecodable_audio" random
+    drop a member, "bad_json" writes invalid JSON, "nested_json" valid JSON nested
+    200,000 deep (json.loads raises RecursionError), "undecodable_audio" random
     bytes, "empty_audio" a zero-byte audio member, "too_long" a ``too_long_s``
     clip (longer than the default 60 s limit). Returns what was written.
     """
@@ -217,6 +223,8 @@ def write_emilia_tar(
             meta_bytes = json.dumps(meta, ensure_ascii=False).encode("utf-8")
             if kind == "bad_json":
                 meta_bytes = meta_bytes[: len(meta_bytes) // 2]
+            elif kind == "nested_json":
+                meta_bytes = b"[" * NESTED_JSON_DEPTH + b"]" * NESTED_JSON_DEPTH
             # json sorts before the audio extension, as in Emilia's tars.
             if kind != "no_json":
                 _add_member(tar, f"{key}.json", meta_bytes)

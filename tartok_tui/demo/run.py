@@ -103,7 +103,7 @@ def run_demo(
     console: Console,
 ) -> int:
     """Build (or reuse) the demo data, run the pipeline on it, verify the result."""
-    from tartok_tui.output.scan import verify
+    from tartok_tui.output.verify import verify
     from tartok_tui.run import run_pipeline
 
     root = root if root is not None else default_demo_dir()

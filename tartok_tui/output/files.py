@@ -26,6 +26,10 @@ class OutputFiles(Protocol):
         """Where to read ``key``: a Path, or a URL."""
         ...
 
+    def read_bytes(self, key: PurePosixPath) -> bytes:
+        """The whole of a small file (a commit record, the run summary)."""
+        ...
+
 
 class LocalFiles:
     """A local output directory, asked file by file."""
@@ -39,6 +43,9 @@ class LocalFiles:
 
     def locate(self, key: PurePosixPath) -> Location:
         return self.root / key
+
+    def read_bytes(self, key: PurePosixPath) -> bytes:
+        return (self.root / key).read_bytes()
 
 
 class ListedFiles:
@@ -56,6 +63,9 @@ class ListedFiles:
 
     def locate(self, key: PurePosixPath) -> Location:
         return self.store.url_of(key)
+
+    def read_bytes(self, key: PurePosixPath) -> bytes:
+        return self.store.read_bytes(key)
 
 
 def output_files(output_dir: Location, access: Access | None = None) -> OutputFiles:

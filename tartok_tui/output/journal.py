@@ -1,34 +1,22 @@
-"""Isolation journal: re-run a poison tar sample by sample and find the sample that kills.
+"""The isolation journal: what is decided about the samples of a poison tar, on disk.
 
-A tar that killed workers repeatedly is leased with ``isolate=True``. The
-worker then tokenizes one sample at a time and journals each step, fsynced,
-in ``OUTPUT/.partial/journal/<tar>.journal`` (one JSON object per line)::
+A tar that killed workers repeatedly is processed in isolation, one sample at a time, to
+find the sample that kills (the rules are ``supervisor.queue``'s). The *supervisor* keeps
+its journal: the worker says when it begins a sample and what came of it (the messages
+``IsolationBegin`` / ``IsolationDone``), and a sample a worker died in gets a
+``worker_crash`` error record. Each decided sample is one line, fsynced, of
+``OUTPUT/.partial/journal/<tar>.journal`` on the supervisor's disk (the spool folder of an
+output URL)::
 
-    {"begin": 7, "key": "EN_..."}                    before sample 7 is tokenized
     {"done": 7, "record": {...}}                       its line, or
     {"done": 7, "error": {"key", "stage", "reason"}}   its error record
 
-A sample that has a "begin" but no "done" took the process down: on the next
-attempt it gets an error record with stage "worker_crash" (journalled too, so
-it stays decided), and every finished sample is replayed instead of
-recomputed. The journal survives across attempts until the tar is committed.
-A full or read-only output raises ``OutputUnavailable`` (see ``output.target``).
-
-Worker usage::
-
-    journal = IsolationJournal.open(output_dir, input_dir, tar_path)
-    with journal, TarWriter(...) as writer:
-        for item in iter_samples(tar_path):
-            ...  # TarDamage / problem samples as usual (journal.done_error for problems)
-            if (entry := journal.outcome(sample.index, sample.key)) is not None:
-                entry.apply(writer)          # finished earlier, or the crash sample
-                continue
-            journal.begin(sample.index, sample.key)
-            ...  # tokenize this one sample
-            journal.done(sample.index, record)            # or journal.done_error(...)
-            writer.add(sample.index, record)
-        writer.commit()
-    journal.remove()
+Every later lease of the tar, on any worker on any node, in this run or a later one,
+carries these outcomes (``Lease.decided``): the worker writes them as they are instead
+of tokenizing those samples again. The journal is removed once the tar is committed.
+A torn last line (the supervisor killed mid-write) is ignored; a full disk cuts the
+journal back to its last whole line (``OutputUnavailable``). Lines of other kinds (the
+``begin`` lines an older worker-written journal holds) decide nothing and are skipped.
 """
 
 from __future__ import annotations
@@ -36,26 +24,25 @@ from __future__ import annotations
 import errno
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
-from tartok_tui.output.paths import tar_output_paths
 from tartok_tui.output.target import OutputUnavailable, fsync_dir, output_op
-from tartok_tui.output.writer import TarWriter
 from tartok_tui.stages import Stage
 
 CRASH_STAGE = Stage.WORKER_CRASH
+CRASH_REASON = "the worker died while tokenizing this sample"
 
 
 class JournalError(Exception):
-    """The journal does not belong to this tar (a key differs) or is corrupt mid-file."""
+    """A journal line that cannot be read, or a journal of another tar (a key differs)."""
 
 
 @dataclass(frozen=True)
 class JournalEntry:
-    """The decided outcome of one sample: a record line or an error."""
+    """The decided outcome of one sample: its record line, or its error record."""
 
     index: int
     key: str
@@ -67,196 +54,131 @@ class JournalEntry:
     def is_error(self) -> bool:
         return self.record is None
 
-    def apply(self, writer: TarWriter) -> None:
-        """Give this outcome to the tar's writer."""
+    @classmethod
+    def crash(cls, index: int, key: str) -> JournalEntry:
+        """The verdict on the sample a worker died in."""
+        return cls(index, key, stage=CRASH_STAGE, reason=CRASH_REASON)
+
+    def to_line(self) -> dict[str, Any]:
+        """The entry as a journal line (and as ``Lease.decided`` carries it)."""
         if self.record is not None:
-            writer.add(self.index, self.record)
-        else:
-            writer.add_error(self.index, self.key, self.stage or CRASH_STAGE, self.reason or "")
+            return {"done": self.index, "record": self.record}
+        error = {"key": self.key, "stage": self.stage or "", "reason": self.reason or ""}
+        return {"done": self.index, "error": error}
+
+    @classmethod
+    def from_line(cls, line: dict[str, Any]) -> JournalEntry:
+        """An entry from a journal line; JournalError when it is not one."""
+        try:
+            index = int(line["done"])
+            if "record" in line:
+                record = line["record"]
+                return cls(index, str(record["key"]), record=record)
+            error = line["error"]
+            return cls(index, str(error["key"]), stage=error["stage"], reason=error["reason"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise JournalError(f"not a decided sample: {str(line)[:200]}") from exc
+
+    def check_key(self, key_now: str) -> None:
+        """JournalError when the sample at this index is not the one journalled."""
+        if self.key != key_now:
+            raise JournalError(
+                f"sample {self.index} was {self.key!r} when its isolation journal was "
+                f"written and is now {key_now!r}: the tar changed (delete its journal "
+                "under .partial/journal to start its isolation afresh)"
+            )
 
 
-@dataclass
-class JournalState:
-    """What earlier attempts left: finished samples and the ones that began but never ended."""
-
-    completed: dict[int, JournalEntry]
-    crashed: dict[int, str]
-    """index -> key of samples that began and never finished (the process died in them)."""
-    valid_bytes: int = 0
-    """Length of the journal up to its last complete line."""
-
-
-def read_journal(path: Path) -> JournalState:
-    """Parse a journal; a torn last line (the crash cut the write) is ignored."""
-    completed: dict[int, JournalEntry] = {}
-    begun: dict[int, str] = {}
-    if not path.exists():
-        return JournalState(completed, {}, 0)
-    data = path.read_bytes()
-    # Everything after the last newline was cut by the crash mid-write: the
-    # sample it was about stays "begun" (or unstarted) and the tail is dropped.
-    valid_bytes = data.rfind(b"\n") + 1
-    for number, raw in enumerate(data[:valid_bytes].split(b"\n")):
+def read_journal(path: Path) -> dict[int, JournalEntry]:
+    """The decided samples of a journal (none when it does not exist); a torn last line is
+    ignored, anything else unreadable is a JournalError."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    decided: dict[int, JournalEntry] = {}
+    # Everything after the last newline was cut by a kill mid-write.
+    whole = data[: data.rfind(b"\n") + 1]
+    for number, raw in enumerate(whole.split(b"\n"), start=1):
         if not raw.strip():
             continue
         try:
-            entry = json.loads(raw)
+            line = json.loads(raw)
         except ValueError as exc:
-            raise JournalError(f"{path}: line {number + 1} is not JSON: {exc}") from exc
-        if "begin" in entry:
-            begun[int(entry["begin"])] = str(entry["key"])
-        elif "done" in entry:
-            index = int(entry["done"])
-            if "record" in entry:
-                record = entry["record"]
-                completed[index] = JournalEntry(index, str(record.get("key")), record=record)
-            else:
-                error = entry["error"]
-                completed[index] = JournalEntry(
-                    index, str(error["key"]), stage=error["stage"], reason=error["reason"]
-                )
-        else:
-            raise JournalError(f"{path}: line {number + 1} is neither begin nor done")
-    crashed = {i: key for i, key in begun.items() if i not in completed}
-    return JournalState(completed, crashed, valid_bytes)
-
-
-class IsolationJournal:
-    """Append-only, fsynced journal of one tar's sample-by-sample run (see module doc)."""
-
-    def __init__(self, path: Path, state: JournalState) -> None:
-        self.path = path
-        self.state = state
-        self._file: BinaryIO | None = None
-        self._size = state.valid_bytes
-        self._open_begin: tuple[int, int] | None = None
-        """(index, journal size before its "begin") of the sample being tokenized."""
+            raise JournalError(f"{path}: line {number} is not JSON: {exc}") from exc
+        if not isinstance(line, dict):
+            raise JournalError(f"{path}: line {number} is not an object")
+        if "done" not in line:
+            continue
         try:
-            with output_op(path, "opening the journal"):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                # Unbuffered: a line is on its way to the disk when write returns, and a
-                # close never writes (so a full disk shows in _append, and only there).
-                self._file = open(path, "ab", buffering=0)  # noqa: SIM115 (closed in close())
-                if self._file.tell() > state.valid_bytes:
-                    # Drop a torn last line so the next entry starts on a line of its own.
-                    self._file.truncate(state.valid_bytes)
-                    os.fsync(self._file.fileno())
-                fsync_dir(path.parent)
-        except BaseException:
-            self.close()
-            raise
+            entry = JournalEntry.from_line(line)
+        except JournalError as exc:
+            raise JournalError(f"{path}: line {number}: {exc}") from exc
+        decided[entry.index] = entry
+    return decided
 
-    @classmethod
-    def open(
-        cls, output_dir: Path | str, input_dir: Path | str, tar_path: Path | str
-    ) -> IsolationJournal:
-        """Open (creating or continuing) the journal of ``tar_path``, loading earlier attempts."""
-        path = tar_output_paths(output_dir, input_dir, tar_path).journal
-        return cls(path, read_journal(path))
 
-    @property
-    def completed(self) -> dict[int, JournalEntry]:
-        return self.state.completed
-
-    @property
-    def crashed(self) -> dict[int, str]:
-        return self.state.crashed
-
-    def outcome(self, index: int, key: str) -> JournalEntry | None:
-        """The decided outcome of sample ``index``, or None if it must be tokenized now.
-
-        A sample an earlier attempt died in is decided here as a "worker_crash"
-        error, and that decision is journalled before it is returned.
-        """
-        entry = self.state.completed.get(index)
-        if entry is None and index in self.state.crashed:
-            key_then = self.state.crashed.pop(index)
-            self._check_key(index, key_then, key)
-            self.done_error(index, key, CRASH_STAGE, "the worker died while tokenizing this sample")
-            return self.state.completed[index]
-        if entry is not None:
-            self._check_key(index, entry.key, key)
-        return entry
-
-    def begin(self, index: int, key: str) -> None:
-        """Journal that sample ``index`` is about to be tokenized (fsynced before returning)."""
-        start = self._size
-        self._append({"begin": index, "key": key}, start)
-        self._open_begin = (index, start)
-
-    def done(self, index: int, record: dict[str, Any]) -> None:
-        """Journal the finished line of sample ``index``."""
-        self._append({"done": index, "record": record}, self._rollback_for(index))
-        self._open_begin = None
-        self.state.completed[index] = JournalEntry(index, str(record.get("key")), record=record)
-
-    def done_error(self, index: int, key: str, stage: str, reason: str) -> None:
-        """Journal that sample ``index`` ended with an error record."""
-        entry = {"done": index, "error": {"key": key, "stage": stage, "reason": reason}}
-        self._append(entry, self._rollback_for(index))
-        self._open_begin = None
-        self.state.completed[index] = JournalEntry(index, key, stage=stage, reason=reason)
-
-    def _rollback_for(self, index: int) -> int:
-        # A "done" that cannot be written takes its "begin" with it: the sample did
-        # not kill the process, and a lone "begin" would blame it on the next attempt.
-        if self._open_begin is not None and self._open_begin[0] == index:
-            return self._open_begin[1]
-        return self._size
-
-    def _append(self, obj: dict[str, Any], rollback_to: int) -> None:
-        """Write one entry durably; on a full output, cut the journal back to
-        ``rollback_to`` bytes and raise OutputUnavailable."""
-        if self._file is None:
-            raise RuntimeError(f"{self.path}: journal is closed")
-        data = (json.dumps(obj, ensure_ascii=False) + "\n").encode("utf-8")
+def append_journal(path: Path, entries: Iterable[JournalEntry]) -> None:
+    """Append decided samples, fsynced before returning. A torn last line left by a kill
+    is cut off first, so every entry starts a line of its own. When the write fails the
+    journal is cut back to what it held (OutputUnavailable on a full or read-only disk)."""
+    data = b"".join(
+        (json.dumps(e.to_line(), ensure_ascii=False) + "\n").encode("utf-8") for e in entries
+    )
+    with output_op(path, "opening the isolation journal"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        created = not path.exists()
+        # Unbuffered: a close never writes, so a full disk shows in write or fsync only.
+        f = open(path, "wb" if created else "r+b", buffering=0)  # noqa: SIM115 (with below)
+    with f:
+        keep = _whole_lines(f)
         try:
-            with output_op(self.path, "writing the journal"):
+            with output_op(path, "writing the isolation journal"):
+                f.truncate(keep)
+                f.seek(keep)
                 view = memoryview(data)
                 while view:
-                    written = self._file.write(view)
+                    written = f.write(view)
                     if not written:
-                        raise OSError(errno.EIO, "journal write made no progress", str(self.path))
+                        raise OSError(errno.EIO, "journal write made no progress", str(path))
                     view = view[written:]
-                # The whole point: the line must be on disk before the risky work starts.
-                os.fsync(self._file.fileno())
-        except OutputUnavailable as exc:
-            try:
-                self._file.truncate(rollback_to)
-                os.fsync(self._file.fileno())
-            except OSError as cut_exc:
-                exc.cleanup = f"the journal could not be cut back either: {cut_exc}"
-            else:
-                self._size = rollback_to
-                self._open_begin = None
-                exc.cleanup = "the journal was cut back to its last decided sample"
+                os.fsync(f.fileno())
+        except OSError as exc:
+            cleanup = _cut_back(f, keep)
+            if isinstance(exc, OutputUnavailable):
+                exc.cleanup = cleanup
             raise
-        self._size += len(data)
+    if created:
+        with output_op(path, "syncing the isolation journal's folder"):
+            fsync_dir(path.parent)
 
-    def _check_key(self, index: int, key_then: str, key_now: str) -> None:
-        if key_then != key_now:
-            raise JournalError(
-                f"{self.path}: sample {index} was {key_then!r}, is now {key_now!r}; "
-                "the tar changed since the journal was written (delete the journal)"
-            )
 
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+def _whole_lines(f: BinaryIO) -> int:
+    """The length of the file up to the end of its last whole line."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return size
+    f.seek(0)
+    return f.read(size).rfind(b"\n") + 1
 
-    def remove(self) -> None:
-        """Delete the journal (after the tar is committed)."""
-        self.close()
-        self.path.unlink(missing_ok=True)
 
-    def __enter__(self) -> IsolationJournal:
-        return self
+def _cut_back(f: BinaryIO, keep: int) -> str:
+    """After a failed append, leave the journal as it was (when the disk lets us)."""
+    try:
+        f.truncate(keep)
+        os.fsync(f.fileno())
+    except OSError as exc:
+        return f"the journal could not be cut back either: {exc}"
+    return "the journal was cut back to its last decided sample"
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+
+def remove_journal(path: Path) -> bool:
+    """Delete a journal (its tar is committed); whether there was one."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True

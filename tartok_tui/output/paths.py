@@ -9,8 +9,10 @@ For ``INPUT/sub/X.tar`` (``X.tar.gz`` and ``X.tgz`` name their output ``X`` too)
     OUTPUT/manifest.json                             the run manifest (output.manifest)
     OUTPUT/.partial/out/sub/X.<fmt>.<suffix>         tokens being written
     OUTPUT/.partial/errors/sub/X.jsonl.<suffix>      error records being written
-    OUTPUT/.partial/journal/sub/X.journal            isolation journal (stable name: read by the next attempt)
+    OUTPUT/.partial/journal/sub/X.journal            isolation journal (the supervisor's; read by a later run)
     OUTPUT/run-summary.json
+    OUTPUT/.claims/<selection>.json                  the claim of the run writing a range of
+                                                     tars (output.claim); removed at its end
 
 The partial suffix holds host, pid and lease id, so two runs writing into one
 output directory never share a partial file.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,8 +40,9 @@ ERRORS_DIR = "errors"
 PARTIAL_DIR = ".partial"
 LOGS_DIR = "logs"
 META_DIR = "meta"
+CLAIMS_DIR = ".claims"
 SUMMARY_NAME = "run-summary.json"
-RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, META_DIR})
+RESERVED_TOP_DIRS = frozenset({ERRORS_DIR, PARTIAL_DIR, LOGS_DIR, META_DIR, CLAIMS_DIR})
 """Top-level output names a tar's relative path may not start with (its output would collide)."""
 
 Exists = Callable[[PurePosixPath], bool]
@@ -114,17 +118,30 @@ def partial_path(output_dir: Path | str, key: PurePosixPath, suffix: str) -> Pat
     return Path(output_dir) / PARTIAL_DIR / sub / f"{rel}.{suffix}"
 
 
-def remove_stale_partials(output_dir: Path | str) -> list[Path]:
-    """Delete partial files left by dead writers of this host; returns what was removed.
+PARTIAL_MAX_AGE_S = 24 * 3600.0
+"""A partial file not modified for this long is left by a dead writer, whichever host it
+names. A live writer touches its files at least every ``PARTIAL_TOUCH_S`` (writing or
+not), so a day is a wide margin for clock skew between hosts and for a paused worker of
+another run (which the output's one-writer claim excludes anyway); a partial file never
+makes a tar done, so one kept too long costs only disk space until a later run."""
+PARTIAL_TOUCH_S = 60.0
+"""How often a writer refreshes the modification time of the partial files it holds."""
+
+
+def remove_stale_partials(
+    output_dir: Path | str, now: float | None = None, max_age_s: float = PARTIAL_MAX_AGE_S
+) -> list[Path]:
+    """Delete partial files left by dead writers; returns what was removed.
 
     A worker killed mid-tar leaves its partial files, of either format (its tar is
-    redone from the start, so nothing is lost). Only files whose suffix names this
-    host and a process that no longer exists are removed: a live process here, or
-    any process on another machine sharing the output directory, may still be
-    writing its own.
+    redone from the start, so nothing is lost). Removed: the files whose suffix names this
+    host and a process that no longer exists, and the files of any host (another machine
+    sharing the output, a cluster node) not modified for ``max_age_s``. A live process
+    here, or a recent file of another machine, may still be written.
     """
     root = Path(output_dir) / PARTIAL_DIR
     host = _host()
+    now = time.time() if now is None else now
     removed = []
     for sub in ("out", "errors"):
         base = root / sub
@@ -133,9 +150,17 @@ def remove_stale_partials(output_dir: Path | str) -> list[Path]:
         for path in base.rglob("*.part"):
             owner = path.name.rsplit(".", 2)[-2]  # "<host>-<pid>-<lease>"
             parts = owner.rsplit("-", 2)
-            if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            dead_here = (
+                len(parts) == 3
+                and parts[0] == host
+                and parts[1].isdigit()
+                and not psutil.pid_exists(int(parts[1]))
+            )
+            try:
+                stale = dead_here or now - path.stat().st_mtime > max_age_s
+            except FileNotFoundError:  # committed or removed meanwhile
                 continue
-            if not psutil.pid_exists(int(parts[1])):
+            if stale:
                 path.unlink(missing_ok=True)
                 removed.append(path)
     return removed

@@ -1,16 +1,17 @@
-"""An output directory's state from its files alone, and a check of it against the inputs.
+"""An output directory's state from one listing of its files: ``tartok-tui status``.
 
-``scan_output`` backs ``tartok-tui status``: which tars are done (their tokens
-file exists, ``X.jsonl`` or ``X.parquet``), how many records and error records
-each has, what partial files, journals and half-committed error files are lying
-around, and which tars have tokens files in both formats (a conflict). ``verify``
-backs ``tartok-tui verify``: every sample of every selected input tar must
-appear exactly once in the output, as a record or as an error record with its
-key, whatever the format.
+Which tars are done (their tokens file exists, ``X.jsonl`` or ``X.parquet``) and how many
+bytes they hold, which have error records (an errors file exists only when there are
+some), which have a commit record, what partial files, journals and half-committed error
+files are lying around, and which tars have tokens files in both formats (a conflict).
+Nothing per tar is read: a local output is walked once (a stat per file), an output URL
+listed once (``output.files``), and the last run summary is read. An output URL holds no
+partial files or journals (those stay in the writer's local spool).
 
-Both take local paths or URLs. An output URL is listed once (``output.files``); it holds
-no partial files or journals (those stay in the writer's local spool), so for it those
-lists are empty.
+``counts`` adds records and error records per done tar, which need reads: records from
+the tar's commit record (``output.tarmeta``; a tar committed before records existed has
+its tokens file counted: JSONL lines, or a Parquet footer), error records from its errors
+file. They are read on a bounded pool of threads (``output.parallel``).
 """
 
 from __future__ import annotations
@@ -18,33 +19,28 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tartok_tui.output.committed import listed_tokens_stems, local_tokens_stems, strip_suffix
-from tartok_tui.output.files import (
-    ListedFiles,
-    LocalFiles,
-    OutputFiles,
-    output_files,
-)
+from tartok_tui.output.claim import ClaimStatus, read_claims
+from tartok_tui.output.committed import strip_suffix
+from tartok_tui.output.files import ListedFiles, LocalFiles, OutputFiles, output_files
+from tartok_tui.output.manifest import MANIFEST_NAME
+from tartok_tui.output.parallel import DEFAULT_JOBS, Progress, in_parallel
 from tartok_tui.output.paths import (
     ERRORS_DIR,
     ERRORS_SUFFIX,
+    META_DIR,
     OUTPUT_FORMATS,
     PARTIAL_DIR,
     RESERVED_TOP_DIRS,
     SUMMARY_NAME,
     format_of,
-    summary_path,
-    tar_output_paths,
 )
-from tartok_tui.output.read import UnreadableOutput, count_records, read_error_keys, read_keys
-from tartok_tui.shards.discover import discover_tars
-from tartok_tui.shards.reader import scan_tar
-from tartok_tui.storage import Access, Location, as_location, is_url
+from tartok_tui.output.read import UnreadableOutput, count_records, read_error_keys
+from tartok_tui.output.tarmeta import META_SUFFIX, TarMeta
+from tartok_tui.storage import Access, Location, as_location
 
 
 def _tar_name(stem: PurePosixPath) -> str:
@@ -53,32 +49,37 @@ def _tar_name(stem: PurePosixPath) -> str:
     return f"{stem}.tar"
 
 
-# ---------------------------------------------------------------------- status
-
-
 @dataclass
 class DoneTar:
     """A tar whose tokens file exists."""
 
     tar: str
     """Relative to the input directory, e.g. ``EN/EN-B000000.tar``."""
-    lines: int
-    """Tokens records: lines of JSONL, rows of Parquet."""
-    errors: int
-    """Error records of samples."""
-    tar_errors: int
-    """Error records about the tar itself (damage)."""
     format: str = "jsonl"
-    """The format of the tokens file counted (the first of OUTPUT_FORMATS present)."""
+    """The format of its tokens file (the first of OUTPUT_FORMATS present)."""
+    size: int = 0
+    """Bytes of that tokens file."""
+    has_errors: bool = False
+    """It has an errors file (written only when there are error records)."""
+    has_record: bool = False
+    """It has a commit record (``meta/``)."""
+    lines: int | None = None
+    """Tokens records, lines of JSONL or rows of Parquet (None: not counted)."""
+    errors: int | None = None
+    """Error records of samples (None: not counted)."""
+    tar_errors: int | None = None
+    """Error records about the tar itself, damage (None: not counted)."""
     unreadable: str | None = None
-    """Why the tokens file could not be read (a Parquet file with a broken footer)."""
+    """Why the tokens file or the commit record could not be read (counting only)."""
+    fingerprint: str | None = None
+    """The run fingerprint in its commit record (counting only; None: not read or none)."""
 
 
 @dataclass
 class PartialFile:
     tar: str
     kind: str
-    """The format of a tokens file ("jsonl", "parquet"), or "errors"."""
+    """The format of a tokens file ("jsonl", "parquet"), "errors", or "meta"."""
     path: Path
     size: int
 
@@ -97,25 +98,42 @@ class OutputStatus:
     """Tars with an errors file but no tokens file (an attempt died between the two renames)."""
     both_formats: list[str] = field(default_factory=list)
     """Tars with a tokens file in more than one format (runs with different formats
-    wrote them; keep one). Their DoneTar counts the first of OUTPUT_FORMATS."""
+    wrote them; keep one). Their DoneTar is the first of OUTPUT_FORMATS."""
     summary: dict[str, Any] | None = None
     """The last run-summary.json, if any."""
+    counted: bool = False
+    """Records and error records were counted (else they are None)."""
+    claims: list[ClaimStatus] = field(default_factory=list)
+    """The claims of runs writing here now (or gone without removing theirs)."""
+    manifest: dict[str, Any] | None = None
+    """The output's run manifest as written (None: none; see ``output.manifest``)."""
 
     @property
     def tars_done(self) -> int:
         return len(self.done)
 
     @property
-    def lines(self) -> int:
-        return sum(t.lines for t in self.done)
+    def tokens_bytes(self) -> int:
+        return sum(t.size for t in self.done)
 
     @property
-    def error_records(self) -> int:
-        return sum(t.errors + t.tar_errors for t in self.done)
+    def records(self) -> int:
+        """Done tars with a commit record."""
+        return sum(t.has_record for t in self.done)
+
+    @property
+    def lines(self) -> int | None:
+        return sum(t.lines or 0 for t in self.done) if self.counted else None
+
+    @property
+    def error_records(self) -> int | None:
+        if not self.counted:
+            return None
+        return sum((t.errors or 0) + (t.tar_errors or 0) for t in self.done)
 
     @property
     def with_errors(self) -> list[DoneTar]:
-        return [t for t in self.done if t.errors or t.tar_errors]
+        return [t for t in self.done if t.has_errors]
 
     @property
     def partial_tars(self) -> list[str]:
@@ -136,6 +154,9 @@ class OutputStatus:
             "output_dir": str(self.output_dir),
             "tars_done": self.tars_done,
             "formats": self.formats,
+            "tokens_bytes": self.tokens_bytes,
+            "tars_with_records": self.records,
+            "counted": self.counted,
             "lines": self.lines,
             "error_records": self.error_records,
             "tars_with_errors": {
@@ -148,355 +169,179 @@ class OutputStatus:
             "both_formats": self.both_formats,
             "unreadable": {t.tar: t.unreadable for t in self.unreadable},
             "done": {
-                t.tar: {"lines": t.lines, "errors": t.errors, "format": t.format} for t in self.done
+                t.tar: {"lines": t.lines, "errors": t.errors, "format": t.format, "bytes": t.size}
+                for t in self.done
             },
             "summary": self.summary,
+            "claims": [c.to_dict() for c in self.claims],
+            "manifest": self.manifest,
+            "other_fingerprints": self.other_fingerprints,
         }
 
-
-def _walk_files(root: Path, suffix: str) -> Iterator[PurePosixPath]:
-    """Files under ``root`` ending in ``suffix``, relative to it, in sorted order."""
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
-        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
-        for name in sorted(filenames):
-            if name.endswith(suffix):
-                yield rel_dir / name
-
-
-def _done_tar(
-    files: OutputFiles, stem: PurePosixPath, formats: list[str], access: Access | None = None
-) -> DoneTar:
-    output_format = min(formats, key=OUTPUT_FORMATS.index)
-    errors = tar_errors = lines = 0
-    unreadable = None
-    errors_key = PurePosixPath(ERRORS_DIR) / f"{stem}{ERRORS_SUFFIX}"
-    if files.exists(errors_key):
-        found = read_error_keys(files.locate(errors_key), access)
-        errors, tar_errors = len(found.keys) + found.corrupt, found.tar_level
-    try:
-        lines = count_records(files.locate(PurePosixPath(f"{stem}.{output_format}")), access)
-    except UnreadableOutput as exc:
-        unreadable = str(exc)
-    return DoneTar(_tar_name(stem), lines, errors, tar_errors, output_format, unreadable)
-
-
-def _add_done(
-    status: OutputStatus,
-    files: OutputFiles,
-    done: dict[PurePosixPath, list[str]],
-    access: Access | None = None,
-) -> None:
-    for stem in sorted(done, key=lambda p: p.parts):
-        status.done.append(_done_tar(files, stem, done[stem], access))
-        if len(done[stem]) > 1:
-            status.both_formats.append(_tar_name(stem))
-
-
-def _scan_listed(files: ListedFiles, access: Access | None) -> OutputStatus:
-    """``scan_output`` of an output URL, from one listing of its prefix."""
-    status = OutputStatus(files.location)
-    done, error_stems = listed_tokens_stems(files.sizes)
-    _add_done(status, files, done, access)
-    status.orphan_errors = [_tar_name(stem) for stem in error_stems if stem not in done]
-    if files.exists(PurePosixPath(SUMMARY_NAME)):
-        try:
-            status.summary = json.loads(files.store.read_bytes(SUMMARY_NAME))
-        except ValueError as exc:
-            status.summary = {"unreadable": f"{files.store.url_of(SUMMARY_NAME)}: {exc}"}
-    return status
-
-
-def scan_output(output_dir: Location | str, access: Access | None = None) -> OutputStatus:
-    """The state of ``output_dir`` (a directory or URL) from its files alone."""
-    if is_url(output_dir):
-        return _scan_listed(ListedFiles(str(output_dir), access), access)
-    out = Path(output_dir)
-    status = OutputStatus(out)
-    done = local_tokens_stems(out)
-    _add_done(status, LocalFiles(out), done)
-
-    errors_root = out / ERRORS_DIR
-    if errors_root.is_dir():
-        for rel in _walk_files(errors_root, ERRORS_SUFFIX):
-            stem = rel.with_name(strip_suffix(rel.name, ERRORS_SUFFIX))
-            if stem not in done:
-                status.orphan_errors.append(_tar_name(stem))
-
-    partial_root = out / PARTIAL_DIR
-    for sub in ("out", "errors"):
-        root = partial_root / sub
-        if not root.is_dir():
-            continue
-        for rel in _walk_files(root, ".part"):
-            # "X.parquet.<host>-<pid>-<lease>.part" -> "X.parquet" -> "X"
-            final_name = rel.name.rsplit(".", 2)[0]
-            kind = "errors" if sub == "errors" else (format_of(final_name) or "unknown")
-            suffix = ERRORS_SUFFIX if sub == "errors" else f".{kind}"
-            stem = rel.with_name(strip_suffix(final_name, suffix))
-            path = root / rel
-            item = PartialFile(_tar_name(stem), kind, path, path.stat().st_size)
-            (status.stale_partial if stem in done else status.partial).append(item)
-    journal_root = partial_root / "journal"
-    if journal_root.is_dir():
-        status.journals = [
-            _tar_name(rel.with_suffix("")) for rel in _walk_files(journal_root, ".journal")
+    @property
+    def other_fingerprints(self) -> list[str]:
+        """Counted tars whose commit record names another run fingerprint than the
+        manifest's: tokens of another model or precision in this output."""
+        expected = (self.manifest or {}).get("fingerprint")
+        return [
+            t.tar
+            for t in self.done
+            if expected and t.fingerprint is not None and t.fingerprint != expected
         ]
 
-    summary = summary_path(out)
-    if summary.exists():
-        try:
-            status.summary = json.loads(summary.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            status.summary = {"unreadable": f"{summary}: {exc}"}
-    return status
+
+# ---------------------------------------------------------------------- the listing
 
 
-# ---------------------------------------------------------------------- verify
+def _walk(root: Path) -> dict[PurePosixPath, int]:
+    """Every file under ``root``, relative to it -> its size: a local output's listing."""
+    sizes: dict[PurePosixPath, int] = {}
+    for dirpath, _, filenames in os.walk(root):
+        rel_dir = PurePosixPath(Path(dirpath).relative_to(root).as_posix())
+        for name in filenames:
+            try:
+                sizes[rel_dir / name] = os.stat(os.path.join(dirpath, name)).st_size
+            except FileNotFoundError:  # renamed or removed by a run meanwhile
+                continue
+    return sizes
 
 
-@dataclass
-class TarCheck:
-    """One input tar against its output.
+def _listing(files: OutputFiles) -> dict[PurePosixPath, int]:
+    if isinstance(files, ListedFiles):
+        return files.sizes
+    assert isinstance(files, LocalFiles)
+    return _walk(files.root)
 
-    For a problems table: ``tar``, ``expected``, ``lines``, ``error_records``
-    (+ ``tar_errors``), ``lost``, ``duplicates``, ``unknown``, and ``notes()``.
-    """
 
-    tar: str
-    expected: int
-    """Samples in the input tar (before any damage), good or not."""
-    lines: int = 0
-    """Tokens records (lines or rows) with a readable key."""
-    error_records: int = 0
-    """Error records with a sample key."""
-    tar_errors: int = 0
-    formats: list[str] = field(default_factory=list)
-    """Formats of the tar's tokens files (none: output missing; two: a conflict)."""
-    output_missing: bool = False
-    unreadable: str | None = None
-    """Why a tokens file could not be read at all (its samples count as lost)."""
-    input_damage: str | None = None
-    damage_unrecorded: bool = False
-    """The input tar is damaged but the output has no tar-level error record for it."""
-    corrupt_lines: int = 0
-    """Records or error lines without a readable key."""
-    lost_keys: list[str] = field(default_factory=list)
-    duplicate_keys: list[str] = field(default_factory=list)
-    unknown_keys: list[str] = field(default_factory=list)
+def _partial(status: OutputStatus, key: PurePosixPath, size: int) -> PartialFile | None:
+    """The partial file or journal at ``key`` (under ``.partial/`` of a local output):
+    a journal is listed on ``status``; a partial file is returned."""
+    area, rel = key.parts[1], PurePosixPath(*key.parts[2:])
+    if area == "journal" and rel.name.endswith(".journal"):
+        status.journals.append(_tar_name(rel.with_suffix("")))
+        return None
+    if area not in ("out", "errors") or not rel.name.endswith(".part"):
+        return None
+    # "X.parquet.<host>-<pid>-<lease>.part" -> "X.parquet" -> "X"
+    final_name = rel.name.rsplit(".", 2)[0]
+    if area == "errors":
+        kind, suffix = "errors", ERRORS_SUFFIX
+    elif rel.parts[0] == META_DIR:
+        kind, suffix, rel = "meta", META_SUFFIX, PurePosixPath(*rel.parts[1:])
+    else:
+        kind = format_of(final_name) or "unknown"
+        suffix = f".{kind}"
+    stem = rel.with_name(strip_suffix(final_name, suffix))
+    return PartialFile(_tar_name(stem), kind, Path(status.output_dir) / key, size)
 
-    @property
-    def lost(self) -> int:
-        return self.expected if self.output_missing else len(self.lost_keys)
 
-    @property
-    def duplicates(self) -> int:
-        return len(self.duplicate_keys)
-
-    @property
-    def unknown(self) -> int:
-        return len(self.unknown_keys)
-
-    @property
-    def both_formats(self) -> bool:
-        return len(self.formats) > 1
-
-    @property
-    def ok(self) -> bool:
-        return not (
-            self.output_missing
-            or self.unreadable
-            or self.both_formats
-            or self.lost_keys
-            or self.duplicate_keys
-            or self.unknown_keys
-            or self.corrupt_lines
-            or self.damage_unrecorded
+def _from_listing(status: OutputStatus, sizes: dict[PurePosixPath, int]) -> None:
+    done: dict[PurePosixPath, dict[str, int]] = {}
+    error_stems: set[PurePosixPath] = set()
+    record_stems: set[PurePosixPath] = set()
+    partials: list[tuple[PurePosixPath, PartialFile]] = []
+    for key in sorted(sizes, key=lambda p: p.parts):
+        top = key.parts[0] if len(key.parts) > 1 else None
+        rel = PurePosixPath(*key.parts[1:]) if top else key
+        if top == ERRORS_DIR and key.name.endswith(ERRORS_SUFFIX):
+            error_stems.add(rel.with_name(strip_suffix(rel.name, ERRORS_SUFFIX)))
+        elif top == META_DIR and key.name.endswith(META_SUFFIX):
+            record_stems.add(rel.with_name(strip_suffix(rel.name, META_SUFFIX)))
+        elif top == PARTIAL_DIR and len(key.parts) > 2 and isinstance(status.output_dir, Path):
+            part = _partial(status, key, sizes[key])
+            if part is not None:
+                partials.append((PurePosixPath(part.tar).with_suffix(""), part))
+        elif top not in RESERVED_TOP_DIRS and (output_format := format_of(key.name)):
+            stem = key.with_name(strip_suffix(key.name, "." + output_format))
+            done.setdefault(stem, {})[output_format] = sizes[key]
+    for stem, formats in done.items():
+        output_format = min(formats, key=OUTPUT_FORMATS.index)
+        status.done.append(
+            DoneTar(
+                _tar_name(stem),
+                output_format,
+                formats[output_format],
+                has_errors=stem in error_stems,
+                has_record=stem in record_stems,
+            )
         )
-
-    def notes(self, examples: int = 2) -> list[str]:
-        """Short human notes on what is wrong (empty when ok)."""
-        notes = []
-        if self.output_missing:
-            notes.append("no output")
-        if self.unreadable:
-            notes.append(f"output unreadable: {self.unreadable}")
-        if self.both_formats:
-            notes.append(f"done in {' and '.join(self.formats)}: keep one")
-        if self.corrupt_lines:
-            notes.append(f"{self.corrupt_lines} unreadable lines")
-        if self.damage_unrecorded:
-            notes.append(f"input damaged ({self.input_damage}) but not recorded")
-        keys = (self.lost_keys or self.duplicate_keys or self.unknown_keys)[:examples]
-        if keys:
-            notes.append("e.g. " + ", ".join(keys))
-        return notes
-
-    def to_dict(self, max_keys: int = 20) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "ok": self.ok,
-            "expected": self.expected,
-            "lines": self.lines,
-            "error_records": self.error_records,
-            "tar_errors": self.tar_errors,
-            "formats": self.formats,
-            "lost": self.lost,
-        }
-        for name in ("output_missing", "both_formats", "damage_unrecorded"):
-            if getattr(self, name):
-                result[name] = True
-        for name in ("unreadable", "input_damage", "corrupt_lines"):
-            if getattr(self, name):
-                result[name] = getattr(self, name)
-        for name in ("lost_keys", "duplicate_keys", "unknown_keys"):
-            keys = getattr(self, name)
-            if keys:
-                result[name] = keys[:max_keys]
-                if len(keys) > max_keys:
-                    result[name + "_total"] = len(keys)
-        return result
-
-
-@dataclass
-class VerifyReport:
-    input_dir: Location
-    output_dir: Location
-    tars: list[TarCheck]
-    from_index: int = 0
-    to_index: int | None = None
-    recursive: bool = False
-    """The selection of input tars that was checked."""
-
-    @property
-    def ok(self) -> bool:
-        return all(t.ok for t in self.tars)
-
-    @property
-    def missing_tars(self) -> list[str]:
-        return [t.tar for t in self.tars if t.output_missing]
-
-    @property
-    def samples_expected(self) -> int:
-        return sum(t.expected for t in self.tars)
-
-    @property
-    def lost_samples(self) -> int:
-        return sum(t.lost for t in self.tars)
-
-    @property
-    def duplicate_keys(self) -> int:
-        return sum(t.duplicates for t in self.tars)
-
-    @property
-    def unknown_keys(self) -> int:
-        return sum(t.unknown for t in self.tars)
-
-    @property
-    def damaged_inputs(self) -> list[str]:
-        return [t.tar for t in self.tars if t.input_damage]
-
-    @property
-    def problems(self) -> list[TarCheck]:
-        return [t for t in self.tars if not t.ok]
-
-    @property
-    def selection(self) -> str:
-        """The range checked, e.g. "tars [0, end), this directory only"."""
-        end = "end" if self.to_index is None else str(self.to_index)
-        where = "with subdirectories" if self.recursive else "this directory only"
-        return f"tars [{self.from_index}, {end}), {where}"
-
-    def to_dict(self, max_keys: int = 20) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "input_dir": str(self.input_dir),
-            "output_dir": str(self.output_dir),
-            "from_index": self.from_index,
-            "to_index": self.to_index,
-            "recursive": self.recursive,
-            "tars": len(self.tars),
-            "tars_missing_output": self.missing_tars,
-            "samples_expected": self.samples_expected,
-            "lines": sum(t.lines for t in self.tars),
-            "error_records": sum(t.error_records + t.tar_errors for t in self.tars),
-            "lost_samples": self.lost_samples,
-            "duplicate_keys": self.duplicate_keys,
-            "unknown_keys": self.unknown_keys,
-            "damaged_inputs": self.damaged_inputs,
-            "problems": {t.tar: t.to_dict(max_keys) for t in self.problems},
-        }
-
-
-def check_tar(
-    input_dir: Location | str,
-    output_dir: Location | str,
-    tar_path: Location | str,
-    *,
-    files: OutputFiles | None = None,
-    access: Access | None = None,
-) -> TarCheck:
-    """Compare one input tar's sample keys with its output's records and error records.
-
-    Tokens files of every format present are read, so a tar done in both formats
-    shows its samples as duplicates (and ``both_formats``). ``files``: the output's
-    files, when the caller has them already (one listing for many tars).
-    """
-    files = files if files is not None else output_files(as_location(output_dir), access)
-    paths = tar_output_paths(Path("."), input_dir, tar_path)
-    scan = scan_tar(tar_path, access=access)
-    expected = Counter(scan.keys)
-    check = TarCheck(str(paths.rel_tar), scan.count, formats=paths.done_formats(files.exists))
-    if scan.damage is not None:
-        check.input_damage = scan.damage.reason
-    if not check.formats:
-        check.output_missing = True
-        return check
-    found: Counter[str] = Counter()
-    for output_format in check.formats:
-        try:
-            tokens = read_keys(files.locate(paths.rel_tokens_in(output_format)), access)
-        except UnreadableOutput as exc:
-            check.unreadable = f"{paths.rel_tokens_in(output_format)}: {exc}"
-            continue
-        found.update(tokens.keys)
-        check.lines += len(tokens.keys)
-        check.corrupt_lines += tokens.corrupt
-    if files.exists(paths.rel_errors):
-        errors = read_error_keys(files.locate(paths.rel_errors), access)
-        check.tar_errors = errors.tar_level
-        check.corrupt_lines += errors.corrupt
-        check.error_records = len(errors.keys)
-        found.update(errors.keys)
-    check.damage_unrecorded = scan.damage is not None and check.tar_errors == 0
-    for key, n in expected.items():
-        check.lost_keys.extend([key] * max(n - found.get(key, 0), 0))
-    for key, n in found.items():
-        if key not in expected:
-            check.unknown_keys.append(key)
-        elif n > expected[key]:
-            check.duplicate_keys.extend([key] * (n - expected[key]))
-    return check
-
-
-def verify(
-    input_dir: Location | str,
-    output_dir: Location | str,
-    from_index: int = 0,
-    to_index: int | None = None,
-    recursive: bool = False,
-    access: Access | None = None,
-) -> VerifyReport:
-    """Check the selected input tars against ``output_dir``, in either format; either may
-    be a URL (raises InputError like discover_tars)."""
-    input_dir, output_dir = as_location(input_dir), as_location(output_dir)
-    tars = discover_tars(
-        input_dir,
-        from_index,
-        to_index,
-        recursive,
-        reserved_top_dirs=RESERVED_TOP_DIRS,
-        access=access,
+        if len(formats) > 1:
+            status.both_formats.append(_tar_name(stem))
+    status.orphan_errors = sorted(
+        (_tar_name(s) for s in error_stems if s not in done), key=lambda t: PurePosixPath(t).parts
     )
-    files = output_files(output_dir, access)
-    checks = [check_tar(input_dir, output_dir, tar, files=files, access=access) for tar in tars]
-    return VerifyReport(input_dir, output_dir, checks, from_index, to_index, recursive)
+    for stem, part in partials:
+        (status.stale_partial if stem in done else status.partial).append(part)
+
+
+def _summary(files: OutputFiles, sizes: dict[PurePosixPath, int]) -> dict[str, Any] | None:
+    if PurePosixPath(SUMMARY_NAME) not in sizes:
+        return None
+    try:
+        return json.loads(files.read_bytes(PurePosixPath(SUMMARY_NAME)))
+    except ValueError as exc:
+        return {"unreadable": f"{files.locate(PurePosixPath(SUMMARY_NAME))}: {exc}"}
+
+
+def _manifest(files: OutputFiles, sizes: dict[PurePosixPath, int]) -> dict[str, Any] | None:
+    key = PurePosixPath(MANIFEST_NAME)
+    if key not in sizes:
+        return None
+    try:
+        data = json.loads(files.read_bytes(key))
+    except ValueError as exc:
+        return {"unreadable": f"{files.locate(key)}: {exc}"}
+    return data if isinstance(data, dict) else {"unreadable": f"{files.locate(key)}: not an object"}
+
+
+# ---------------------------------------------------------------------- counting
+
+
+def _count(tar: DoneTar, files: OutputFiles, access: Access | None) -> None:
+    """Records (the commit record, else the tokens file) and error records of one tar."""
+    stem = PurePosixPath(tar.tar).with_suffix("")
+    tar.errors = tar.tar_errors = 0
+    if tar.has_errors:
+        errors_key = PurePosixPath(ERRORS_DIR) / f"{stem}{ERRORS_SUFFIX}"
+        found = read_error_keys(files.locate(errors_key), access)
+        tar.errors, tar.tar_errors = len(found.keys) + found.corrupt, found.tar_level
+    if tar.has_record:
+        record_key = PurePosixPath(META_DIR) / f"{stem}{META_SUFFIX}"
+        try:
+            meta = TarMeta.from_bytes(files.read_bytes(record_key))
+        except ValueError as exc:
+            tar.unreadable = f"{record_key}: {exc}"
+        else:
+            tar.fingerprint = meta.fingerprint
+            if meta.format == tar.format:
+                tar.lines = meta.records
+                return
+    try:
+        tar.lines = count_records(files.locate(PurePosixPath(f"{stem}.{tar.format}")), access)
+    except UnreadableOutput as exc:
+        tar.unreadable = str(exc)
+
+
+def scan_output(
+    output_dir: Location | str,
+    access: Access | None = None,
+    *,
+    counts: bool = False,
+    jobs: int = DEFAULT_JOBS,
+    progress: Progress | None = None,
+) -> OutputStatus:
+    """The state of ``output_dir`` (a directory or URL) from one listing of its files;
+    with ``counts``, records and error records per done tar too (``jobs`` tars read at
+    once, ``progress`` told how many are done)."""
+    location = as_location(output_dir)
+    files = output_files(location, access)
+    status = OutputStatus(location)
+    sizes = _listing(files)
+    _from_listing(status, sizes)
+    status.summary = _summary(files, sizes)
+    status.claims = read_claims(location, access)
+    status.manifest = _manifest(files, sizes)
+    if counts:
+        in_parallel(lambda tar: _count(tar, files, access), status.done, jobs, progress)
+        status.counted = True
+    return status

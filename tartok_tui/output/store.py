@@ -5,13 +5,16 @@ or a multipart upload completed after its last part (s3fs aborts it on failure; 
 finalises a resumable upload last; the Hub commits a file in one commit). Nothing
 partial is ever visible under the output prefix.
 
-A failed call is sorted two ways:
+A failed call is sorted by what the store answered (``storage.errors.classify``: the HTTP
+status and error code, never the message's words):
 
-- the store takes no more from us (no space, quota exceeded, read-only, access denied,
-  bucket gone): ``OutputUnavailable``, and the run stops as for a full local disk;
-- anything else (connection refused or reset, 5xx, throttling, timeouts) is retried with
-  backoff (``Access.retry``), then ``StoreUnavailable``: the lease fails uncommitted and
-  the tar is tried again.
+- the store takes no more from us (507, a ``QuotaExceeded``-like code, read-only, access
+  denied, bucket gone): ``OutputUnavailable``, and the run stops as for a full local disk;
+- throttled (429, 503, ``SlowDown``): waited out under the throttling policy (minutes,
+  ``Retry-After`` honoured), then ``StoreUnavailable``;
+- anything else (connection refused or reset, 5xx, timeouts) is retried with backoff
+  (``Access.retry``), then ``StoreUnavailable``: the lease fails uncommitted and the tar
+  is tried again.
 
 No message carries a secret: URLs and error texts go through the redaction helpers.
 """
@@ -21,35 +24,24 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from tartok_tui.output.target import UNAVAILABLE_ERRNOS, OutputUnavailable
+from tartok_tui.output.target import OutputUnavailable
 from tartok_tui.storage import (
     Access,
+    FaultKind,
+    classify,
     filesystem,
-    is_credentials_error,
     redact_text,
     redact_url,
 )
+from tartok_tui.storage.retrying import Retrier
 
 log = logging.getLogger("tartok_tui.output")
 
 T = TypeVar("T")
-
-_QUOTA = re.compile(r"quota", re.IGNORECASE)
-_FULL = re.compile(
-    r"storage ?full|insufficient ?storage|no space|storage limit|disk full|\b507\b", re.IGNORECASE
-)
-_READ_ONLY = re.compile(r"read[- ]?only", re.IGNORECASE)
-_DENIED_CODES = re.compile(
-    r"AccessDenied|AllAccessDisabled|AccountProblem|InvalidAccessKeyId|SignatureDoesNotMatch|"
-    r"ExpiredToken|Forbidden|^403$"
-)
-
 
 _BUGS = (TypeError, AttributeError, NameError, AssertionError, NotImplementedError)
 """A mistake in the program, not a store's hiccup: never retried."""
@@ -81,25 +73,15 @@ def _code(exc: BaseException) -> str:
     return ""
 
 
-def unavailable_errno(exc: BaseException) -> int | None:
-    """The errno meaning "the store takes no more from us" for ``exc``, or None when a
-    retry may mend it."""
+def _precondition_failed(exc: BaseException) -> bool:
+    """The store refused a conditional request because its condition did not hold (412);
+    s3fs turns it into FileExistsError or an EINVAL OSError, keeping botocore's as the cause."""
     for e in _chain(exc):
-        if isinstance(e, OutputUnavailable):
-            return e.errno
-        err = getattr(e, "errno", None)
-        if err in UNAVAILABLE_ERRNOS:
-            return err
-        text = f"{_code(e)} {e}"
-        if _QUOTA.search(text):
-            return errno.EDQUOT
-        if _FULL.search(text):
-            return errno.ENOSPC
-        if _READ_ONLY.search(text):
-            return errno.EROFS
-        if is_credentials_error(e) or _DENIED_CODES.search(_code(e)):
-            return errno.EACCES
-    return None
+        response = getattr(e, "response", None)
+        meta = response.get("ResponseMetadata", {}) if isinstance(response, dict) else {}
+        if _code(e) == "PreconditionFailed" or meta.get("HTTPStatusCode") == 412:
+            return True
+    return False
 
 
 class StoreOutput:
@@ -127,16 +109,16 @@ class StoreOutput:
     def upload(self, local: Path, key: PurePosixPath | str) -> None:
         """Make ``key`` the object holding ``local``'s bytes, whole or not at all."""
         path = self.path(key)
-        self._call("uploading", key, lambda: self.fs.put_file(str(local), path))
+        self.call("uploading", key, lambda: self.fs.put_file(str(local), path))
 
     def put_bytes(self, key: PurePosixPath | str, data: bytes) -> None:
         """Make ``key`` the object holding ``data`` (one PUT)."""
         path = self.path(key)
-        self._call("uploading", key, lambda: self.fs.pipe_file(path, data))
+        self.call("uploading", key, lambda: self.fs.pipe_file(path, data))
 
     def read_bytes(self, key: PurePosixPath | str) -> bytes:
         path = self.path(key)
-        return self._call("reading", key, lambda: self.fs.cat_file(path))
+        return self.call("reading", key, lambda: self.fs.cat_file(path))
 
     def exists(self, key: PurePosixPath | str) -> bool:
         """Whether the object ``key`` exists now (asked of the store, not a cached listing)."""
@@ -150,7 +132,7 @@ class StoreOutput:
                 return False
             return True
 
-        return self._call("checking", key, probe)
+        return self.call("checking", key, probe)
 
     def remove(self, key: PurePosixPath | str) -> None:
         """Delete the object ``key`` if it exists."""
@@ -161,7 +143,7 @@ class StoreOutput:
                 self.fs.rm_file(path)
             self.fs.invalidate_cache(path)
 
-        self._call("removing", key, delete)
+        self.call("removing", key, delete)
 
     def list_keys(self) -> dict[PurePosixPath, int]:
         """Every object under the prefix, key -> size in bytes (one listing; an empty or
@@ -174,7 +156,7 @@ class StoreOutput:
             except FileNotFoundError:
                 return {}
 
-        found = self._call("listing", "", listing)
+        found = self.call("listing", "", listing)
         prefix = self.root + "/"
         return {
             PurePosixPath(name[len(prefix) :]): int(info.get("size") or 0)
@@ -182,42 +164,110 @@ class StoreOutput:
             if name.startswith(prefix) and info.get("type", "file") == "file"
         }
 
+    # -- conditional requests (S3) ----------------------------------------------------------
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the store decides conditional writes itself (S3's If-None-Match / If-Match:
+        412 when the condition fails), so a check and a write are one atomic step."""
+        return self.url.split("://", 1)[0].lower() in ("s3", "s3a")
+
+    def read_tagged(self, key: PurePosixPath | str) -> tuple[bytes, str, float] | None:
+        """(bytes, ETag, last-modified as a Unix time) of ``key``, or None when it is absent.
+
+        The ETag is asked first: should the object change before its bytes are read, a
+        write conditional on that ETag fails, so the pair never passes for a newer state."""
+        path = self.path(key)
+
+        def get() -> tuple[bytes, str, float] | None:
+            self.fs.invalidate_cache(path)
+            try:
+                info = self.fs.info(path)
+                data = self.fs.cat_file(path)
+            except FileNotFoundError:
+                return None
+            return data, str(info["ETag"]), info["LastModified"].timestamp()
+
+        return self.call("reading", key, get)
+
+    def put_if(self, key: PurePosixPath | str, data: bytes, etag: str | None) -> str | None:
+        """Write ``key`` only if it is absent (``etag`` None) or still holds ``etag``; returns
+        the new ETag, or None when the condition failed (the store's 412)."""
+        bucket, name = self._bucket_key(key)
+        condition = {"IfNoneMatch": "*"} if etag is None else {"IfMatch": etag}
+
+        def put() -> str | None:
+            try:
+                reply = self.fs.call_s3(
+                    "put_object", Bucket=bucket, Key=name, Body=data, **condition
+                )
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return None
+                raise
+            finally:
+                self.fs.invalidate_cache(self.path(key))
+            return str(reply["ETag"])
+
+        return self.call("uploading", key, put)
+
+    def remove_if(self, key: PurePosixPath | str, etag: str) -> bool:
+        """Delete ``key`` only if it still holds ``etag``; False when it does not (or is gone)."""
+        bucket, name = self._bucket_key(key)
+
+        def delete() -> bool:
+            try:
+                self.fs.call_s3("delete_object", Bucket=bucket, Key=name, IfMatch=etag)
+            except FileNotFoundError:
+                return False
+            except Exception as exc:
+                if _precondition_failed(exc):
+                    return False
+                raise
+            finally:
+                self.fs.invalidate_cache(self.path(key))
+            return True
+
+        return self.call("removing", key, delete)
+
+    def _bucket_key(self, key: PurePosixPath | str) -> tuple[str, str]:
+        bucket, _, name = self.path(key).partition("/")
+        return bucket, name
+
     # -- retrying --------------------------------------------------------------------------
 
-    def _call(self, action: str, key: PurePosixPath | str, call: Callable[[], T]) -> T:
+    def call(self, action: str, key: PurePosixPath | str, call: Callable[[], T]) -> T:
         """``call()``, retried on errors a retry may mend (see the module doc)."""
         where = self.name + (f"/{key}" if str(key) else "")
-        policy = self.access.retry
-        failure = 0
+        retrier = self.access.retrier()
         while True:
             try:
-                return call()
+                result = call()
             except _BUGS:
                 raise
             except Exception as exc:
-                err = unavailable_errno(exc)
-                if err is not None:
-                    raise OutputUnavailable(err, where, action, reason=self.describe(exc)) from exc
-                if isinstance(exc, FileNotFoundError):
-                    if action != "uploading":
-                        raise
-                    # The bucket (or the Hub repo) is not there: nothing will be written.
-                    raise OutputUnavailable(
-                        errno.ENOENT, where, action, reason=f"not found ({self.describe(exc)})"
-                    ) from exc
-                failure += 1
-                if failure >= policy.tries:
-                    raise StoreUnavailable(
-                        f"{action} {where} failed after {failure} tries: {self.describe(exc)}"
-                    ) from exc
-                delay = policy.delay(failure)
-                log.warning(
-                    "%s %s failed (%s); retry %d/%d in %.1f s",
-                    action,
-                    where,
-                    self.describe(exc),
-                    failure,
-                    policy.tries - 1,
-                    delay,
-                )
-                time.sleep(delay)
+                self._failed(exc, retrier, action, where)
+                continue
+            retrier.succeeded()
+            return result
+
+    def _failed(self, exc: Exception, retrier: Retrier, action: str, where: str) -> None:
+        """After a failed try: sleep and return (retry), or raise."""
+        fault = classify(exc)
+        if fault.kind == FaultKind.EXHAUSTED:
+            retrier.succeeded()
+            err = fault.errno if fault.errno is not None else errno.EIO
+            reason = f"{fault.said}: {self.describe(exc)}"
+            raise OutputUnavailable(err, where, action, reason=reason) from exc
+        if fault.kind == FaultKind.MISSING:
+            retrier.succeeded()
+            if action != "uploading":
+                raise exc
+            # The bucket (or the Hub repo) is not there: nothing will be written.
+            raise OutputUnavailable(
+                errno.ENOENT, where, action, reason=f"not found ({self.describe(exc)})"
+            ) from exc
+        if not retrier.retry(fault, where, action, self.describe(exc)):
+            raise StoreUnavailable(
+                f"{action} {where} failed{retrier.spent(fault)}: {self.describe(exc)}"
+            ) from exc

@@ -9,8 +9,8 @@ each with one upload. ``LocalTarget`` keeps every local-filesystem specific here
 the ``.partial/`` directory, fsync of data, atomic rename, fsync of the directory.
 
 A full or read-only output is not the tar's fault: every OSError with ENOSPC,
-EDQUOT or EROFS becomes ``OutputUnavailable``, naming the path and what was
-being done.
+EDQUOT or EROFS (``storage.EXHAUSTED_ERRNOS``) becomes ``OutputUnavailable``, naming
+the path and what was being done.
 """
 
 from __future__ import annotations
@@ -23,13 +23,7 @@ from pathlib import Path, PurePosixPath
 from typing import Protocol
 
 from tartok_tui.output.paths import partial_path
-
-UNAVAILABLE_ERRNOS: dict[int, str] = {
-    errno.ENOSPC: "no space left on the device",
-    errno.EDQUOT: "disk quota exceeded",
-    errno.EROFS: "read-only file system",
-}
-"""Errors that mean the output cannot take more data: stop the run, not the tar."""
+from tartok_tui.storage.errors import EXHAUSTED_ERRNOS, Fault, FaultKind
 
 WRITE_BUFFER = 1 << 20
 """Bytes a partial file collects before writing them out."""
@@ -47,10 +41,15 @@ class OutputUnavailable(OSError):
     def __init__(
         self, err: int, path: Path | str, action: str, cleanup: str = "", reason: str = ""
     ) -> None:
-        super().__init__(err, reason or UNAVAILABLE_ERRNOS.get(err, os.strerror(err)), str(path))
+        super().__init__(err, reason or EXHAUSTED_ERRNOS.get(err, os.strerror(err)), str(path))
         self.action = action
         self.cleanup = cleanup
         self.reason = reason
+
+    @property
+    def fault(self) -> Fault:
+        """Already classified: the output takes no more (see ``storage.classify``)."""
+        return Fault(FaultKind.EXHAUSTED, errno=self.errno)
 
     @property
     def errno_name(self) -> str:
@@ -73,7 +72,7 @@ def output_op(path: Path | str, action: str) -> Iterator[None]:
     except OutputUnavailable:
         raise
     except OSError as exc:
-        if exc.errno in UNAVAILABLE_ERRNOS:
+        if exc.errno in EXHAUSTED_ERRNOS:
             raise OutputUnavailable(exc.errno, path, action) from exc
         raise
 
@@ -136,6 +135,13 @@ class PartialFile:
             view.release()
         self._buffer = bytearray()
 
+    def touch(self) -> None:
+        """Set the file's modification time to now (the file server's clock on NFS): its
+        age tells a sweeper whether a writer still holds it (see paths.PARTIAL_MAX_AGE_S)."""
+        if self._fd is not None:
+            with output_op(self.path, "touching"):
+                self.target._touch(self._fd)
+
     def sync(self) -> None:
         """Everything written so far is on disk."""
         self.flush()
@@ -158,8 +164,9 @@ class PartialFile:
 
 class LocalTarget:
     """Partial files under ``OUTPUT/.partial/``, published by fsync + atomic rename + fsync
-    of the directory. The ``_open``/``_write``/``_fsync``/``_replace``/``_unlink``/``_mkdir``
-    seams are the only calls that change the disk, so a test can make them fail like a full disk."""
+    of the directory. The ``_open``/``_write``/``_fsync``/``_touch``/``_replace``/``_unlink``/
+    ``_mkdir`` seams are the only calls that change the disk, so a test can make them fail like
+    a full disk."""
 
     def __init__(self, output_dir: Path | str) -> None:
         self.output_dir = Path(output_dir)
@@ -212,6 +219,9 @@ class LocalTarget:
 
     def _fsync(self, fd: int) -> None:
         os.fsync(fd)
+
+    def _touch(self, fd: int) -> None:
+        os.utime(fd)
 
     def _sync_dir(self, path: Path) -> None:
         fd = os.open(path, os.O_RDONLY)

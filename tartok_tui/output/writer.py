@@ -22,6 +22,7 @@ says). It is not the tar's fault: do not record it as one.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from tartok_tui.output.parquet import write_parquet as _write_parquet
 from tartok_tui.output.paths import (
     DEFAULT_FORMAT,
     OUTPUT_FORMATS,
+    PARTIAL_TOUCH_S,
     TarOutputPaths,
     partial_suffix,
     tar_output_paths,
@@ -207,6 +209,7 @@ class TarWriter:
             _ParquetTokens(part, fingerprint) if output_format == "parquet" else _JsonlTokens(part)
         )
         self._errors_part: PartialFile | None = None
+        self._touched = time.monotonic()
 
     # ------------------------------------------------------------------ adding
 
@@ -247,6 +250,7 @@ class TarWriter:
         self._pending_keys[index] = key
         try:
             self._drain()
+            self._keep_fresh()
         except OutputUnavailable as exc:
             self._abort_after(exc)
             raise
@@ -269,6 +273,18 @@ class TarWriter:
                 self._tokens.write(item)
                 self.lines += 1
             self._next_index += 1
+
+    def _keep_fresh(self) -> None:
+        """Touch the partial files every PARTIAL_TOUCH_S while results come in: their age
+        is how a run sweeping the output tells a live writer from a dead one, and writes
+        alone would not show it (Parquet writes at commit, JSONL every WRITE_BUFFER)."""
+        now = time.monotonic()
+        if now - self._touched < PARTIAL_TOUCH_S:
+            return
+        self._touched = now
+        for part in (self._tokens.part, self._errors_part):
+            if part is not None:
+                part.touch()
 
     def _error_part(self) -> PartialFile:
         if self._errors_part is None:

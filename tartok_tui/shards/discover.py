@@ -65,6 +65,10 @@ class Discovery:
     """The selected shards, absolute: Paths for a local directory, URL strings for a URL."""
     ignored: list[str] = field(default_factory=list)
     """Shard-like files not read, relative to the input, sorted."""
+    listed: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """For a URL input: each selected shard's URL -> its entry in the listing (size, ETag),
+    so that what a shard is now is known without a request per shard. Empty for a
+    local directory."""
 
 
 def _walk_local(root: Path, recursive: bool) -> list[PurePosixPath]:
@@ -93,26 +97,27 @@ def _walk_local(root: Path, recursive: bool) -> list[PurePosixPath]:
 
 def _list(
     input_dir: str | os.PathLike[str], recursive: bool, access: Access | None
-) -> tuple[list[PurePosixPath], Any]:
-    """(files relative to the input, the root to put before them)."""
+) -> tuple[dict[PurePosixPath, dict[str, Any]], Any]:
+    """(files relative to the input -> their listing entries (empty locally), the root to
+    put before them)."""
     if is_url(input_dir):
         from tartok_tui.storage import StorageError, list_files, redact_url
 
         url = str(input_dir).rstrip("/")
         try:
-            rels = list_files(url, recursive=recursive, access=access)
+            entries = list_files(url, recursive=recursive, access=access)
         except FileNotFoundError:
             raise InputError(f"nothing found at {redact_url(url)}") from None
         except (StorageError, OSError) as exc:
             raise InputError(f"cannot list {redact_url(url)}: {exc}") from exc
-        return [PurePosixPath(r) for r in rels], url
+        return {PurePosixPath(rel): entry for rel, entry in entries.items()}, url
     root = Path(os.path.abspath(input_dir))
     if not root.exists():
         raise InputError(f"input directory does not exist: {input_dir}")
     if not root.is_dir():
         raise InputError(f"input path is not a directory: {input_dir}")
     try:
-        return _walk_local(root, recursive), root
+        return {rel: {} for rel in _walk_local(root, recursive)}, root
     except OSError as exc:
         raise InputError(f"cannot list input directory {input_dir}: {exc}") from exc
 
@@ -155,7 +160,9 @@ def discover_shards(
     ignored = sorted(rel.as_posix() for rel in files if looks_like_a_shard(rel.name))
     _check(rels, reserved_top_dirs)
     selected = rels[from_index:to_index]
-    return Discovery([join(root, rel.as_posix()) for rel in selected], ignored)
+    tars = [join(root, rel.as_posix()) for rel in selected]
+    listed = {str(t): files[rel] for t, rel in zip(tars, selected, strict=True) if is_url(t)}
+    return Discovery(tars, ignored, listed)
 
 
 def no_tars_message(

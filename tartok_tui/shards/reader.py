@@ -28,6 +28,9 @@ The contract for a caller (the worker):
    file raises its OSError. Neither says anything about the tar: do not commit it.
 4. A JSON member over ``max_json_bytes`` or an audio member over ``max_audio_bytes`` is not
    read at all; its sample comes with a ``problem``.
+5. A JSON member that cannot be parsed (whatever the parser raises, MemoryError aside) or
+   whose metadata could not be written out gives its sample a ``problem``: one member's
+   content never ends the iteration.
 
 :func:`scan_tar` lists the keys both ways yield (they agree) from the headers alone, for the
 progress count and ``verify``.
@@ -35,12 +38,13 @@ progress count and ``verify``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import tarfile
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tartok_tui.config import DEFAULT_AUDIO_EXTS
 from tartok_tui.shards.compression import compression, spool
@@ -50,6 +54,7 @@ from tartok_tui.shards.items import Sample, TarDamage, Ungrouped
 from tartok_tui.shards.tario import ByteSource, is_damage, open_seekable, open_stream
 from tartok_tui.storage.errors import InputUnavailable
 from tartok_tui.storage.reading import Access, open_input
+from tartok_tui.storage.urls import is_url
 
 __all__ = [
     "DEFAULT_AUDIO_EXTS",
@@ -69,6 +74,11 @@ __all__ = [
 
 DEFAULT_MAX_JSON_BYTES = 64 << 20
 DEFAULT_MAX_AUDIO_BYTES = 2 << 30
+HEADER_WINDOW = 4 << 10
+"""Bytes a ranged header scan fetches from a header on: the header (512), a small member
+(JSON metadata of up to ~3 KiB) and the next header, in one request."""
+MAX_JSON_DEPTH = 100
+"""JSON metadata nested deeper than this is a sample's problem (see :func:`_unwritable`)."""
 
 Location = str | os.PathLike[str]
 """A local path, or a URL string (``s3://...``): URLs are never turned into Paths."""
@@ -82,10 +92,62 @@ class TarScan:
     damage: TarDamage | None = None
     grouped: bool = True
     """False when streaming would stop with Ungrouped (the keys are then the indexed read's)."""
+    compressed: bool = False
+    """The tar is compressed: its headers were found by reading all of it through."""
 
     @property
     def count(self) -> int:
         return len(self.keys)
+
+
+def _metadata(raw: bytes) -> tuple[dict | None, str | None]:
+    """A JSON member's metadata, or why the sample has none it can use.
+
+    Whatever parsing raises is this member's problem alone (json.loads raises
+    RecursionError, not ValueError, for deep nesting), except MemoryError: the host's,
+    not the sample's. Metadata parsed is also checked to be writable by every output
+    format, so that it cannot fail its whole tar at the writer."""
+    try:
+        parsed = json.loads(raw)
+    except MemoryError:
+        raise
+    except Exception as exc:
+        detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+        return None, f"invalid JSON: {detail}"
+    if not isinstance(parsed, dict):
+        return None, f"JSON metadata is a {type(parsed).__name__}, not an object"
+    problem = _unwritable(parsed)
+    if problem is not None:
+        return None, f"unwritable JSON metadata: {problem}"
+    return parsed, None
+
+
+def _unwritable(value: dict | list) -> str | None:
+    """Why parsed JSON cannot be written back out, or None.
+
+    Nested deeper than MAX_JSON_DEPTH: encoders recurse per level from wherever they are
+    called, so what json.loads just managed may fail later at the writer. A string that
+    is not valid Unicode (a lone surrogate from a ``\\ud800`` escape) cannot be UTF-8.
+    Walked with a stack, not recursion, for the same reason."""
+    stack: list[tuple[dict | list, int]] = [(value, 1)]
+    while stack:
+        container, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            return f"nested deeper than {MAX_JSON_DEPTH} levels"
+        items = (
+            itertools.chain.from_iterable(container.items())
+            if isinstance(container, dict)
+            else container
+        )
+        for item in items:
+            if isinstance(item, str):
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"a string that is not valid Unicode: {item[:40]!r}"
+            elif isinstance(item, (dict, list)):
+                stack.append((item, depth + 1))
+    return None
 
 
 def _sample(group: Group, index: int, wants: Wants) -> Sample:
@@ -97,15 +159,9 @@ def _sample(group: Group, index: int, wants: Wants) -> Sample:
     elif isinstance(raw, Refused):
         problems.append(raw.reason)
     else:
-        try:
-            parsed = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            problems.append(f"invalid JSON: {exc}")
-        else:
-            if isinstance(parsed, dict):
-                meta = parsed
-            else:
-                problems.append(f"JSON metadata is a {type(parsed).__name__}, not an object")
+        meta, problem = _metadata(raw)
+        if problem is not None:
+            problems.append(problem)
     audio: bytes | None = None
     audio_ext: str | None = None
     found = next((ext for ext in wants.audio_exts if ext in group.members), None)
@@ -240,24 +296,37 @@ def iter_samples(
         groups.close()
 
 
-def scan_tar(tar: Location, *, access: Access | None = None) -> TarScan:
+def scan_tar(tar: Location, *, access: Access | None = None, ranged: bool = False) -> TarScan:
     """The keys :func:`iter_samples` yields, from member headers alone.
 
     For a grouped tar, the streamed keys; for one that is not, the indexed read's (which the
     worker ends up doing). An uncompressed tar's headers are reached by seeking over the
     data (one read per member header locally); a compressed one is read through.
+
+    On object storage an uncompressed tar is read ahead like a stream (``access``), so
+    members smaller than the read-ahead are downloaded with the headers; ``ranged`` reads
+    each header with a ranged request of HEADER_WINDOW bytes instead, which also holds a
+    small member (a JSON) and the header after it: about one request per sample and a few
+    KiB of a sample's hundreds. A compressed tar is streamed either way (``compressed``).
     """
-    with open_input(tar, sequential=True, access=access) as raw:
-        index = _index(raw, open_seekable if compression(raw) is None else open_stream)
+    opened = replace(access or Access(), read_ahead=HEADER_WINDOW) if ranged else access
+    with open_input(tar, sequential=True, access=opened) as raw:
+        kind = compression(raw)
+        index = _index(raw, open_seekable) if kind is None else None
+        if index is None and not (ranged and is_url(tar)):
+            index = _index(raw, open_stream)
+    if index is None:  # a compressed tar opened for ranged reads: stream it instead
+        with open_input(tar, sequential=True, access=access) as raw:
+            index = _index(raw, open_stream)
     if isinstance(index, TarDamage):
-        return TarScan([], index)
+        return TarScan([], index, compressed=kind is not None)
     keys = list(index.groups)
     damage = None
     if index.damage is not None:
         damage = TarDamage(len(keys), index.damage)
     elif not keys:
         damage = TarDamage(0, EMPTY)
-    return TarScan(keys, damage, index.grouped)
+    return TarScan(keys, damage, index.grouped, compressed=kind is not None)
 
 
 def count_samples(tar: Location, *, access: Access | None = None) -> int:

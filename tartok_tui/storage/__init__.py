@@ -7,9 +7,13 @@ are retried, :mod:`tartok_tui.storage.filesystems` for credentials, and
 """
 
 from tartok_tui.storage.errors import (
+    EXHAUSTED_ERRNOS,
     BackendMissing,
+    Fault,
+    FaultKind,
     InputUnavailable,
     StorageError,
+    classify,
     is_credentials_error,
 )
 from tartok_tui.storage.filesystems import BACKENDS, filesystem, filesystem_class
@@ -19,9 +23,14 @@ from tartok_tui.storage.reading import (
     Access,
     LocalInput,
     RemoteInput,
+    open_input,
+)
+from tartok_tui.storage.retrying import (
+    Retrier,
     RetryEvent,
     RetryPolicy,
-    open_input,
+    ThrottleGauge,
+    ThrottlePolicy,
 )
 from tartok_tui.storage.urls import (
     Location,
@@ -39,17 +48,24 @@ from tartok_tui.storage.urls import (
 __all__ = [
     "BACKENDS",
     "DEFAULT_READ_AHEAD",
+    "EXHAUSTED_ERRNOS",
     "Access",
     "BackendMissing",
+    "Fault",
+    "FaultKind",
     "InputUnavailable",
     "LocalInput",
     "Location",
     "RedactingFormatter",
     "RemoteInput",
+    "Retrier",
     "RetryEvent",
     "RetryPolicy",
     "StorageError",
+    "ThrottleGauge",
+    "ThrottlePolicy",
     "as_location",
+    "classify",
     "filesystem",
     "filesystem_class",
     "is_credentials_error",

@@ -3,24 +3,30 @@ for a damaged file.
 
 A remote object is read through a file object with bounded read-ahead (never downloaded
 whole first). A read that fails for a transient reason (connection reset or refused, 5xx,
-throttling, timeout, a body cut short) is retried from the offset reached, on a fresh file
-object, with exponential backoff and a bounded number of tries; then InputUnavailable. Every
-read returns exactly the bytes asked for (up to the object's end) or raises: a short read
-would look like a truncated tar.
+timeout, a body cut short) is retried from the offset reached, on a fresh file object,
+with exponential backoff and a bounded number of tries; a throttled read (429, 503
+SlowDown) waits under the throttling policy (minutes, see ``storage.retrying``); then
+InputUnavailable. Every read returns exactly the bytes asked for (up to the object's end)
+or raises: a short read would look like a truncated tar.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import random
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from tartok_tui.storage.errors import InputUnavailable, is_credentials_error
+from tartok_tui.storage.errors import FaultKind, InputUnavailable, classify
 from tartok_tui.storage.filesystems import filesystem
+from tartok_tui.storage.retrying import (
+    Retrier,
+    RetryEvent,
+    RetryPolicy,
+    ThrottleGauge,
+    ThrottlePolicy,
+)
 from tartok_tui.storage.urls import is_url, redact_text, redact_url
 
 log = logging.getLogger("tartok_tui.storage")
@@ -29,41 +35,8 @@ DEFAULT_READ_AHEAD = 8 << 20
 """Bytes fetched past a sequential read: one ranged GET per 8 MiB of tar."""
 _RANGE_CHUNK = 8 << 20
 """The most bytes one ranged request asks for (a failure retries no more than this)."""
-_FATAL = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-"""Errors no retry mends: the object is gone or forbidden."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How often and how patiently a failed read is retried (defaults: 8 tries, ~50 s)."""
-
-    tries: int = 8
-    first_delay_s: float = 0.5
-    max_delay_s: float = 20.0
-
-    def delay(self, failure: int) -> float:
-        """Seconds to wait after the ``failure``-th failure in a row (jittered, so that many
-        workers hit by one outage do not come back at the same instant)."""
-        base = min(self.max_delay_s, self.first_delay_s * 2 ** (failure - 1))
-        return base * random.uniform(0.5, 1.0)
-
-
-@dataclass(frozen=True)
-class RetryEvent:
-    """A failed read about to be retried (secrets already removed)."""
-
-    url: str
-    offset: int
-    failure: int
-    tries: int
-    error: str
-    delay_s: float
-
-    def __str__(self) -> str:
-        return (
-            f"reading {self.url} at byte {self.offset} failed ({self.error}); "
-            f"retry {self.failure}/{self.tries - 1} in {self.delay_s:.1f} s"
-        )
+_MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+"""The object is not there (or not an object): raised as they are."""
 
 
 def _log_retry(event: RetryEvent) -> None:
@@ -76,11 +49,18 @@ class Access:
 
     options: Mapping[str, Any] = field(default_factory=dict)
     """fsspec storage options (``--storage-options``); never logged."""
-    retry: RetryPolicy = RetryPolicy()
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     read_ahead: int = DEFAULT_READ_AHEAD
     parallel_reads: int = 8
     """Byte ranges read at once when reading scattered members (one request each)."""
     on_retry: Callable[[RetryEvent], None] = _log_retry
+    throttle: ThrottlePolicy = field(default_factory=ThrottlePolicy)
+    gauge: ThrottleGauge | None = None
+    """Where calls waiting on a throttled store are shown (the worker's heartbeat)."""
+
+    def retrier(self) -> Retrier:
+        """A new streak of failures for one call (see ``storage.retrying``)."""
+        return Retrier(self.retry, self.throttle, self.on_retry, self.gauge)
 
 
 class LocalInput:
@@ -183,31 +163,29 @@ class RemoteInput:
     # -- retrying ------------------------------------------------------------------------
 
     def _retrying(self, attempt: Callable[[], Any], *, missing_raises: bool = False) -> Any:
-        failure = 0
+        retrier = self._access.retrier()
         while True:
             try:
-                return attempt()
+                result = attempt()
             except Exception as exc:
-                failure += 1
-                self._failed(exc, failure, 0, missing_raises)
+                self._failed(exc, retrier, 0, missing_raises)
+                continue
+            retrier.succeeded()
+            return result
 
     def _failed(
-        self, exc: Exception, failure: int, offset: int, missing_raises: bool = False
+        self, exc: Exception, retrier: Retrier, offset: int, missing_raises: bool = False
     ) -> None:
-        """After the ``failure``-th failure in a row: sleep and return (retry), or raise."""
-        if isinstance(exc, _FATAL) or is_credentials_error(exc):
-            if missing_raises and isinstance(exc, _FATAL):
+        """After a failed try: sleep and return (retry), or raise."""
+        fault = classify(exc)
+        if isinstance(exc, _MISSING) or fault.kind == FaultKind.MISSING:
+            retrier.succeeded()  # the streak ends here
+            if missing_raises and isinstance(exc, _MISSING):
                 raise exc
             raise self._unavailable(exc, offset, "") from exc
-        policy = self._access.retry
-        if failure >= policy.tries:
-            raise self._unavailable(exc, offset, f" after {failure} tries") from exc
-        delay = policy.delay(failure)
+        if not retrier.retry(fault, self.name, "reading", self._describe(exc), offset):
+            raise self._unavailable(exc, offset, retrier.spent(fault)) from exc
         self.retries += 1
-        self._access.on_retry(
-            RetryEvent(self.name, offset, failure, policy.tries, self._describe(exc), delay)
-        )
-        time.sleep(delay)
 
     def _describe(self, exc: BaseException) -> str:
         return redact_text(f"{type(exc).__name__}: {exc}", self._access.options)
@@ -230,7 +208,7 @@ class RemoteInput:
     def read(self, size: int | None = -1) -> bytes:
         end = self.size if size is None or size < 0 else min(self.size, self._pos + size)
         chunks: list[bytes] = []
-        failure = 0
+        retrier = self._access.retrier()
         while self._pos < end:
             try:
                 if self._file is None:
@@ -240,13 +218,12 @@ class RemoteInput:
                 if not data:
                     raise _CutShort(f"the body ended at byte {self._pos} of {self.size}")
             except Exception as exc:
-                failure += 1
                 self._discard()
-                self._failed(exc, failure, self._pos)
+                self._failed(exc, retrier, self._pos)
                 continue
             chunks.append(data)
             self._pos += len(data)
-            failure = 0
+            retrier.succeeded()
         return b"".join(chunks)
 
     def read_range(self, offset: int, size: int) -> bytes:
@@ -254,7 +231,7 @@ class RemoteInput:
         8 MiB, from any thread; retried like :meth:`read`."""
         end = min(self.size, offset + size)
         chunks: list[bytes] = []
-        failure = 0
+        retrier = self._access.retrier()
         while offset < end:
             stop = min(end, offset + _RANGE_CHUNK)
             try:
@@ -262,12 +239,11 @@ class RemoteInput:
                 if not data:
                     raise _CutShort(f"the body ended at byte {offset} of {self.size}")
             except Exception as exc:
-                failure += 1
-                self._failed(exc, failure, offset)
+                self._failed(exc, retrier, offset)
                 continue
             chunks.append(data)
             offset += len(data)
-            failure = 0
+            retrier.succeeded()
         return b"".join(chunks)
 
     def readinto(self, buffer: Any) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,8 @@ class Placement:
     """Environment overrides for the worker process."""
     resources: dict[str, float] = field(default_factory=dict)
     """What the worker asks a cluster scheduler for (Ray resources); empty on one machine."""
+    gpu_sharers: int = 1
+    """Workers that may share this worker's GPU, itself included (1 on the CPU)."""
 
 
 def available_cores() -> int:
@@ -193,13 +196,20 @@ def plan_slots(
     else:
         threads = max(1, cores // n)
     physical = _physical_ids(n_visible_gpus, parent_env)
+    # More slots than procs_per_gpu x GPUs wrap around: count who really shares each GPU.
+    slot_gpus = (
+        [gpus[(slot // config.procs_per_gpu) % len(gpus)] for slot in range(n)] if gpus else []
+    )
+    sharers = Counter(slot_gpus)
     placements = []
     for slot in range(n):
         env = thread_env(threads)
         if gpus:
-            gpu = gpus[(slot // config.procs_per_gpu) % len(gpus)]
+            gpu = slot_gpus[slot]
             env["CUDA_VISIBLE_DEVICES"] = physical[gpu]
-            placements.append(Placement(slot, f"cuda:{gpu}", "cuda:0", threads, env))
+            placements.append(
+                Placement(slot, f"cuda:{gpu}", "cuda:0", threads, env, gpu_sharers=sharers[gpu])
+            )
         else:
             env["CUDA_VISIBLE_DEVICES"] = ""
             placements.append(Placement(slot, "cpu", "cpu", threads, env))

@@ -1,7 +1,9 @@
 """Everything checked before any worker starts: options, tars, output, model dir, placement.
 
-A failure raises ``ConfigError`` (the CLI exits 2). Runs without torch: model checks
-that need it happen in a short-lived subprocess.
+A failure raises ``ConfigError`` (the CLI exits 2), or ``OutputRefused`` when an output
+URL refuses the write check for a reason no retry mends (exit 4, as when the output fills
+up later). Runs without torch: model checks that need it happen in a short-lived
+subprocess.
 """
 
 from __future__ import annotations
@@ -10,15 +12,19 @@ import contextlib
 import os
 import socket
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from tartok_tui.config import ConfigError, Precision, RunConfig
+from tartok_tui.exit_codes import ExitCode
 from tartok_tui.output.manifest import MANIFEST_NAME, Manifest, build_manifest, read_manifest
 from tartok_tui.output.paths import LOGS_DIR, RESERVED_TOP_DIRS, tar_output_paths
 from tartok_tui.storage import (
     Access,
     Location,
+    RetryEvent,
     StorageError,
     as_location,
     filesystem_class,
@@ -28,6 +34,21 @@ from tartok_tui.storage import (
     scheme,
 )
 from tartok_tui.supervisor.placement import Placement, plan_slots
+
+if TYPE_CHECKING:
+    from tartok_tui.output.claim import OutputClaim
+
+
+class OutputRefused(ConfigError):
+    """The output URL refuses the write check: full, over its quota, read-only, access
+    denied, bucket missing. Not a bad argument: the run exits as it would if the output
+    refused a tar's files later."""
+
+    exit_code = ExitCode.OUTPUT_UNAVAILABLE
+
+
+Report = Callable[[str], None]
+"""Where validation says what it is waiting for (a throttled store's retries)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +63,8 @@ class ValidatedRun:
     output_manifest: Manifest | None = None
     """The manifest the output already had (None: a new output, or one written before
     manifests existed)."""
+    claim: OutputClaim | None = None
+    """This run's claim on its tars in the output, once taken (``claim_tars``)."""
 
 
 def check_options(config: RunConfig) -> None:
@@ -83,12 +106,37 @@ def check_backends(config: RunConfig) -> None:
                 raise ConfigError(f"{option}: {exc}") from exc
 
 
+def check_hub_batching(config: RunConfig) -> None:
+    """An ``hf://`` output is committed by the supervisor from the files its workers staged
+    in the spool: on a cluster every node must stage where the driver can read."""
+    from tartok_tui.output.hub_commit import commits_in_batches
+
+    batched = commits_in_batches(config.output_dir)
+    if config.ray_address is not None and batched and config.spool_dir is None:
+        raise ConfigError(
+            "--ray-address with an hf:// output: the driver commits the files the "
+            "workers stage in the spool, so give --spool-dir a folder every node shares"
+        )
+
+
 def _check_input_dir(config: RunConfig) -> None:
     if not is_url(config.input_dir) and not Path(config.input_dir).is_dir():
         raise ConfigError(f"input directory does not exist: {config.input_dir}")
 
 
-def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
+def _told(report: Report | None, what: str) -> Callable[[RetryEvent], None]:
+    """An ``on_retry`` that says each retry (``what``: the check) where validation reports."""
+
+    def retried(event: RetryEvent) -> None:
+        if report is not None:
+            report(f"{what}: {event}")
+
+    return retried
+
+
+def find_tars(
+    config: RunConfig, report: Report | None = None
+) -> tuple[list[Location], tuple[str, ...]]:
     """The tars in the run's range, and the shard-like files that are not read."""
     from tartok_tui.shards.discover import InputError, discover_shards, no_tars_message
 
@@ -100,7 +148,7 @@ def find_tars(config: RunConfig) -> tuple[list[Location], tuple[str, ...]]:
             config.to_index,
             config.recursive,
             reserved_top_dirs=RESERVED_TOP_DIRS,
-            access=Access(options=config.storage_options),
+            access=Access(options=config.storage_options, on_retry=_told(report, "input")),
         )
     except InputError as exc:
         raise ConfigError(redact_text(str(exc), config.storage_options)) from exc
@@ -170,31 +218,75 @@ def check_writable(path: Path, what: str) -> None:
         raise ConfigError(f"{what} is not writable: {path} ({exc})") from exc
 
 
-def check_store_writable(config: RunConfig) -> None:
+def check_store_writable(config: RunConfig, report: Report | None = None) -> None:
     """An output URL takes an object: one small upload, deleted at once, under the
-    output's reserved ``logs/`` folder (never mistaken for a tar's output)."""
+    output's reserved ``logs/`` folder (never mistaken for a tar's output). A throttled
+    store is waited for (each retry is reported); a refusal raises OutputRefused."""
     from tartok_tui.output.store import StoreOutput
+    from tartok_tui.output.target import OutputUnavailable
 
     probe = PurePosixPath(LOGS_DIR) / f".write-check-{socket.gethostname()}-{os.getpid()}"
     where = redact_location(config.output_dir)
     try:
-        store = StoreOutput(str(config.output_dir), Access(options=config.storage_options))
+        access = Access(options=config.storage_options, on_retry=_told(report, "write check"))
+        store = StoreOutput(str(config.output_dir), access)
         store.put_bytes(probe, b"tartok-tui write check\n")
         store.remove(probe)
+    except OutputUnavailable as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise OutputRefused(f"output {where} refuses writes: {reason}") from exc
     except (OSError, StorageError) as exc:
         reason = redact_text(str(exc), config.storage_options)
         raise ConfigError(f"output {where} is not writable: {reason}") from exc
 
 
-def validate(config: RunConfig, tars: list[Location] | None = None) -> ValidatedRun:
+def claim_tars(
+    config: RunConfig, tars: list[Location], report: Report | None = None
+) -> OutputClaim:
+    """Claim the run's tars in the output (the last check: nothing else may fail after it
+    without releasing the claim). ClaimRefused while another live run writes any of them;
+    OutputRefused (exit 4) when the output refuses the claim's write; ``report``: told of
+    each retry (a throttled store)."""
+    from tartok_tui.output.claim import OutputClaim, Selection, claim_store
+    from tartok_tui.output.target import OutputUnavailable
+
+    input_dir = config.input_dir
+    # One spelling per input, so runs naming it differently still compete for its tars.
+    where = (
+        redact_location(input_dir).rstrip("/") if is_url(input_dir) else os.path.realpath(input_dir)
+    )
+    selection = Selection(
+        input=where,
+        recursive=config.recursive,
+        first=config.from_index,
+        end=config.from_index + len(tars),
+    )
+    access = Access(options=config.storage_options, on_retry=_told(report, "claim"))
+    where = redact_location(config.output_dir)
+    try:
+        store = claim_store(config.output_dir, access)
+        return OutputClaim.acquire(store, selection, take_over=config.take_over)
+    except OutputUnavailable as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise OutputRefused(f"cannot claim the output {where}: {reason}") from exc
+    except (OSError, StorageError) as exc:
+        reason = redact_text(str(exc), config.storage_options)
+        raise ConfigError(f"cannot claim the output {where}: {reason}") from exc
+
+
+def validate(
+    config: RunConfig, tars: list[Location] | None = None, report: Report | None = None
+) -> ValidatedRun:
     """Check every argument before any worker starts; raises ConfigError.
 
-    ``tars``: the tar list an earlier validation found (it is not searched again)."""
+    ``tars``: the tar list an earlier validation found (it is not searched again);
+    ``report``: told of each retry of the output's write check (a throttled store)."""
     check_options(config)
     check_backends(config)
+    check_hub_batching(config)
     ignored: tuple[str, ...] = ()
     if tars is None:
-        tars, ignored = find_tars(config)
+        tars, ignored = find_tars(config, report)
     else:
         _check_input_dir(config)
     local_output_dir = config.local_output_dir
@@ -204,17 +296,17 @@ def validate(config: RunConfig, tars: list[Location] | None = None) -> Validated
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
     model_dir = check_model(config.model_dir)
-    manifest, output_manifest = check_manifest(config, model_dir)
     if config.output_is_url:
         from tartok_tui.output.spool import make_spool
 
         with contextlib.suppress(OSError):  # check_writable says what is wrong
             make_spool(config.local_output_dir)
         check_writable(config.local_output_dir, "spool directory")
-        check_store_writable(config)
+        check_store_writable(config, report)
     else:
         check_writable(Path(config.output_dir), "output directory")
     check_writable(config.logs_path, "log directory")
+    manifest, output_manifest = check_manifest(config, model_dir)
     if config.ray_address is not None:
         from tartok_tui.supervisor.ray_cluster import plan_cluster_slots
 

@@ -23,7 +23,7 @@ from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.supervisor.memory import TreeMemory, tree_memory
 from tartok_tui.supervisor.placement import Placement
-from tartok_tui.worker.channel import EXIT_DEVICE_LOST
+from tartok_tui.worker.channel import EXIT_DEVICE_LOST, EXIT_OUT_OF_MEMORY
 from tartok_tui.worker.options import WorkerOptions
 from tartok_tui.worker.process import OPTIONS_ENV
 
@@ -62,6 +62,13 @@ class WorkerProcess(Protocol):
     pid: int | None
     node: str
     """The machine it runs on ("local" for a subprocess of the supervisor)."""
+    node_lost: str | None
+    """Once ended: why, when it ended because its machine was lost (a cluster node that
+    died, left or was preempted), else None. Such an end is no fault of the tar it held.
+    Always None for a local worker: a killed local worker is a crash."""
+    unreachable: str | None
+    """Set when it was killed because its requests could not be delivered (a cluster
+    node out of reach): not its tar's fault."""
 
     def send(self, msg: m.Message) -> bool:
         """Queue a message for the worker; False if it can no longer receive."""
@@ -93,6 +100,10 @@ class WorkerLauncher(Protocol):
         """Where the worker will run, for the event log."""
         ...
 
+    def close(self) -> None:
+        """The run has ended: release what the launcher holds for it."""
+        ...
+
 
 def killpg(pid: int) -> None:
     """SIGKILL a worker's process group (workers lead their own session: pgid == pid)."""
@@ -103,6 +114,8 @@ def killpg(pid: int) -> None:
 def describe_exit(rc: int) -> str:
     if rc == EXIT_DEVICE_LOST:
         return f"lost its device (exit code {rc})"
+    if rc == EXIT_OUT_OF_MEMORY:
+        return f"ran out of device memory (exit code {rc})"
     if rc < 0:
         try:
             return f"killed by {signal.Signals(-rc).name}"
@@ -115,6 +128,8 @@ class LocalWorkerProcess:
     """A worker subprocess of this supervisor, talking JSON lines over its stdin/stdout."""
 
     node = "local"
+    node_lost: str | None = None
+    unreachable: str | None = None
 
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
@@ -168,6 +183,9 @@ class LocalLauncher:
     def describe(self, spec: WorkerSpec) -> str:
         return spec.options.device
 
+    def close(self) -> None:
+        """Nothing to release: each subprocess ends with its slot."""
+
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         try:
             with open(spec.log_path, "ab") as log_file:
@@ -211,6 +229,7 @@ def worker_spec(
         threads=placement.threads,
         model_dir=model_dir,
         fingerprint=fingerprint,
+        gpu_sharers=placement.gpu_sharers,
     )
     return WorkerSpec(
         slot=placement.slot,

@@ -8,22 +8,33 @@ milliseconds. The rules:
   or returned (back to the *front* of the queue, uncommitted: it is older work than
   anything still waiting).
 - A return caused by the worker dying or stalling counts against the tar. After
-  ``poison_threshold`` such kills the tar is leased in isolation (sample by sample,
-  journalled, so that the sample that kills is found); after ``max_kills`` it is failed.
-- A return the user or the run caused (a kill, a restart, a stop, a recycle) does not
-  count; an isolated tar returned that way retries the sample it was in instead of
-  blaming it.
+  ``poison_threshold`` such kills the tar is leased in isolation (sample by sample, so
+  that the sample that kills is found); after ``max_kills`` it is failed.
+- A return the user or the run caused (a kill, a restart, a stop, a recycle), and one
+  caused by the worker's machine being lost (a cluster node that died or was preempted),
+  does not count, however many.
+- Isolation is journalled here, per tar, not in a worker: the worker holding an isolated
+  tar says which sample it begins and what came of it. When its lease comes back from a
+  crash or a stall, the sample it was in gets a ``worker_crash`` error record; from any
+  other return that sample is retried. Every later lease of the tar carries the decided
+  samples (``Grant.decided``), so isolation follows the tar to any worker on any node.
 - A tar whose input could not be read (I/O or network, after the worker's own retries)
   is returned; after ``input_retries`` such returns it is failed.
+- A tar given back because a clip ran out of device memory even alone is returned (a
+  fresh worker process tries it); after ``oom_retries`` such returns it is failed for
+  this run. Never a kill: out of memory says nothing about the samples, so it neither
+  isolates the tar nor blames the sample an isolated run was in.
 """
 
 from __future__ import annotations
 
 import enum
 from collections import Counter, deque
-from collections.abc import Hashable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Hashable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from tartok_tui.output.journal import JournalEntry
 
 T = TypeVar("T", bound=Hashable)
 
@@ -32,6 +43,10 @@ KILLS_EXTRA = 5
 given up: each isolated crash marks one sample, so a tar needing more is likely killing
 workers for another reason."""
 INPUT_RETRIES = 3
+OOM_RETRIES = 3
+"""Tries of a tar that ran out of device memory (each on a fresh worker process) before it
+fails for this run: enough for memory a neighbour held for a while, not for a clip that
+never fits."""
 
 
 class TarStatus(enum.StrEnum):
@@ -47,9 +62,11 @@ class ReturnCause(enum.StrEnum):
     """Why a lease came back uncommitted."""
 
     CRASH = "crash"
-    """The worker died (or lost its device) while holding it: counts against the tar."""
+    """The worker died while holding it: counts against the tar; an isolated tar's sample
+    that the worker was in is the culprit."""
     STALL = "stall"
-    """The worker stopped making progress and was killed: counts against the tar."""
+    """The worker stopped making progress and was killed: counts against the tar, and
+    blames an isolated tar's sample as a crash does."""
     DEVICE = "device"
     """The worker lost its device (a dead CUDA context): counts against the tar, so that a
     clip that keeps breaking the device gets its tar isolated and in the end given up, but
@@ -57,10 +74,16 @@ class ReturnCause(enum.StrEnum):
     fault): an isolated tar retries that sample."""
     INTENDED = "intended"
     """Killed, restarted, stopped or recycled on purpose: not the tar's fault."""
+    NODE_LOST = "node_lost"
+    """The worker's machine was lost (a cluster node died, left or was preempted): not
+    the tar's fault, however often; an isolated tar retries the sample it was in."""
     INPUT = "input"
     """The input could not be read: retried a few times, then failed."""
     STORE = "store"
     """The output's store could not be reached to upload: retried a few times, then failed."""
+    OOM = "oom"
+    """A clip ran out of device memory even alone: retried a few times on fresh worker
+    processes, then failed; never a kill, never the sample's fault."""
 
 
 @dataclass
@@ -68,9 +91,14 @@ class TarEntry:
     status: TarStatus = TarStatus.PENDING
     kills: int = 0
     input_failures: int = 0
+    oom_failures: int = 0
+    node_losses: int = 0
+    """Leases that came back because their worker's node was lost (counted nowhere else)."""
     isolated: bool = False
-    retry_crashed: bool = False
-    """The last isolated attempt was killed on purpose: do not blame its sample."""
+    decided: dict[int, JournalEntry] = field(default_factory=dict)
+    """The isolation journal: each decided sample's outcome (kept until the tar is done)."""
+    in_sample: tuple[int, str] | None = None
+    """Isolated and leased: the sample (index, key) its worker began and has not finished."""
     samples: int = 0
     errors: int = 0
     audio_s: float = 0.0
@@ -85,10 +113,11 @@ class Grant(Generic[T]):
     lease_id: int
     tar: T
     isolate: bool
-    retry_crashed: bool
     newly_isolated: bool
     """This lease is the tar's first in isolation (worth telling the user)."""
     kills: int
+    decided: tuple[JournalEntry, ...] = ()
+    """Isolated only: the samples already decided, to be written as they are."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +125,9 @@ class Returned:
     requeued: bool
     """Back in the queue; False when the tar was given up (see ``reason``)."""
     reason: str | None = None
+    blamed: JournalEntry | None = None
+    """An isolated tar's sample that the dead worker was in, now decided as a
+    ``worker_crash`` (to be journalled)."""
 
 
 class TarQueue(Generic[T]):
@@ -109,12 +141,14 @@ class TarQueue(Generic[T]):
         poison_threshold: int = 2,
         max_kills: int | None = None,
         input_retries: int = INPUT_RETRIES,
+        oom_retries: int = OOM_RETRIES,
     ) -> None:
         if poison_threshold < 1:
             raise ValueError("poison_threshold must be at least 1")
         self.poison_threshold = poison_threshold
         self.max_kills = max_kills if max_kills is not None else poison_threshold + KILLS_EXTRA
         self.input_retries = input_retries
+        self.oom_retries = oom_retries
         skipped = set(done)
         self._entries: dict[T, TarEntry] = {}
         self._pending: deque[T] = deque()
@@ -171,17 +205,49 @@ class TarQueue(Generic[T]):
         isolate = entry.kills >= self.poison_threshold
         newly = isolate and not entry.isolated
         entry.isolated = entry.isolated or isolate
-        retry = isolate and entry.retry_crashed
-        entry.retry_crashed = False
+        entry.in_sample = None
         entry.status = TarStatus.LEASED
         self._leases[self._next_id] = tar
-        return Grant(self._next_id, tar, isolate, retry, newly, entry.kills)
+        decided = tuple(sorted(entry.decided.values(), key=lambda e: e.index)) if isolate else ()
+        return Grant(self._next_id, tar, isolate, newly, entry.kills, decided)
 
     def _end(self, lease_id: int) -> tuple[T, TarEntry]:
         tar = self._leases.pop(lease_id, None)
         if tar is None:
             raise KeyError(f"lease {lease_id} is not active")
         return tar, self._entries[tar]
+
+    # -- isolation --------------------------------------------------------------------------
+
+    def restore(self, tar: T, decided: Mapping[int, JournalEntry]) -> None:
+        """What an earlier run's journal decided about ``tar``'s samples (used once the
+        tar is isolated in this run, as a journal written in this run would be)."""
+        self._entries[tar].decided.update(decided)
+
+    def sample_begun(self, lease_id: int, index: int, key: str) -> bool:
+        """The worker holding an isolated lease began a sample; False for no such lease."""
+        entry = self._isolated(lease_id)
+        if entry is None:
+            return False
+        entry.in_sample = (index, key)
+        return True
+
+    def sample_done(self, lease_id: int, outcome: JournalEntry) -> bool:
+        """An isolated lease's sample has its outcome; False (nothing recorded) for no such
+        lease. The caller journals what is recorded."""
+        entry = self._isolated(lease_id)
+        if entry is None:
+            return False
+        entry.decided[outcome.index] = outcome
+        if entry.in_sample is not None and entry.in_sample[0] == outcome.index:
+            entry.in_sample = None
+        return True
+
+    def _isolated(self, lease_id: int) -> TarEntry | None:
+        tar = self._leases.get(lease_id)
+        if tar is None or not self._entries[tar].isolated:
+            return None
+        return self._entries[tar]
 
     def set_expected(self, lease_id: int, samples: int) -> None:
         tar = self._leases.get(lease_id)
@@ -202,6 +268,7 @@ class TarQueue(Generic[T]):
         entry.status = TarStatus.DONE
         entry.samples, entry.errors, entry.audio_s, entry.wall_s = samples, errors, audio_s, wall_s
         entry.reason = None
+        entry.decided.clear()
         return tar
 
     def fail(self, lease_id: int, reason: str) -> T:
@@ -216,6 +283,7 @@ class TarQueue(Generic[T]):
 
         ``detail``: what went wrong, kept in the reason if the tar is given up."""
         tar, entry = self._end(lease_id)
+        blamed = self._blame(entry, cause)
         if cause in (ReturnCause.CRASH, ReturnCause.STALL, ReturnCause.DEVICE):
             entry.kills += 1
             if entry.kills >= self.max_kills:
@@ -226,9 +294,9 @@ class TarQueue(Generic[T]):
                 }[cause]
                 entry.status = TarStatus.FAILED
                 entry.reason = f"{what} {entry.kills} workers, even sample by sample"
-                return Returned(False, entry.reason)
-            if cause == ReturnCause.DEVICE and entry.isolated:
-                entry.retry_crashed = True
+                return Returned(False, entry.reason, blamed)
+        elif cause == ReturnCause.NODE_LOST:
+            entry.node_losses += 1
         elif cause in (ReturnCause.INPUT, ReturnCause.STORE):
             entry.input_failures += 1
             if entry.input_failures >= self.input_retries:
@@ -238,17 +306,38 @@ class TarQueue(Generic[T]):
                     f"; last: {detail}" if detail else ""
                 )
                 return Returned(False, entry.reason)
-        elif entry.isolated:
-            entry.retry_crashed = True
+        elif cause == ReturnCause.OOM:
+            entry.oom_failures += 1
+            if entry.oom_failures >= self.oom_retries:
+                entry.status = TarStatus.FAILED
+                entry.reason = (
+                    f"out of device memory {entry.oom_failures} times, each on a fresh worker"
+                )
+                if detail:
+                    entry.reason += f"; last: {detail}"
+                return Returned(False, entry.reason)
         entry.status = TarStatus.PENDING
         self._pending.appendleft(tar)
-        return Returned(True)
+        return Returned(True, blamed=blamed)
+
+    @staticmethod
+    def _blame(entry: TarEntry, cause: ReturnCause) -> JournalEntry | None:
+        """An isolated lease ended: the sample its worker was in is decided as the culprit
+        when the worker crashed or stalled in it; otherwise (a lost device or node, a kill
+        on purpose, a failure the worker reported) it is tried again."""
+        in_sample, entry.in_sample = entry.in_sample, None
+        if in_sample is None or cause not in (ReturnCause.CRASH, ReturnCause.STALL):
+            return None
+        verdict = JournalEntry.crash(*in_sample)
+        entry.decided[verdict.index] = verdict
+        return verdict
 
     def committed_elsewhere(self, lease_id: int) -> T:
         """The output exists although the worker did not report it (it died between the
         commit and its message): the tar is done."""
         tar, entry = self._end(lease_id)
         entry.status = TarStatus.DONE
+        entry.decided.clear()
         return tar
 
     # -- sample totals ----------------------------------------------------------------------

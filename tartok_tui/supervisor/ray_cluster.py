@@ -180,6 +180,33 @@ def alive_nodes(ray: ModuleType) -> list[NodeInfo]:
     return nodes
 
 
+def node_loss(ray: ModuleType, exc: BaseException, node_id: str) -> str | None:
+    """Why a worker's actor ended with its node, or None when the node lives on (the
+    actor or its worker died on its own: a crash). Blocking (asks the head).
+
+    The one place that tells the two apart: Ray says the node was preempted, or
+    ``ray.nodes()`` lists the actor's node as not alive, or no longer lists it. When the
+    head cannot be asked, the end counts as a crash, as it would on one machine.
+    """
+    if isinstance(exc, ray.exceptions.ActorDiedError) and exc.preempted:
+        return "its node was preempted"
+    try:
+        nodes = ray.nodes()
+    except Exception as exc_nodes:
+        logging.getLogger("tartok_tui.supervisor").warning(
+            "could not ask the cluster whether node %s lives: %s", node_id, exc_nodes
+        )
+        return None
+    for node in nodes:
+        if node.get("NodeID") != node_id:
+            continue
+        if node.get("Alive"):
+            return None
+        why = str(node.get("DeathReasonMessage") or "").strip()
+        return "its node died" + (f" ({why})" if why else "")
+    return "its node left the cluster"
+
+
 def describe_nodes(nodes: Sequence[NodeInfo]) -> str:
     cpus = sum(n.cpus for n in nodes)
     gpus = sum(n.gpus for n in nodes)
@@ -221,7 +248,8 @@ def _plan_gpu(config: RunConfig, gpu_nodes: Sequence[NodeInfo], total_gpus: int)
     threads = config.threads_per_worker or max(1, int(fair))
     resources = {"GPU": _floor_step(1.0 / per_gpu), "CPU": _floor_step(min(threads, fair))}
     return [
-        Placement(slot, "gpu", "cuda:0", threads, thread_env(threads), dict(resources))
+        # Ray places up to per_gpu shares on a GPU, this run's or another's.
+        Placement(slot, "gpu", "cuda:0", threads, thread_env(threads), dict(resources), per_gpu)
         for slot in range(n)
     ]
 

@@ -28,6 +28,8 @@ from pathlib import Path
 from typing import IO
 
 from tartok_tui import messages as m
+from tartok_tui.output.shared import SharedProof, proof_problem
+from tartok_tui.storage import Access
 from tartok_tui.supervisor.memory import tree_memory
 from tartok_tui.supervisor.preflight import probe_writable
 from tartok_tui.supervisor.process import killpg, spawn_worker
@@ -73,11 +75,13 @@ def _writable_dir(path: Path) -> bool:
 
 
 def prepare_node(
-    options: WorkerOptions, model_source: str | None
+    options: WorkerOptions, model_source: str | None, proof: SharedProof | None = None
 ) -> tuple[WorkerOptions, list[str]]:
     """Check the run's paths from this node, and fetch a Hub model into its cache.
 
-    Returns the options with the model dir as found here, and the problems (empty: fine).
+    ``proof``: the driver's token file in the output, read back here through the calls
+    the worker commits with (see ``output.shared``). Returns the options with the model
+    dir as found here, and the problems (empty: fine).
     """
     from tartok_tui.hub import ModelSourceError, looks_like_repo_id, resolve_model_dir
 
@@ -86,6 +90,11 @@ def prepare_node(
         problems.append(f"input dir {options.input_dir} is not readable")
     if isinstance(options.output_dir, Path) and not _writable_dir(options.output_dir):
         problems.append(f"output dir {options.output_dir} is not writable")
+    elif proof is not None:
+        access = Access(options=options.storage_options)
+        shared = proof_problem(options.output_dir, access, proof)
+        if shared is not None:
+            problems.append(shared)
     model_dir = options.model_dir
     if not model_dir.is_dir() and model_source is not None and looks_like_repo_id(model_source):
         try:
@@ -127,17 +136,24 @@ class WorkerHost:
         self._eof = False
         self._arrived: asyncio.Event | None = None
         self._reader: asyncio.Task[None] | None = None
+        self._delivered = 0
+        """The last batch number written to the worker (see ``send``)."""
 
     async def where(self) -> NodePlace:
         return self._place()
 
     async def start(
-        self, options_json: str, env: dict[str, str], log_path: str, model_source: str | None
+        self,
+        options_json: str,
+        env: dict[str, str],
+        log_path: str,
+        model_source: str | None,
+        proof: SharedProof | None = None,
     ) -> dict:
         """Check paths, start the worker; {"pid", "log", "gpus", ...} or {"error": why}."""
         place = self._place()
         options = WorkerOptions.from_json(options_json)
-        options, problems = await asyncio.to_thread(prepare_node, options, model_source)
+        options, problems = await asyncio.to_thread(prepare_node, options, model_source, proof)
         if problems:
             return {"error": "; ".join(problems)}
         header = (
@@ -196,8 +212,14 @@ class WorkerHost:
         rc = await self._proc.wait() if self._eof and not self._lines else None
         return lines, rc
 
-    async def send(self, data: bytes) -> bool:
-        """Write requests to the worker's stdin; False when it can no longer receive."""
+    async def send(self, data: bytes, seq: int) -> bool:
+        """Write requests to the worker's stdin; False when it can no longer receive.
+
+        ``seq`` numbers the relay's batches: a batch sent again (its first call's answer
+        was lost, or late) is written once. Ray does not say whether a call that failed
+        as unavailable ran, so the relay may repeat one."""
+        if seq <= self._delivered:
+            return True
         proc = self._proc
         if proc is None or proc.returncode is not None or proc.stdin is None:
             return False
@@ -205,6 +227,8 @@ class WorkerHost:
             return False
         try:
             proc.stdin.write(data)
+            # Before the drain: a repeat of this batch arriving meanwhile is not written.
+            self._delivered = seq
             await proc.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             return False

@@ -5,8 +5,14 @@ share and cores, or cores), then starts a ``WorkerHost`` actor in it, which star
 worker subprocess on that node and relays its pipes. When no node has the share free
 within ``place_wait_s`` the start raises ``NoResources`` and the supervisor tries again
 later (the slot shows "pending"). A worker ends when its subprocess exits, or when its
-actor or node dies (then as if killed by SIGKILL); either way its actor and reservation
-are released, and its next start may land on another node.
+actor or node dies (then as if killed by SIGKILL; ``node_lost`` says when the node was
+lost, which is no fault of the tar it held); either way its actor and reservation are
+released, and its next start may land on another node.
+
+Before the first start the launcher writes a token file into the output, which each
+host reads back from its node (``output.shared``): a node that sees another disk or store
+at the output's path is refused by name. Requests that cannot be delivered after a few
+tries make the worker unreachable: it is killed, and its tar is not blamed.
 
 Imported only with ``--ray-address``.
 """
@@ -17,9 +23,12 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from tartok_tui import messages as m
+from tartok_tui.output.shared import SharedProof, remove_proof, write_proof
+from tartok_tui.storage import Access, Location, RetryPolicy
 from tartok_tui.supervisor.memory import TreeMemory
 from tartok_tui.supervisor.process import (
     NoResources,
@@ -34,8 +43,10 @@ from tartok_tui.supervisor.ray_cluster import (
     describe_nodes,
     import_ray,
     node_label,
+    node_loss,
 )
 from tartok_tui.supervisor.ray_host import NodePlace, WorkerHost
+from tartok_tui.worker.options import WorkerOptions
 
 PLACE_WAIT_S = 5.0
 """How long a start waits for a node to reserve the worker's share before it says
@@ -44,6 +55,14 @@ PULL_WAIT_S = 5.0
 """How long one relay call waits on the node for the worker to say something."""
 UNAVAILABLE_RETRY_S = 1.0
 """Pause before asking an unreachable actor again (Ray declares its node dead or not)."""
+SEND_TIMEOUT_S = 10.0
+"""Longest wait for the worker's host to take one batch of requests (a pipe write on
+its node): no answer by then counts as a failed try."""
+SEND_RETRY_DELAYS_S = (0.5, 1.0, 2.0)
+"""Pauses before sending a batch again after a failed try (the actor unavailable for now,
+or no answer). After the last try the worker is unreachable: it is killed (its tar is not
+blamed) and its slot restarts it. So a request, the final Stop included, is delivered or
+its worker killed within 4 x SEND_TIMEOUT_S + 3.5 s, and a kill takes 2 x KILL_GRACE_S at most."""
 KILL_GRACE_S = 10.0
 """After a kill, how long the node may take to report the worker's end before the
 actor is killed through Ray, and the same again before the worker is given up as gone."""
@@ -73,6 +92,7 @@ class RayWorkerProcess:
         pid: int,
         node: str,
         device: str | None = None,
+        node_id: str = "",
     ) -> None:
         self._launcher = launcher
         self._slot = slot
@@ -82,6 +102,8 @@ class RayWorkerProcess:
         self.node = node
         self.device = device
         """The GPU Ray gave it on its node ("cuda:K", K as the node numbers them), or "cpu"."""
+        self.node_id = node_id
+        self.node_lost: str | None = None
         self._outbox: list[bytes] = []
         self._pump: asyncio.Task[None] | None = None
         self._closed = False
@@ -90,6 +112,12 @@ class RayWorkerProcess:
         """Set when the worker is given up without word from its node."""
         self._kill_timer: asyncio.TimerHandle | None = None
         self._killing = False
+        self._through_ray = False
+        """The actor was killed through Ray (its node did not answer the kill)."""
+        self._batches = 0
+        self.unreachable: str | None = None
+        """Why the worker was killed for being out of reach (its requests could not be
+        delivered); None otherwise. Not its tar's fault."""
 
     # -- sending ---------------------------------------------------------------------------
 
@@ -106,13 +134,45 @@ class RayWorkerProcess:
         while self._outbox and not self._closed:
             batch = b"".join(self._outbox)
             self._outbox.clear()
-            try:
-                delivered = await self._actor.send.remote(batch)
-            except self._launcher.ray.exceptions.RayError:
-                delivered = False
-            if not delivered:
+            self._batches += 1
+            failure = await self._deliver(batch, self._batches)
+            if failure is not None:
                 self._closed = True
                 self._outbox.clear()
+                if failure:
+                    self._unreachable(failure)
+
+    async def _deliver(self, batch: bytes, seq: int) -> str | None:
+        """Send one batch, again after a try that failed for now or got no answer (the
+        host writes a batch once, however often it arrives). None: delivered; "": the
+        worker takes no more (it is exiting, or its actor died: its end comes through
+        ``messages``); else why it cannot be reached."""
+        errors = self._launcher.ray.exceptions
+        why = ""
+        for delay in (*SEND_RETRY_DELAYS_S, None):
+            try:
+                call = self._actor.send.remote(batch, seq)
+                delivered = await asyncio.wait_for(call, SEND_TIMEOUT_S)
+                return None if delivered else ""
+            except TimeoutError:
+                why = f"no answer within {SEND_TIMEOUT_S:g} s"
+            except errors.ActorUnavailableError as exc:
+                why = _short(exc)
+            except errors.RayActorError:
+                return ""
+            except errors.RayError as exc:
+                return f"the host failed ({_short(exc)})"
+            if delay is None or self._closed:
+                break
+            await asyncio.sleep(delay)
+        return "" if self._closed else f"{len(SEND_RETRY_DELAYS_S) + 1} tries: {why}"
+
+    def _unreachable(self, why: str) -> None:
+        self.unreachable = f"its requests could not be delivered after {why}"
+        self._launcher.report(
+            "warning", self._slot, f"worker on node {self.node} unreachable: killing it ({why})"
+        )
+        self.kill()
 
     # -- receiving -------------------------------------------------------------------------
 
@@ -127,10 +187,7 @@ class RayWorkerProcess:
                     await asyncio.sleep(UNAVAILABLE_RETRY_S)
                     continue
                 except errors.RayError as exc:
-                    if self._killing:
-                        self._lost("its node did not answer the kill; ended through Ray")
-                    else:
-                        self._lost(f"its Ray actor died ({_short(exc)})")
+                    await self._ended_by_ray(exc)
                     break
                 for line in lines:
                     try:
@@ -157,6 +214,18 @@ class RayWorkerProcess:
             raise self._launcher.ray.exceptions.RayError("given up after a kill")
         return pull.result()
 
+    async def _ended_by_ray(self, exc: BaseException) -> None:
+        """The worker is gone with its actor: because its node was lost (no fault of the
+        tar it held), or not (a crash, or a kill its node did not carry out)."""
+        why = await asyncio.to_thread(node_loss, self._launcher.ray, exc, self.node_id)
+        if why is not None:
+            self.node_lost = why
+            self._lost(why)
+        elif self._through_ray:
+            self._lost("its node did not answer the kill; ended through Ray")
+        else:
+            self._lost(f"its Ray actor died ({_short(exc)})")
+
     def _lost(self, why: str) -> None:
         self._rc = LOST_EXIT
         self._launcher.report("warning", self._slot, f"worker on node {self.node} lost: {why}")
@@ -177,6 +246,7 @@ class RayWorkerProcess:
     def _kill_actor(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._rc is not None:
             return
+        self._through_ray = True
         self._launcher.kill_actor(self._actor)
         self._kill_timer = loop.call_later(KILL_GRACE_S, self._gone.set)
 
@@ -237,6 +307,9 @@ class RayLauncher:
         self._where: dict[int, str] = {}
         self._nodes: dict[str, NodeInfo] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._proof: tuple[SharedProof, Location, Access] | None = None
+        """The token file proving the output shared, once written (see output.shared)."""
+        self._proving = asyncio.Lock()
 
     def bind(self, report: Report) -> None:
         self._report = report
@@ -250,8 +323,23 @@ class RayLauncher:
 
     # -- starting --------------------------------------------------------------------------
 
+    async def _shared_proof(self, options: WorkerOptions) -> SharedProof:
+        """The run's token file in the output, written before the first worker starts."""
+        async with self._proving:
+            if self._proof is None:
+                access = Access(options=options.storage_options)
+                try:
+                    proof = await asyncio.to_thread(write_proof, options.output_dir, access)
+                except OSError as exc:
+                    raise WorkerStartError(
+                        f"could not write the shared-output check file into the output: {exc}"
+                    ) from exc
+                self._proof = (proof, options.output_dir, access)
+            return self._proof[0]
+
     async def start(self, spec: WorkerSpec) -> WorkerProcess:
         self._ensure_watch()
+        proof = await self._shared_proof(spec.options)
         resources = {k: v for k, v in spec.resources.items() if v > 0} or {"CPU": 1.0}
         group = self._reserve([resources], strategy="STRICT_PACK")
         self._held[spec.slot] = (None, group)
@@ -276,7 +364,7 @@ class RayLauncher:
             try:
                 place: NodePlace = await actor.where.remote()
                 info = await actor.start.remote(
-                    spec.options.to_json(), spec.env, str(spec.log_path), self.model_source
+                    spec.options.to_json(), spec.env, str(spec.log_path), self.model_source, proof
                 )
             except self.ray.exceptions.RayError as exc:
                 raise WorkerStartError(f"the worker's Ray actor failed: {_short(exc)}") from exc
@@ -290,7 +378,9 @@ class RayLauncher:
         gpus = f"GPU {','.join(info['gpus'])}" if info["gpus"] else "CPU"
         self._where[spec.slot] = f"node {label}, {gpus}, log {info['log']}"
         device = f"cuda:{info['gpus'][0]}" if info["gpus"] else "cpu"
-        return RayWorkerProcess(self, spec.slot, actor, group, info["pid"], label, device)
+        return RayWorkerProcess(
+            self, spec.slot, actor, group, info["pid"], label, device, place.node_id
+        )
 
     # -- releasing -------------------------------------------------------------------------
 
@@ -308,12 +398,20 @@ class RayLauncher:
             del self._held[slot]
 
     def close(self) -> None:
-        """End every actor and reservation still held (pending ones included)."""
+        """End every actor and reservation still held (pending ones included), and remove
+        the shared-output token file."""
         if self._watch is not None:
             self._watch.cancel()
             self._watch = None
         for slot, (actor, group) in list(self._held.items()):
             self.release(slot, actor, group)
+        if self._proof is not None:
+            (proof, output, access), self._proof = self._proof, None
+            try:
+                # One try: the run has ended, and a leftover token file harms nothing.
+                remove_proof(output, replace(access, retry=RetryPolicy(tries=1)), proof)
+            except OSError as exc:
+                self.report("warning", None, f"could not remove the check file {proof.key}: {exc}")
 
     # -- watching the nodes ----------------------------------------------------------------
 

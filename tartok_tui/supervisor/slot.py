@@ -46,6 +46,12 @@ class ExitIntent(enum.StrEnum):
     """The run is stopping: abort, do not restart."""
     DRAIN = "drain"
     """No work is left: exit, do not restart."""
+    OUT_OF_MEMORY = "out_of_memory"
+    """The worker gave its tar back out of device memory and exits for a clean allocator:
+    a failure (backoff, counts toward the crash loop) that blames no tar."""
+    UNREACHABLE = "unreachable"
+    """Killed because its requests could not be delivered (a cluster node out of reach):
+    restarted after a backoff like a crash, but the tar is not blamed."""
 
     @property
     def blames_tar(self) -> bool:
@@ -106,6 +112,10 @@ class Slot:
     last_message_at: float = 0.0
     last_progress_at: float = 0.0
     heartbeat_progress: int | None = None
+    throttled: str | None = None
+    """What the worker waits for on a throttled store (its last heartbeat), or None."""
+    throttle_retry_at: float | None = None
+    """When that call tries again; None while the try is under way."""
 
     @property
     def n(self) -> int:
@@ -154,9 +164,24 @@ class Slot:
             if msg.progress != self.heartbeat_progress:
                 self.heartbeat_progress = msg.progress
                 self.last_progress_at = now
+            self.throttled = msg.throttled
+            self.throttle_retry_at = None if msg.retry_in_s is None else now + msg.retry_in_s
+            if msg.throttled is not None and msg.retry_in_s is not None:
+                # Waiting out a throttled store is not a stall (a try under way may be).
+                self.last_progress_at = now
         elif isinstance(
             msg,
-            (m.Hello, m.Ready, m.TarStarted, m.Progress, m.SampleError, m.TarDone, m.TarFailed),
+            (
+                m.Hello,
+                m.Ready,
+                m.TarStarted,
+                m.Progress,
+                m.SampleError,
+                m.IsolationBegin,
+                m.IsolationDone,
+                m.TarDone,
+                m.TarFailed,
+            ),
         ):
             self.last_progress_at = now
 
@@ -220,6 +245,7 @@ class Slot:
 
     def exited(self) -> None:
         self.process = None
+        self.throttled = self.throttle_retry_at = None
         self.mem_bytes = 0
         self.gpu_mb = 0.0
 

@@ -33,6 +33,7 @@ def worker_view(slot: Slot, input_dir: Path | str, now_mono: float) -> WorkerVie
     lease = slot.lease
     wall = slot.stats.wall_s + (now_mono - lease.started_at if lease is not None else 0.0)
     pid = slot.process.pid if slot.process is not None else None
+    retry_at = slot.throttle_retry_at
     return WorkerView(
         slot=slot.n,
         device=slot.device or slot.placement.device,
@@ -56,6 +57,8 @@ def worker_view(slot: Slot, input_dir: Path | str, now_mono: float) -> WorkerVie
         backoff_until=slot.backoff_until,
         progress_age_s=slot.progress_age(now_mono),
         node=slot.node,
+        throttled=slot.throttled,
+        throttle_retry_at=time.time() + retry_at - now_mono if retry_at is not None else None,
     )
 
 

@@ -19,22 +19,20 @@ import os
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 from tartok_tui import messages as m
 from tartok_tui.config import RunConfig
 from tartok_tui.exit_codes import ExitCode
-from tartok_tui.storage import (
-    Access,
-    Location,
-    location_name,
-    redact_text,
-)
+from tartok_tui.output.claim import OutputClaim
+from tartok_tui.storage import Location, location_name, redact_text
+from tartok_tui.supervisor.claim_watch import keep_claim
+from tartok_tui.supervisor.commits import BatchedCommits
 from tartok_tui.supervisor.controls import RunControls
 from tartok_tui.supervisor.gpus import GpuMonitor
+from tartok_tui.supervisor.isolation import JournalStore
+from tartok_tui.supervisor.leasing import Leasing
 from tartok_tui.supervisor.memory import MemoryWatch
-from tartok_tui.supervisor.preflight import validate
 from tartok_tui.supervisor.process import (
     LocalLauncher,
     NoResources,
@@ -44,11 +42,12 @@ from tartok_tui.supervisor.process import (
     describe_exit,
     worker_spec,
 )
-from tartok_tui.supervisor.queue import ReturnCause, TarQueue, TarStatus
+from tartok_tui.supervisor.queue import TarQueue, TarStatus
 from tartok_tui.supervisor.restart import RestartPolicy
 from tartok_tui.supervisor.run_output import RunOutput
 from tartok_tui.supervisor.slot import ActiveLease, ExitIntent, Slot, new_slot
 from tartok_tui.supervisor.snapshot import ThroughputHistory, run_view, slot_totals
+from tartok_tui.supervisor.startup import StartFailed, start_run
 from tartok_tui.supervisor.summary import RunSummary, build_summary, decide_exit
 from tartok_tui.supervisor.views import Event, RunView, WorkerState
 from tartok_tui.worker.channel import EXIT_DEVICE_LOST
@@ -64,13 +63,13 @@ PLACEMENT_RETRY_S = 5.0
 EventCallback = Callable[[Event], None]
 
 
-class Supervisor(RunControls):
+class Supervisor(Leasing, RunControls, BatchedCommits):
     """Runs the workers of one ``tartok-tui run``.
 
     ``tars``: the tars to process (absolute paths inside ``config.input_dir``); None
     discovers them from the config. ``on_event``: called on the loop's thread with every
     Event (the statistics lines included). ``launcher``: where workers run (default:
-    local subprocesses).
+    local subprocesses). ``claim``: the run's claim on its tars (see ``claim_watch``).
     """
 
     def __init__(
@@ -81,8 +80,10 @@ class Supervisor(RunControls):
         launcher: WorkerLauncher | None = None,
         gpu_monitor: GpuMonitor | None = None,
         ignored: tuple[str, ...] = (),
+        claim: OutputClaim | None = None,
     ) -> None:
         self.config = config
+        self._claim = claim
         self._given_tars = tars
         self._given_ignored = ignored
         self._on_event = on_event
@@ -91,8 +92,9 @@ class Supervisor(RunControls):
         self._events: deque[Event] = deque(maxlen=MAX_EVENTS)
         self._slots: list[Slot] = []
         self._queue: TarQueue[Location] = TarQueue([], poison_threshold=config.poison_threshold)
-        self._access = Access(options=config.storage_options)
-        self._output = RunOutput(config, self._access, self._event)
+        self._output = RunOutput(config, self._event)
+        self._access = self._output.access
+        self._journals = JournalStore(config.local_output_dir, config.input_dir, self._event)
         self._started_at = time.time()
         self._started_mono = time.monotonic()
         self._stopping = False
@@ -106,8 +108,8 @@ class Supervisor(RunControls):
         self._gpus: tuple = ()
         self._next_stats = config.stats_every
         self._model_dir: Path | None = None
-        self._fingerprint = ""
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._init_commits()
 
     # ------------------------------------------------------------------ run
 
@@ -116,28 +118,26 @@ class Supervisor(RunControls):
         self._loop = asyncio.get_running_loop()
         self._started_at = time.time()
         self._started_mono = time.monotonic()
-        validated = await asyncio.to_thread(validate, self.config, self._given_tars)
+        self._output.bind(self._loop)
+        try:
+            start = await start_run(
+                self.config, self._given_tars, self._output, self._given_ignored
+            )
+        except StartFailed as exc:
+            self._halted = (exc.code, exc.reason)
+            return self._finish()
+        validated, done = start.validated, start.done
         self._model_dir = validated.model_dir
-        self._fingerprint = validated.manifest.fingerprint if validated.manifest else ""
-        self._output.sweep_partials("an earlier run")
-        done = await self._output.done_at_start(validated.tars)
-        await self._output.record_manifest(validated, bool(done))
+        for note in self._claim.notes if self._claim is not None else ():
+            self._event("warning", None, note)
         self._queue = TarQueue(validated.tars, done, poison_threshold=self.config.poison_threshold)
+        await self._restore_journals(validated.tars, done)
         self._event(
             "info",
             None,
             f"{len(validated.tars)} tars, {len(done)} already done, "
             f"{self._queue.pending} to process",
         )
-        ignored = validated.ignored or self._given_ignored
-        if ignored:
-            more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-            self._event(
-                "warning",
-                None,
-                f"{len(ignored)} files look like shards but are not read "
-                f"(not .tar, .tar.gz or .tgz): {', '.join(ignored[:10])}{more}",
-            )
         policy = self._new_policy
         # No more workers than tars to do: each loads a model for nothing otherwise.
         placements = validated.placements[: max(1, self._queue.pending)]
@@ -157,7 +157,11 @@ class Supervisor(RunControls):
                 asyncio.create_task(self._watch_memory()),
                 asyncio.create_task(self._watch()),
             ]
+            if self._claim is not None:
+                watchers.append(asyncio.create_task(keep_claim(self._claim, self._halt, self)))
+            committing = asyncio.create_task(self._commit_when_due())
             await self._wait_slots()
+            await self._close_commits(committing)
         else:
             for slot in self._slots:
                 slot.phase = WorkerState.DONE
@@ -168,11 +172,23 @@ class Supervisor(RunControls):
         if self._stop_timer is not None:
             self._stop_timer.cancel()
         self._gpu_monitor.close()
-        self._output.sweep_partials("workers killed in this run")
+        await self._journals.close()
+        self._launcher.close()
+        self._output.sweep_partials("workers killed in this run", own=True)
         summary = self._finish()
         if self.config.output_is_url:
             await asyncio.to_thread(self._output.upload_summary)
         return summary
+
+    async def _restore_journals(self, tars: list[Location], done: list[Location]) -> None:
+        """What earlier runs' isolation journals decided, for tars isolated again."""
+        skipped = set(done)
+        todo = [t for t in tars if t not in skipped]
+        journals, warnings = await asyncio.to_thread(self._journals.load, todo, done)
+        for tar, decided in journals.items():
+            self._queue.restore(tar, decided)
+        for warning in warnings:
+            self._event("warning", None, warning)
 
     def _finish(self) -> RunSummary:
         summary = self._summary()
@@ -219,17 +235,24 @@ class Supervisor(RunControls):
                 slot.phase = WorkerState.DONE
                 return
             try:
-                rc = await self._run_worker(slot)
+                rc, node_lost = await self._run_worker(slot)
             except NoResources as exc:
                 await self._wait_for_placement(slot, str(exc))
                 continue
             intent = slot.intent
             lease = slot.lease_ended()
             if lease is not None:
-                self._lease_lost(slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST)
+                self._lease_lost(
+                    slot, lease, intent, device_lost=rc == EXIT_DEVICE_LOST, node_lost=node_lost
+                )
             if self._stopping:
                 slot.phase = WorkerState.DONE
                 return
+            if node_lost is not None and intent in (ExitIntent.NONE, ExitIntent.STALL):
+                # The machine went, not the worker: no backoff, no crash-loop count; the
+                # next start waits (PENDING) until some node has room.
+                slot.stats.restarts += 1
+                continue
             if intent == ExitIntent.RECYCLE:
                 # However the recycled worker ended, the memory watch may act again.
                 self._memory.recycle_finished(slot.n)
@@ -252,8 +275,8 @@ class Supervisor(RunControls):
     ) -> bool:
         """A crash or a stall: back off and return True to restart, or make the slot FATAL
         and return False."""
-        if intent == ExitIntent.STALL:
-            reason = slot.last_error or "stalled"
+        if intent in (ExitIntent.STALL, ExitIntent.UNREACHABLE):
+            reason = slot.last_error or str(intent)
         else:
             reason = slot.load_failed or describe_exit(rc) + (
                 f" while on {location_name(lease.tar)}" if lease is not None else ""
@@ -305,10 +328,11 @@ class Supervisor(RunControls):
         if all(s.phase == WorkerState.FATAL for s in self._slots):
             self._exit_reason = f"every worker slot is fatal: {reason}"
 
-    async def _run_worker(self, slot: Slot) -> int:
-        """Start one worker and talk to it until it exits; returns its exit code."""
+    async def _run_worker(self, slot: Slot) -> tuple[int, str | None]:
+        """Start one worker and talk to it until it exits; returns its exit code, and why
+        its machine was lost when that is how it ended (``WorkerProcess.node_lost``)."""
         assert self._model_dir is not None
-        spec = worker_spec(self.config, slot.placement, self._model_dir, self._fingerprint)
+        spec = worker_spec(self.config, slot.placement, self._model_dir, self._output.fingerprint)
         if slot.phase != WorkerState.PENDING:
             slot.phase = WorkerState.STARTING
         try:
@@ -317,7 +341,7 @@ class Supervisor(RunControls):
             raise
         except WorkerStartError as exc:
             slot.load_failed = f"could not start the worker: {exc}"
-            return 1
+            return 1, None
         slot.started(process, time.monotonic())
         where = self._launcher.describe(spec)
         self._event("info", slot.n, f"worker started (pid {process.pid}, {where})")
@@ -332,8 +356,11 @@ class Supervisor(RunControls):
             process.send(m.Abort())
         await self._talk(slot, process)
         rc = await process.wait()
+        if process.unreachable is not None:
+            slot.last_error = f"unreachable: {process.unreachable}"
+            slot.expect_exit(ExitIntent.UNREACHABLE)
         slot.exited()
-        return rc
+        return rc, process.node_lost
 
     async def _talk(self, slot: Slot, process: WorkerProcess) -> None:
         def warn(text: str) -> None:
@@ -364,6 +391,11 @@ class Supervisor(RunControls):
                     lease.expected = msg.samples_expected
                     self._queue.set_expected(lease.lease_id, msg.samples_expected)
                 self._maybe_log_stats()
+        elif isinstance(msg, m.IsolationBegin):
+            if not self._queue.sample_begun(msg.lease_id, msg.index, msg.key):
+                self._event("warning", n, f"isolation message for no isolated lease: {msg!r}")
+        elif isinstance(msg, m.IsolationDone):
+            self._sample_decided(slot, msg)
         elif isinstance(msg, m.SampleError):
             what = f"sample {msg.key}" if msg.key is not None else "tar"
             name = Path(msg.tar_path).name
@@ -383,130 +415,6 @@ class Supervisor(RunControls):
             self._event(msg.level, n, msg.message)
         elif not isinstance(msg, m.Heartbeat):
             self._event("warning", n, f"unexpected message from the worker: {msg!r}")
-
-    def _tar_done(self, slot: Slot, msg: m.TarDone) -> None:
-        lease = slot.lease_ended()
-        if lease is None or lease.lease_id != msg.lease_id:
-            self._event("warning", slot.n, f"{Path(msg.tar_path).name}: done for no lease")
-            return
-        stats = slot.stats
-        stats.tars_done += 1
-        stats.samples += msg.samples
-        stats.errors += msg.errors
-        stats.audio_s += msg.audio_seconds
-        stats.model_s += msg.model_seconds
-        stats.wall_s += msg.wall_seconds
-        stats.batches += lease.progress.batches if lease.progress else 0
-        slot.policy.record_success()
-        self._queue.commit(
-            lease.lease_id,
-            samples=msg.samples,
-            errors=msg.errors,
-            audio_s=msg.audio_seconds,
-            wall_s=msg.wall_seconds,
-        )
-        self._event(
-            "info",
-            slot.n,
-            f"{location_name(lease.tar)} done: {msg.samples} samples, {msg.errors} errors, "
-            f"{msg.audio_seconds / max(msg.wall_seconds, 1e-9):.1f}x real time",
-        )
-        self._maybe_log_stats()
-        self._after_lease()
-
-    def _tar_failed(self, slot: Slot, msg: m.TarFailed) -> None:
-        lease = slot.lease_ended()
-        name = Path(msg.tar_path).name
-        msg = replace(msg, reason=self._redact(msg.reason))
-        if lease is None or lease.lease_id != msg.lease_id:
-            self._event("warning", slot.n, f"{name}: failure for no lease: {msg.reason}")
-            return
-        if self._done_meanwhile(slot, lease, f"is done already: {msg.reason}"):
-            return
-        if msg.kind == "output":
-            self._queue.give_back(lease.lease_id, ReturnCause.INTENDED)
-            self._halt(
-                ExitCode.OUTPUT_UNAVAILABLE,
-                f"the output takes no more data: {msg.reason}; free space (or fix the "
-                "output) and run the same command again",
-            )
-            return
-        if msg.kind in ("input", "store"):
-            cause = ReturnCause.INPUT if msg.kind == "input" else ReturnCause.STORE
-            back = self._queue.give_back(lease.lease_id, cause, msg.reason)
-            what = "input unreadable" if msg.kind == "input" else "upload failed"
-            if back.requeued:
-                self._event("warning", slot.n, f"{name}: {what}, retried later: {msg.reason}")
-            else:
-                self._event("error", slot.n, f"{name} given up: {back.reason}")
-        else:
-            self._queue.fail(lease.lease_id, msg.reason)
-            self._event("error", slot.n, f"{name} failed: {msg.reason}")
-        self._after_lease()
-
-    def _done_meanwhile(self, slot: Slot, lease: ActiveLease, event: str) -> bool:
-        """Whether the leased tar's output exists all the same (committed by the worker
-        before it died or failed, or by another run sharing the output, in either format):
-        then the lease ends as done, nothing to redo."""
-        if not self._output.is_done(lease.tar):
-            return False
-        self._queue.committed_elsewhere(lease.lease_id)
-        self._event("info", slot.n, f"{location_name(lease.tar)} {event}")
-        self._after_lease()
-        return True
-
-    def _after_lease(self) -> None:
-        if not self._queue.work_remaining():
-            # Slots waiting out a backoff have nothing left to restart for.
-            for slot in self._slots:
-                slot.wake.set()
-        self._dispatch()
-
-    # ------------------------------------------------------------------ leasing
-
-    def _dispatch(self) -> None:
-        """Give a tar to each idle worker; tell idle workers to exit once all work is done."""
-        if self._stopping:
-            return
-        for slot in self._slots:
-            if not slot.can_take_lease():
-                continue
-            grant = self._queue.lease()
-            if grant is None:
-                if not self._queue.work_remaining() and slot.process is not None:
-                    slot.expect_exit(ExitIntent.DRAIN)
-                    slot.process.send(m.Stop())
-                continue
-            if grant.newly_isolated:
-                self._event(
-                    "warning",
-                    slot.n,
-                    f"{location_name(grant.tar)} killed {grant.kills} workers: processing it "
-                    "sample by sample to find the culprit",
-                )
-            lease = ActiveLease(grant.lease_id, grant.tar, grant.isolate, time.monotonic())
-            slot.leased(lease)
-            assert slot.process is not None
-            slot.process.send(
-                m.Lease(grant.lease_id, str(grant.tar), grant.isolate, grant.retry_crashed)
-            )
-
-    def _lease_lost(
-        self, slot: Slot, lease: ActiveLease, intent: ExitIntent, device_lost: bool = False
-    ) -> None:
-        """The worker ended without reporting the end of its lease."""
-        if self._done_meanwhile(slot, lease, "was committed before the worker died"):
-            return
-        if self._stopping or not intent.blames_tar:
-            cause = ReturnCause.INTENDED
-        elif intent == ExitIntent.STALL:
-            cause = ReturnCause.STALL
-        else:
-            cause = ReturnCause.DEVICE if device_lost else ReturnCause.CRASH
-        back = self._queue.give_back(lease.lease_id, cause)
-        if not back.requeued:
-            self._event("error", slot.n, f"{location_name(lease.tar)} given up: {back.reason}")
-        self._after_lease()
 
     # ------------------------------------------------------------------ watching
 

@@ -94,6 +94,11 @@ class WorkerView:
     it has nothing to progress on (idle, paused, not running)."""
     node: str = "local"
     """The machine the worker runs on ("local" without a cluster)."""
+    throttled: str | None = None
+    """What the worker waits for on a throttled store ("503 SlowDown reading s3://..."):
+    shown as a state over RUNNING, not as an error; None when it waits for nothing."""
+    throttle_retry_at: float | None = None
+    """Wall-clock time of that call's next try; None while the try is under way."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,11 @@ def worker_detail(view: RunView, worker: WorkerView) -> Text:
     text.append(f"slot {worker.slot}", style="bold")
     node = f"{worker.node} " if len(fmt.nodes(view)) > 1 else ""
     text.append(f"  {node}{worker.device}  pid {worker.pid or '-'}  ")
-    text.append(worker.state.value, style=fmt.STATE_STYLES.get(worker.state, ""))
+    if (throttled := fmt.throttle_note(worker, view.now)) is not None:
+        text.append(throttled, style=fmt.THROTTLED_STYLE)
+        text.append(f" by its store: {worker.throttled}")
+    else:
+        text.append(worker.state.value, style=fmt.STATE_STYLES.get(worker.state, ""))
     if worker.state == WorkerState.BACKOFF and worker.backoff_until is not None:
         text.append(f" (restart in {max(0.0, worker.backoff_until - view.now):.0f} s)")
     if worker.progress_age_s is not None:

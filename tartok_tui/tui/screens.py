@@ -13,7 +13,14 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-from tartok_tui.formatting import PROGRESS_WARN_S, STATE_LEGEND
+from tartok_tui.formatting import (
+    PROGRESS_WARN_S,
+    STATE_LEGEND,
+    THROTTLED,
+    THROTTLED_MEANING,
+    THROTTLED_STYLE,
+)
+from tartok_tui.supervisor.views import WorkerState
 
 READING_THE_TABLE: tuple[tuple[str, str], ...] = (
     ("Lat/smp", "average latency per sample: the worker's wall time over its samples"),
@@ -72,6 +79,8 @@ class HelpScreen(ModalScreen[None]):
         states.add_column()
         for state, (style, meaning) in STATE_LEGEND.items():
             states.add_row(Text(state.value, style=style), meaning)
+            if state == WorkerState.RUNNING:
+                states.add_row(Text(THROTTLED, style=THROTTLED_STYLE), THROTTLED_MEANING)
         columns = Table.grid(padding=(0, 2))
         columns.add_column(style="bold", justify="right")
         columns.add_column()

@@ -25,7 +25,7 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("slot", "Slot", 4),
     ("device", "Device", 6),
     ("pid", "PID", 7),
-    ("state", "State", 8),
+    ("state", "State", 9),
     ("tar", "Tar", 15),
     ("in_tar", "In tar", 18),
     ("tars", "Tars", 5),
@@ -47,11 +47,12 @@ Cells = tuple[Text | str, ...]
 def worker_cells(w: WorkerView) -> Cells:
     """One worker's row, in COLUMNS order."""
     alive = w.state in fmt.ALIVE_STATES
+    state, state_style = fmt.state_label(w)
     return (
         Text(str(w.slot), justify="right"),
         w.device,
         Text(str(w.pid) if w.pid is not None else "-", justify="right"),
-        Text(w.state.value, style=fmt.STATE_STYLES.get(w.state, "")),
+        Text(state, style=state_style),
         w.tar or "",
         Text(fmt.tar_progress(w), justify="right"),
         Text(f"{w.tars_done:,}", justify="right"),

@@ -21,6 +21,10 @@ EXIT_DEVICE_LOST = 5
 """The device failed in a way no clip is to blame for (a lost CUDA context): the lease in
 hand was given up uncommitted and a Log message said why. A fresh process (and device
 context) must take over: the supervisor returns the tar to the queue and restarts the slot."""
+EXIT_OUT_OF_MEMORY = 6
+"""A clip ran out of device memory even alone: the lease in hand was given back with a
+TarFailed of kind "oom" (nothing committed, no record), and the process exits so that the
+next try starts with a clean allocator."""
 ORPHAN_GRACE_S = 3.0
 """After stdin closes, seconds the worker may take to abort cleanly before it just exits."""
 RESOURCES_EVERY_S = 2.0

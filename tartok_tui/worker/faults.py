@@ -16,6 +16,8 @@ is a comma-separated list of directives:
                           model call blocks forever with the process alive (a hung kernel)
     model_error_tar=NAME  every model call raises a plain RuntimeError while the worker is
                           on the tar whose file name is NAME
+    oom_tar=NAME          every model call raises what PyTorch raises out of device memory
+                          while the worker is on the tar NAME: its clips do not fit even alone
 
 The model-call directives act through the tokenizer's ``fault_hook``, called at the start
 of every model call on the thread that runs it. Nothing here runs in a normal run: with
@@ -36,6 +38,7 @@ from typing import Any
 
 ENV_VAR = "TARTOK_FAULT_INJECT"
 LOST_DEVICE_MESSAGE = "CUDA error: an illegal memory access was encountered"
+OUT_OF_MEMORY_MESSAGE = "CUDA out of memory. Tried to allocate 2.00 GiB (injected)"
 CUDA_ERROR_ILLEGAL_ADDRESS = 700
 """``cudaErrorIllegalAddress``: the code PyTorch puts on the AcceleratorError it raises."""
 
@@ -43,6 +46,7 @@ log = logging.getLogger("tartok_tui.worker")
 
 _INT_DIRECTIVES = ("kill_after", "device_lost_after", "hang_after")
 _FLOAT_DIRECTIVES = ("slow_ms", "slow_stage_ms", "load_sleep_s")
+_TAR_DIRECTIVES = ("model_error_tar", "oom_tar")
 
 
 def lost_device_error() -> RuntimeError:
@@ -69,6 +73,7 @@ class Faults:
     device_lost_after: int | None = None
     hang_after: int | None = None
     model_error_tar: str | None = None
+    oom_tar: str | None = None
     _tokenized: int = field(default=0, compare=False)
     _into_model: int = field(default=0, compare=False)
     _tar_name: str | None = field(default=None, compare=False)
@@ -88,8 +93,8 @@ class Faults:
                 faults.load_fail = True
             elif name == "kill_on_key":
                 keys.add(arg)
-            elif name == "model_error_tar":
-                faults.model_error_tar = arg
+            elif name in _TAR_DIRECTIVES:
+                setattr(faults, name, arg)
             elif name in _INT_DIRECTIVES:
                 setattr(faults, name, int(arg))
             elif name in _FLOAT_DIRECTIVES:
@@ -126,7 +131,7 @@ class Faults:
 
     def model_call_hook(self) -> Callable[[int], None] | None:
         """The tokenizer's ``fault_hook``, or None when no directive acts in model calls."""
-        wanted = (self.device_lost_after, self.hang_after, self.model_error_tar)
+        wanted = (self.device_lost_after, self.hang_after, self.model_error_tar, self.oom_tar)
         if all(v is None for v in wanted):
             return None
         return self._model_call
@@ -154,3 +159,7 @@ class Faults:
             threading.Event().wait()
         if self.model_error_tar is not None and self._tar_name == self.model_error_tar:
             raise RuntimeError(f"injected model error on {self._tar_name}")
+        if self.oom_tar is not None and self._tar_name == self.oom_tar:
+            import torch
+
+            raise torch.OutOfMemoryError(OUT_OF_MEMORY_MESSAGE)

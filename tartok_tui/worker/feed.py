@@ -30,10 +30,13 @@ log = logging.getLogger("tartok_tui.worker")
 
 @dataclass
 class ReaderFailed:
+    """The reader stopped with an error that is neither damage (a TarDamage) nor a
+    sample's problem. Never an error record: the lease fails, nothing is committed."""
+
     reason: str
     unreadable: bool = False
-    """The file could not be opened or read at all: fail the lease (nothing committed,
-    the next run retries) instead of committing an error record for a tar we never saw."""
+    """The file could not be opened or read at all (maybe transient: the tar is tried
+    again); otherwise the reader itself failed (the tar fails for this run)."""
 
 
 END = object()
@@ -54,6 +57,8 @@ def resolve(sample: Sample, future: Future | None) -> Entry:
             entry.clip = future.result()
         except AudioError as exc:
             entry.error = (exc.stage, exc.reason)
+        except MemoryError:
+            raise  # the host's, not the clip's
         except Exception as exc:
             entry.error = ("decode", f"{type(exc).__name__}: {exc}")
     return entry
@@ -129,7 +134,8 @@ class TarReader:
             if not self._put(ReaderFailed(f"{type(exc).__name__}: {exc}", unreadable=True)):
                 return
         except Exception as exc:
-            # Anything else is still a tar-level error record, never a dead worker.
+            # Not damage (iter_samples yields that) and not one sample's problem (a sample
+            # carries that): a record here would commit the tar cut short at this point.
             log.exception("reading %s failed", self.tar_path)
             if not self._put(ReaderFailed(f"{type(exc).__name__}: {exc}")):
                 return

@@ -9,7 +9,6 @@ from typing import Any
 
 from tartok_tui import messages as m
 from tartok_tui.codec.tokenizer import TokenizeError, Tokens
-from tartok_tui.output.journal import IsolationJournal
 from tartok_tui.output.tarmeta import InputIdentity
 from tartok_tui.output.writer import TarWriter, make_record
 from tartok_tui.shards.reader import Sample
@@ -70,8 +69,6 @@ class LeaseState:
     """The input tar's size and ETag or mtime when the lease started."""
     read_clean: bool = False
     """The reader met the archive's end marker with no damage on the way."""
-    journal: IsolationJournal | None = None
-    """An isolated run's journal, removed once the tar is committed."""
 
     @property
     def expected(self) -> int | None:
@@ -91,7 +88,6 @@ class LeaseState:
         self.audio_s = self.model_s = self.last_batch_ms = 0.0
         self.last_batch_size = 0
         self.read_clean = False
-        self.journal = None
 
     def commit_count(self) -> int | None:
         """The count the writer must have results for, when it is certain: both the scan

@@ -47,6 +47,9 @@ class WorkerOptions:
     decompressed first."""
     fingerprint: str = ""
     """The run manifest's fingerprint, recorded with every committed tar ("": none)."""
+    gpu_sharers: int = 1
+    """Workers that may share this worker's GPU (itself included): above 1, each caps its
+    memory to a fair share (worker.gpu_share)."""
 
     @classmethod
     def for_slot(
@@ -58,6 +61,7 @@ class WorkerOptions:
         threads: int,
         model_dir: Path,
         fingerprint: str = "",
+        gpu_sharers: int = 1,
     ) -> WorkerOptions:
         """Every field named like a RunConfig field takes the config's value (None -> 0)."""
         given: dict[str, Any] = {
@@ -66,6 +70,7 @@ class WorkerOptions:
             "threads": threads,
             "model_dir": Path(model_dir),
             "fingerprint": fingerprint,
+            "gpu_sharers": gpu_sharers,
             "output_spool": str(config.spool_path) if config.output_is_url else "",
             "spool_dir": str(config.spool_dir) if config.spool_dir is not None else "",
         }
@@ -104,8 +109,8 @@ class WorkerOptions:
 
     @property
     def local_output_dir(self) -> Path:
-        """Where partial files and isolation journals live: the output directory, or the
-        spool folder of an output URL."""
+        """Where partial files live: the output directory, or the spool folder of an
+        output URL."""
         if self.output_spool:
             return Path(self.output_spool)
         return Path(self.output_dir)

@@ -13,8 +13,10 @@ abort and cleanup requests take effect between batches. Batches are written as t
 the TarWriter puts the results back in the tar's sample order.
 
 A lost device (DeviceFailure) is never written down: the lease is dropped uncommitted and
-the error propagates, so the process exits and a fresh one takes the tar. A tar in which
-too many clips got model errors is failed, not committed (lease.TooManyModelErrors).
+the error propagates, so the process exits and a fresh one takes the tar. A clip out of
+memory even alone (ClipOutOfMemory) is the same: the lease is given back as "oom" and the
+process exits. A tar in which too many clips got model errors is failed, not committed
+(lease.TooManyModelErrors).
 
 Inputs and outputs may be on object storage. A tar URL is streamed (failed reads retried
 from the offset reached, each retry a line in the worker log); an input that stays
@@ -32,24 +34,29 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
 from tartok_tui import messages as m
-from tartok_tui.codec.errors import DeviceFailure
+from tartok_tui.codec.errors import ClipOutOfMemory, DeviceFailure
 from tartok_tui.codec.failures import is_accelerator_error
 from tartok_tui.codec.tokenizer import BiCodecTokenizer, TokenizeError, Tokens
-from tartok_tui.output.journal import IsolationJournal
+from tartok_tui.output.journal import JournalEntry
 from tartok_tui.output.spool import SpoolTarget, make_spool
+from tartok_tui.output.staging import StagingTarget
 from tartok_tui.output.store import StoreOutput, StoreUnavailable
+from tartok_tui.output.target import OutputTarget
 from tartok_tui.output.tarmeta import InputIdentity, input_identity
 from tartok_tui.output.writer import OutputUnavailable, TarWriter
 from tartok_tui.shards.reader import Sample, TarDamage, Ungrouped, iter_samples, scan_tar
+from tartok_tui.stages import Stage
 from tartok_tui.storage import (
     Access,
     InputUnavailable,
     Location,
     RetryEvent,
+    ThrottleGauge,
     as_location,
     is_url,
     location_name,
@@ -59,6 +66,7 @@ from tartok_tui.worker.batches import RunningBatches
 from tartok_tui.worker.channel import Channel, Control, gpu_resources
 from tartok_tui.worker.faults import Faults
 from tartok_tui.worker.feed import END, FLUSH, DecodedFeed, ReaderFailed, TarReader, resolve
+from tartok_tui.worker.gpu_share import cap_memory
 from tartok_tui.worker.heartbeat import ProgressCounter
 from tartok_tui.worker.lease import (
     SAMPLE_RATE,
@@ -105,6 +113,12 @@ class LeaseAborted(Exception):
 class InputFailure(Exception):
     """The tar could not be read at all (missing, I/O or network error after retries): not
     the tar's fault, so nothing is committed and the tar is tried again."""
+
+
+class ReaderError(Exception):
+    """Reading the tar failed in a way that is neither damage nor an unreadable input (a
+    bug, or the host out of memory): nothing is committed and the tar fails for this run,
+    rather than being committed cut short."""
 
 
 class _Regroup(Exception):
@@ -160,6 +174,7 @@ def load_tokenizer(opts: WorkerOptions) -> BiCodecTokenizer:
 
     check_run_fingerprint(opts)
     torch.set_num_threads(opts.threads)
+    cap_memory(opts.device, opts.gpu_sharers)
     tokenizer = BiCodecTokenizer.load(
         opts.model_dir,
         device=opts.device,
@@ -183,6 +198,7 @@ class LeaseRunner:
         channel: Channel,
         faults: Faults,
         counter: ProgressCounter,
+        gauge: ThrottleGauge | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.opts = opts
@@ -198,13 +214,22 @@ class LeaseRunner:
         self.pool = ThreadPoolExecutor(
             max_workers=opts.resolved_decode_workers, thread_name_prefix="decode"
         )
-        self.access = Access(options=opts.storage_options, on_retry=self._read_retried)
+        self.access = Access(options=opts.storage_options, on_retry=self._read_retried, gauge=gauge)
         self.local_out = opts.local_output_dir
-        """Where partial files and journals live (the spool folder of an output URL)."""
+        """Where partial files live (the spool folder of an output URL)."""
         self.target: SpoolTarget | None = None
         if is_url(opts.output_dir):
             store = StoreOutput(str(opts.output_dir), self.access)
             self.target = SpoolTarget(store, make_spool(self.local_out))
+
+    def _target(self, lease: m.Lease) -> OutputTarget | None:
+        """Where the lease's files go: the output URL (uploaded whole), its staged folder
+        (committed later by the supervisor, in a batch), or the local output (None)."""
+        if lease.stage_to is None or self.target is None:
+            return self.target
+        return StagingTarget(
+            self.target.store, self.target.root, Path(lease.stage_to), self.target.local
+        )
 
     @staticmethod
     def _read_retried(event: RetryEvent) -> None:
@@ -218,7 +243,7 @@ class LeaseRunner:
 
     def run(self, lease: m.Lease) -> None:
         """Process one lease to a committed tar, a TarFailed, or an exception: LeaseAborted,
-        or a device failure (both leave nothing committed)."""
+        a device failure or ClipOutOfMemory (all leave nothing committed)."""
         tar_path = as_location(lease.tar_path)
         state = LeaseState(lease)
         self.faults.on_lease(lease.tar_path)
@@ -253,7 +278,7 @@ class LeaseRunner:
         self, lease: m.Lease, state: LeaseState, tar_path: Location, indexed: bool
     ) -> m.Message | None:
         """One pass over the tar; returns the message that ends the lease (TarDone or
-        TarFailed), or raises (LeaseAborted, a device failure, _Regroup)."""
+        TarFailed), or raises (LeaseAborted, a device failure, ClipOutOfMemory, _Regroup)."""
         writer: TarWriter | None = None
         try:
             writer = TarWriter(
@@ -262,7 +287,7 @@ class LeaseRunner:
                 tar_path,
                 lease_id=lease.lease_id,
                 output_format=self.opts.output_format,
-                target=self.target,
+                target=self._target(lease),
                 fingerprint=self.opts.fingerprint or None,
             )
             output = LeaseOutput(
@@ -280,7 +305,7 @@ class LeaseRunner:
                 input_identity=state.input,
             )
             self.counter.advance()
-        except (LeaseAborted, DeviceFailure, _Regroup):
+        except (LeaseAborted, DeviceFailure, ClipOutOfMemory, _Regroup):
             if writer is not None:
                 writer.abort()
             raise
@@ -290,12 +315,6 @@ class LeaseRunner:
             if is_device_failure(exc):
                 raise
             return self._failure(lease, exc)
-        # Committed: a journal (this attempt's, or one an earlier run left) has served its
-        # purpose and must not blame a sample in some later run.
-        if state.journal is not None:
-            state.journal.remove()
-        else:
-            writer.paths.journal.unlink(missing_ok=True)
         output.progress(force=True)
         return output.done_message()
 
@@ -310,6 +329,8 @@ class LeaseRunner:
             kind, reason = "store", str(exc)
         elif isinstance(exc, TooManyModelErrors):
             kind, reason = "tar", str(exc)
+        elif isinstance(exc, ReaderError):
+            kind, reason = "tar", f"reading the tar failed: {exc}"
         else:
             log.exception("tar %s failed", lease.tar_path)
             kind, reason = "tar", f"{type(exc).__name__}: {exc}"
@@ -422,15 +443,15 @@ class LeaseRunner:
                 item = feed.next(window.samples)
                 if item is END:
                     break
-                if isinstance(item, ReaderFailed) and item.unreadable:
-                    raise InputFailure(item.reason)
+                if isinstance(item, ReaderFailed):
+                    raise (InputFailure if item.unreadable else ReaderError)(item.reason)
                 if isinstance(item, Ungrouped):
                     raise _Regroup(item.reason)
                 if item is FLUSH:
                     # The device would idle, or can take a full batch ahead: hand it what
                     # is decoded rather than wait for a full window.
                     self._dispatch(window, batches, output, final=False)
-                elif isinstance(item, (TarDamage, ReaderFailed)):
+                elif isinstance(item, TarDamage):
                     self._dispatch(window, batches, output, final=True)
                     damaged = True
                     output.tar_error(item.reason)
@@ -486,50 +507,50 @@ class LeaseRunner:
     # ------------------------------------------------------------------ isolation mode
 
     def _run_isolated(self, tar_path: Location, output: LeaseOutput) -> None:
-        """One sample at a time, journalled: a sample that was begun by a worker that
-        died before finishing it is the poison; it gets an error record, the rest tokens."""
+        """One sample at a time, each begun and finished with a message to the supervisor,
+        which journals them: a sample a worker died in is the poison. Samples the lease
+        says are decided (by earlier leases, on any worker) are written as they are."""
         state = output.state
+        lease_id = state.lease.lease_id
+        decided = {e.index: e for e in map(JournalEntry.from_line, state.lease.decided)}
+        log.info(
+            "isolated run of %s: %d samples decided earlier, died in %s",
+            tar_path,
+            len(decided),
+            sorted(e.key for e in decided.values() if e.stage == Stage.WORKER_CRASH),
+        )
         # The journal's sample numbers must mean the same samples in every attempt: an
         # ungrouped tar is read by key from the start (a header scan says which it is).
         indexed = not scan_tar(tar_path, access=self.access).grouped
-        with IsolationJournal.open(self.local_out, self.opts.input_dir, tar_path) as journal:
-            if state.lease.retry_crashed and journal.crashed:
-                log.info("retrying %s: the last attempt was killed on purpose", journal.crashed)
-                journal.crashed.clear()
-            log.info(
-                "isolated run of %s: %d samples journalled, died in %s",
-                tar_path,
-                len(journal.completed),
-                sorted(journal.crashed.values()),
-            )
-            damaged = False
-            for item in self._samples(tar_path, indexed):
-                self.counter.advance()
-                if isinstance(item, Ungrouped):
-                    raise InputFailure(f"{item.reason} (the header scan said it was grouped)")
-                if isinstance(item, TarDamage):
-                    damaged = True
-                    output.tar_error(item.reason)
-                    continue
-                decided = journal.outcome(item.index, item.key)
-                if decided is not None:
-                    # Finished by an earlier attempt, or the sample that attempt died in.
-                    entry = Entry(item.index, item.key, item, record=decided.record)
-                    if decided.is_error:
-                        entry.error = (decided.stage or "", decided.reason or "")
-                    output.write(entry)
-                    continue
-                self._checkpoint(output)
-                journal.begin(item.index, item.key)
-                entry = self._isolated_sample(item, output)
-                if entry.record is not None:
-                    journal.done(item.index, entry.record)
-                else:
-                    stage, reason = entry.error or ("tokenize", "no result")
-                    journal.done_error(item.index, item.key, stage, reason)
+        damaged = False
+        for item in self._samples(tar_path, indexed):
+            self.counter.advance()
+            if isinstance(item, Ungrouped):
+                raise InputFailure(f"{item.reason} (the header scan said it was grouped)")
+            if isinstance(item, TarDamage):
+                damaged = True
+                output.tar_error(item.reason)
+                continue
+            then = decided.get(item.index)
+            if then is not None:
+                then.check_key(item.key)
+                entry = Entry(item.index, item.key, item, record=then.record)
+                if then.is_error:
+                    entry.error = (then.stage or "", then.reason or "")
                 output.write(entry)
-            state.read_clean = not damaged
-        state.journal = journal
+                continue
+            self._checkpoint(output)
+            self.channel.send(m.IsolationBegin(lease_id, item.index, item.key))
+            entry = self._isolated_sample(item, output)
+            # The supervisor has the outcome before it is written here: a worker that
+            # dies from now on did not die in this sample.
+            done = m.IsolationDone(lease_id, item.index, item.key, entry.record)
+            if entry.record is None:
+                stage, reason = entry.error or ("tokenize", "no result")
+                done = replace(done, stage=stage, reason=self.redact(reason))
+            self.channel.send(done)
+            output.write(entry)
+        state.read_clean = not damaged
 
     def _isolated_sample(self, sample: Sample, output: LeaseOutput) -> Entry:
         """Decode and tokenize one sample on this thread; its Entry has a record or error."""

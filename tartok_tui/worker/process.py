@@ -19,11 +19,13 @@ import time
 from typing import TYPE_CHECKING
 
 from tartok_tui import messages as m
+from tartok_tui.storage import ThrottleGauge
 from tartok_tui.worker.channel import (
     EXIT_DEVICE_LOST,
     EXIT_LOAD_FAILED,
     EXIT_OK,
     EXIT_ORPHANED,
+    EXIT_OUT_OF_MEMORY,
     RESOURCES_EVERY_S,
     Channel,
     Control,
@@ -90,6 +92,17 @@ def die_with_parent() -> None:
         log.warning("prctl unavailable: %s", exc)
 
 
+def throttle_gauge(channel: Channel) -> ThrottleGauge:
+    """The worker's throttled calls: one event-log line per episode (the heartbeat carries
+    the state)."""
+
+    def episode(what: str) -> None:
+        log.warning("throttled by the store (%s): waiting", what)
+        channel.send(m.Log("warning", f"throttled by the store ({what}): waiting"))
+
+    return ThrottleGauge(on_episode=episode)
+
+
 def main(argv: list[str] | None = None) -> int:
     from tartok_tui.codec.allocator import keep_freed_memory
 
@@ -104,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     channel.send(m.Hello(pid=os.getpid(), device=opts.device))
     # Alive from here on, loading included; the counter moves only with real work.
     counter = ProgressCounter()
-    Heartbeat(channel, counter).start()
+    gauge = throttle_gauge(channel)
+    Heartbeat(channel, counter, gauge=gauge).start()
     control = Control()
     control.start_reader(sys.stdin.buffer)
 
@@ -136,12 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         tokenizer.streams,
         opts.resolved_decode_workers,
     )
-    runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter)
+    runner = LeaseRunner(tokenizer, opts, control, channel, faults, counter, gauge)
     return serve(runner, control, channel, opts)
 
 
 def serve(runner: LeaseRunner, control: Control, channel: Channel, opts: WorkerOptions) -> int:
     """Take leases until told to stop or abort, or until stdin closes."""
+    from tartok_tui.codec.errors import ClipOutOfMemory
     from tartok_tui.worker.pipeline import LeaseAborted, is_device_failure
 
     reported_paused = False
@@ -174,12 +189,22 @@ def serve(runner: LeaseRunner, control: Control, channel: Channel, opts: WorkerO
         except LeaseAborted:
             log.info("lease %d aborted (%s)", lease.lease_id, lease.tar_path)
             return EXIT_ORPHANED if control.closed.is_set() else EXIT_OK
+        except ClipOutOfMemory as exc:
+            give_back_out_of_memory(channel, lease, runner.redact(str(exc)))
+            return EXIT_OUT_OF_MEMORY
         except Exception as exc:
             if not is_device_failure(exc):
                 raise
             report_device_lost(channel, opts, lease, exc)
             return EXIT_DEVICE_LOST
         reported_paused = False
+
+
+def give_back_out_of_memory(channel: Channel, lease: m.Lease, reason: str) -> None:
+    """Give the lease back uncommitted as out of memory; the caller then exits, so that
+    the tar's next try (here or elsewhere) has a fresh process and a clean allocator."""
+    log.error("out of memory on %s: %s; giving it back, the worker exits", lease.tar_path, reason)
+    channel.send(m.TarFailed(lease.lease_id, lease.tar_path, reason, kind="oom"))
 
 
 def report_device_lost(
