@@ -88,7 +88,7 @@ def decode(
     model_dir: Annotated[
         str, typer.Option("--model-dir", "-m", envvar="TARTOK_MODEL_DIR", help=MODEL_DIR_HELP)
     ],
-    to: Annotated[Path, typer.Option("--to", help="Local folder for the <key>.wav files.")],
+    to: Annotated[str, typer.Option("--to", help="Local folder for the <key>.wav files.")],
     keys: Annotated[
         str | None, typer.Option("--keys", help="Comma-separated sample keys to decode.")
     ] = None,
@@ -112,10 +112,13 @@ def decode(
 ) -> None:
     """Turn committed tokens of OUTPUT_DIR back into 16 kHz WAV files with BiCodec's decoder."""
     from tartok_tui.decode.command import decode_command
-    from tartok_tui.storage import StorageError
+    from tartok_tui.storage import StorageError, is_url
 
     if keys is not None and count is not None:
         print_error("--keys and --count: give one (the keys to decode, or how many to draw)")
+        raise typer.Exit(ExitCode.BAD_ARGS)
+    if is_url(to):
+        print_error(f"--to {to}: decode writes to a local folder")
         raise typer.Exit(ExitCode.BAD_ARGS)
     access = access_for(storage_options)
     wanted = [k.strip() for k in keys.split(",") if k.strip()] if keys is not None else None
@@ -123,7 +126,7 @@ def decode(
         code = decode_command(
             parse_location(output_dir),
             model_dir,
-            to,
+            Path(to),
             keys=wanted,
             count=count if count is not None else 10,
             seed=seed,

@@ -15,6 +15,11 @@ CASES = {
     "bench_feed": (["--minutes", "1", "--tar-minutes", "0.5", "--loads", "0.3"], "of S"),
     "bench_output_size": (["--tars", "1", "--samples-per-tar", "50"], "JSONL / Parquet size"),
     "bench_input": (["--repeats", "1", "--samples", "10"], '"tar_reading"'),
+    "bench_export": (["--tars", "1", "--samples-per-tar", "30", "--rounds", "1"], "GB/min read"),
+    "bench_decode": (
+        ["--preset", "tiny", "--audio-seconds", "6", "--batch", "2"],
+        "largest |ours - reference| over every sample: 0.00e+00",
+    ),
     "bench_verify": (
         ["--tars", "3", "--keys", "20", "--s3", "--deep-tars", "1", "--deep-keys", "5"],
         "Scaled to Emilia",

@@ -157,3 +157,9 @@ def test_decode_reads_its_tokens_from_s3(tmp_path: Path, tiny_model_dir, s3) -> 
     decode(out, tiny_model_dir, local, "--keys", "A_0002")
     assert (tmp_path / "wav" / "A_0002.wav").read_bytes() == (local / "A_0002.wav").read_bytes()
     assert len(wav(local / "A_0002.wav")) == 320 * len(records["A_0002"]["semantic_tokens"])
+
+
+def test_decode_writes_to_a_local_folder_only(tmp_path: Path, tiny_model_dir) -> None:
+    out, _ = tokens_output(tmp_path, {"A.tar": 2}, "jsonl")
+    code, text = decode(out, tiny_model_dir, "s3://bucket/wav", check=False)
+    assert code == ExitCode.BAD_ARGS and "decode writes to a local folder" in text

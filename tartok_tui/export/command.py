@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,7 +21,7 @@ MAX_LISTED = 20
 
 
 @contextmanager
-def unit_progress(console: Console) -> Iterator[object]:
+def unit_progress(console: Console) -> Iterator[Callable[[int, int, TokensFile], None] | None]:
     """A bar over the units on a terminal; nothing otherwise (the summary says it all)."""
     if not console.is_terminal:
         yield None
@@ -58,7 +58,7 @@ def export_command(
                 split_by=split_by,
                 access=access,
                 spool_dir=spool_dir,
-                on_unit=on_unit,  # type: ignore[arg-type]
+                on_unit=on_unit,
             )
     except ConfigError as exc:
         print_error(redact_text(str(exc), access.options))
